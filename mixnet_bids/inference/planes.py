@@ -1,0 +1,103 @@
+"""Plane geometry shared by training and inference.
+
+Volumes are first reoriented to the closest canonical (RAS+) orientation using the affine,
+never the raw array axes. Each plane then has one explicit axis table:
+
+=========  =============  ==================
+plane      slicing axis   in-plane axes
+=========  =============  ==================
+sagittal   0 (R-L)        1 (A-P), 2 (S-I)
+coronal    1 (A-P)        0 (R-L), 2 (S-I)
+axial      2 (S-I)        0 (R-L), 1 (A-P)
+=========  =============  ==================
+
+The in-plane axes are resampled to the spacing the networks were trained at
+(``TRAINING_SPACING``, the MRBrainS grid: 0.958 x 0.958 x 3.0 mm); the slicing axis keeps
+its native spacing. Slices are returned as ``(n_slices, ..., H, W)`` with H, W the two
+in-plane axes in the order of the table.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+from scipy import ndimage
+
+PLANES: tuple[str, ...] = ("sagittal", "coronal", "axial")
+SLICE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+#: RAS+ voxel size (mm) of the training data; in-plane axes are resampled to it.
+TRAINING_SPACING: tuple[float, float, float] = (0.958333, 0.958333, 3.0)
+#: Spacing differences below this fraction are not resampled.
+SPACING_TOLERANCE = 0.02
+
+
+def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder/flip the first three axes of ``data`` to the closest RAS+ orientation."""
+    ornt = orientations.io_orientation(affine)
+    canonical = orientations.apply_orientation(data, ornt)
+    new_affine = affine @ orientations.inv_ornt_aff(ornt, data.shape[:3])
+    return canonical, new_affine
+
+
+def from_canonical(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Invert :func:`to_canonical` for an array on the canonical grid of ``affine``."""
+    ornt = orientations.io_orientation(affine)
+    back = orientations.ornt_transform(orientations.axcodes2ornt("RAS"), ornt)
+    return orientations.apply_orientation(data, back)
+
+
+def resize_axes(data: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    """Resample the first ``len(shape)`` axes to ``shape`` on an edge-aligned grid.
+
+    Voxel ``j`` of the output maps to input coordinate ``(j + 0.5) * s - 0.5`` with
+    ``s = n_in / n_out`` per axis (the same field of view, other voxel sizes). Trailing
+    axes (channels) are carried along. ``order=0`` for labels, 1 for images.
+    """
+    spatial = len(shape)
+    if tuple(data.shape[:spatial]) == tuple(shape):
+        return data
+    scale = np.array(data.shape[:spatial], float) / np.array(shape, float)
+    offset = 0.5 * scale - 0.5
+    trailing = data.shape[spatial:]
+    flat = data.reshape(data.shape[:spatial] + (-1,))
+    out = np.empty(tuple(shape) + (flat.shape[-1],), dtype=data.dtype)
+    for c in range(flat.shape[-1]):
+        out[..., c] = ndimage.affine_transform(
+            flat[..., c], scale, offset=offset, output_shape=tuple(shape), order=order,
+            mode="nearest")
+    return out.reshape(tuple(shape) + trailing)
+
+
+def plane_shape(shape: Sequence[int], zooms: Sequence[float], plane: str,
+                spacing: Sequence[float] = TRAINING_SPACING) -> tuple[int, int, int]:
+    """Canonical shape after resampling the in-plane axes of ``plane`` to ``spacing``."""
+    out = list(shape[:3])
+    for axis in range(3):
+        if axis == SLICE_AXIS[plane]:
+            continue
+        ratio = zooms[axis] / spacing[axis]
+        if abs(ratio - 1.0) > SPACING_TOLERANCE:
+            out[axis] = max(1, int(round(shape[axis] * ratio)))
+    return tuple(out)
+
+
+def volume_to_slices(data: np.ndarray, zooms: Sequence[float], plane: str,
+                     order: int = 1) -> np.ndarray:
+    """Canonical volume ``(X, Y, Z[, C])`` -> slices ``(n, H, W[, C])`` of ``plane``."""
+    resampled = resize_axes(data, plane_shape(data.shape, zooms, plane), order)
+    return np.moveaxis(resampled, SLICE_AXIS[plane], 0)
+
+
+def slices_to_volume(slices: np.ndarray, shape: Sequence[int], plane: str,
+                     order: int = 1) -> np.ndarray:
+    """Inverse of :func:`volume_to_slices`: ``(n, H, W[, C])`` -> ``shape[:3]`` grid."""
+    volume = np.moveaxis(slices, 0, SLICE_AXIS[plane])
+    return resize_axes(volume, tuple(shape[:3]), order)
+
+
+def canonical_zooms(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel sizes of an affine's three axes (mm)."""
+    return tuple(float(z) for z in nib.affines.voxel_sizes(affine)[:3])

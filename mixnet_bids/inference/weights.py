@@ -1,0 +1,80 @@
+"""Shipped model weights: a plain state_dict (.pt, loaded with ``weights_only=True``)
+plus a JSON sidecar with the metadata and the SHA-256 of the weight file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from mixnet_bids.labels import n_classes
+from mixnet_bids.model import MixNet, build_mixnet
+
+WEIGHTS_DIR = Path(str(resources.files("mixnet_bids.data") / "weights"))
+
+
+class WeightsError(RuntimeError):
+    """Missing, corrupted or mismatched weights."""
+
+
+def weight_path(task: str, plane: str, version: str, folder: Path | None = None) -> Path:
+    return Path(folder or WEIGHTS_DIR) / f"mixnet_{version}_{task}_{plane}.pt"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_weights(model: MixNet, path: Path, metadata: dict) -> Path:
+    """Write ``path`` (state_dict) and ``path.with_suffix('.json')`` (metadata + hash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    meta = dict(metadata, version=model.version, sha256=sha256(path))
+    _atomic_write(path.with_suffix(".json"),
+                  lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    return path
+
+
+def read_metadata(path: Path) -> dict:
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        raise WeightsError(f"{sidecar}: weight metadata missing; reinstall mixnet-bids")
+    return json.loads(sidecar.read_text())
+
+
+def load_model(path: Path) -> tuple[MixNet, dict]:
+    """Build the network described by the sidecar and load its verified weights (eval)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weight file missing; reinstall mixnet-bids or train "
+                           "one with mixnet-bids-train")
+    meta = read_metadata(path)
+    if sha256(path) != meta.get("sha256"):
+        raise WeightsError(f"{path}: SHA-256 does not match its metadata (corrupted or "
+                           "tampered); reinstall mixnet-bids")
+    model = build_mixnet(meta["version"], n_classes(meta["task"]))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval(), meta

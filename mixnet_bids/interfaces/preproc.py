@@ -1,0 +1,97 @@
+"""Nipype interfaces over the plain preprocessing functions (head mask, z-score stack)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+from nipype.utils.filemanip import fname_presuffix
+
+from mixnet_bids.model import MODALITIES
+from mixnet_bids.preprocessing import head_mask, load_3d, write_like, zscore
+
+
+class _HeadMaskInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="3D image")
+
+
+class _HeadMaskOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="binary head mask (uint8), same grid")
+
+
+class HeadMask(SimpleInterface):
+    """Head mask robust to the background level (see ``preprocessing.head_mask``)."""
+
+    input_spec = _HeadMaskInputSpec
+    output_spec = _HeadMaskOutputSpec
+
+    def _run_interface(self, runtime):
+        img = load_3d(self.inputs.in_file)
+        out = fname_presuffix(self.inputs.in_file, suffix="_mask", newpath=runtime.cwd)
+        write_like(head_mask(img.get_fdata(dtype=np.float32)), img, out, np.uint8)
+        self._results["out_file"] = out
+        return runtime
+
+
+class _StackInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="co-registered images on one grid, one per modality")
+    modalities = traits.List(traits.Enum(*MODALITIES), mandatory=True,
+                             desc="modality of each entry of in_files")
+
+
+class _StackOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="4D float32 z-scores, channels in MODALITIES order")
+    out_mask = File(exists=True, desc="union of the modalities' head masks (uint8)")
+
+
+class ZScoreStack(SimpleInterface):
+    """Z-score each modality inside its own head mask and stack them as channels.
+
+    Absent modalities are all-zero channels, so the output always has
+    ``len(MODALITIES)`` channels in the fixed order.
+    """
+
+    input_spec = _StackInputSpec
+    output_spec = _StackOutputSpec
+
+    def _run_interface(self, runtime):
+        if len(self.inputs.in_files) != len(self.inputs.modalities):
+            raise ValueError(f"{len(self.inputs.in_files)} images for "
+                             f"{len(self.inputs.modalities)} modality names")
+        stack, union, ref = zscore_stack(dict(zip(self.inputs.modalities, self.inputs.in_files)))
+        out = fname_presuffix(self.inputs.in_files[0], suffix="_zstack", newpath=runtime.cwd)
+        out_mask = fname_presuffix(self.inputs.in_files[0], suffix="_headmask",
+                                   newpath=runtime.cwd)
+        write_like(stack, ref, out)
+        write_like(union, ref, out_mask, np.uint8)
+        self._results["out_file"] = out
+        self._results["out_mask"] = out_mask
+        return runtime
+
+
+def zscore_stack(images: dict[str, str]) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
+    """Stack z-scored modalities ``{name: file}`` (one grid) into ``(X, Y, Z, 3)``."""
+    ref = None
+    stack = union = None
+    for name, path in images.items():
+        img = load_3d(path)
+        if ref is None:
+            ref = img
+            stack = np.zeros(img.shape + (len(MODALITIES),), np.float32)
+            union = np.zeros(img.shape, bool)
+        elif img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
+            raise ValueError(f"{path}: grid {img.shape} differs from the reference grid "
+                             f"{ref.shape}; co-register it first")
+        data = img.get_fdata(dtype=np.float32)
+        mask = head_mask(data)
+        stack[..., MODALITIES.index(name)] = zscore(data, mask)
+        union |= mask
+    return stack, union, ref

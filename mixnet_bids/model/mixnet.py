@@ -1,0 +1,256 @@
+"""MixNet: multi-modality mix network for brain segmentation (2D, per plane).
+
+Chen et al., "MixNet: Multi-modality Mix Network for Brain Segmentation",
+BrainLes / MICCAI 2018. The network is semantic-wise: residual units with dilated
+convolutions and no pooling or deconvolution inside; an optional 2x2 max pooling in the
+InitUnit halves the working resolution and the OutputUnit upscales back.
+
+Tensor shapes (all versions)
+----------------------------
+input   ``(N, M, H, W)`` float, ``M = len(MODALITIES) = 3`` channels in the fixed order
+        T1w, IR, FLAIR; an absent modality is an all-zero channel. Any ``H, W >= 1``.
+output  ``(N, n_classes, H, W)`` raw logits (no softmax).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Input channel order shared by training and inference.
+MODALITIES: tuple[str, ...] = ("T1w", "IR", "FLAIR")
+
+#: Dilation of the five DilateResUnit levels (Table 1 of the paper).
+DILATIONS: tuple[int, ...] = (2, 1, 4, 1, 8)
+
+#: Pyramid pooling bins of the OutputUnit.
+PYRAMID_BINS: tuple[int, ...] = (2, 4, 6, 12)
+
+
+def _bn_relu_conv(c_in: int, c_out: int, kernel: int, dilation: int = 1) -> nn.Sequential:
+    """Pre-activation block: BN -> ReLU -> conv (same spatial size)."""
+    padding = dilation * (kernel - 1) // 2
+    return nn.Sequential(
+        nn.BatchNorm2d(c_in),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, kernel, padding=padding, dilation=dilation, bias=False),
+    )
+
+
+class InitUnit(nn.Module):
+    """A 5x5 convolution, then an optional 2x2 max pooling with stride 2.
+
+    ``(N, c_in, H, W) -> (N, filters, H', W')`` with ``H' = H // 2`` when pooling.
+    """
+
+    def __init__(self, c_in: int, filters: int, pool: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, filters, 5, padding=2, bias=True)
+        self.pool = nn.MaxPool2d(2, 2) if pool else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.conv(x))
+
+
+class DilateResUnit(nn.Module):
+    """Residual bottleneck with a clear identity path: DilateResUnit(c1, c2, f, d).
+
+    body: BN-ReLU-1x1 (f/2), BN-ReLU-3x3 dilated d (f/2), BN-ReLU-1x1 (c2);
+    shortcut: identity when ``c1 == c2``, else a 1x1 convolution.
+    ``(N, c1, H, W) -> (N, c2, H, W)``.
+    """
+
+    def __init__(self, c1: int, c2: int, filters: int, dilation: int) -> None:
+        super().__init__()
+        half = filters // 2
+        self.body = nn.Sequential(
+            _bn_relu_conv(c1, half, 1),
+            _bn_relu_conv(half, half, 3, dilation),
+            _bn_relu_conv(half, c2, 1),
+        )
+        self.shortcut = nn.Identity() if c1 == c2 else nn.Conv2d(c1, c2, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.body(x)
+
+
+class OutputUnit(nn.Module):
+    """Pyramid pooling (2, 4, 6, 12 bins) as a global prior, a 3x3 conv to the logits.
+
+    ``(N, c_in, h, w) -> (N, n_classes, h * s, w * s)`` with ``s = 2`` when
+    ``upscale`` (the InitUnit pooled), else 1.
+    """
+
+    def __init__(self, c_in: int, n_classes: int, upscale: bool = True,
+                 bins: Sequence[int] = PYRAMID_BINS) -> None:
+        super().__init__()
+        branch = max(c_in // len(bins), 1)
+        self.bins = tuple(bins)
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(c_in, branch, 1, bias=False),
+                nn.BatchNorm2d(branch),
+                nn.ReLU(inplace=True),
+            )
+            for b in self.bins
+        )
+        self.pre = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True))
+        self.classify = nn.Conv2d(c_in + branch * len(self.bins), n_classes, 3, padding=1)
+        self.upscale = upscale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        priors = [
+            F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
+            for branch in self.branches
+        ]
+        logits = self.classify(torch.cat([self.pre(x), *priors], dim=1))
+        if self.upscale:
+            logits = F.interpolate(logits, scale_factor=2.0, mode="bilinear",
+                                   align_corners=False)
+        return logits
+
+
+class MixNet(nn.Module):
+    """Common frame: even padding, streams (subclass), multi-scale aggregation, output.
+
+    Subclasses implement :meth:`features`, returning the concatenation of the InitUnit
+    and level features at the working resolution.
+    """
+
+    version: str = ""
+
+    def __init__(self, n_classes: int, n_features: int, pool: bool) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.pool = pool
+        self.output = OutputUnit(n_features, n_classes, upscale=pool)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> ``(N, n_classes, H, W)`` logits."""
+        if x.ndim != 4 or x.shape[1] != len(MODALITIES):
+            raise ValueError(
+                f"MixNet expects (N, {len(MODALITIES)}, H, W) input, got {tuple(x.shape)}"
+            )
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (height % 2, width % 2) if self.pool else (0, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        logits = self.output(self.features(x))
+        return logits[..., :height, :width]
+
+
+class MixNetV1(MixNet):
+    """v1: modalities stacked as channels, one stream of 72 filters."""
+
+    version = "v1"
+
+    def __init__(self, n_classes: int = 4, filters: int = 72, pool: bool = True,
+                 dilations: Sequence[int] = DILATIONS) -> None:
+        super().__init__(n_classes, filters * (len(dilations) + 1), pool)
+        self.init = InitUnit(len(MODALITIES), filters, pool)
+        self.levels = nn.ModuleList(
+            DilateResUnit(filters, filters, filters, d) for d in dilations
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [self.init(x)]
+        for level in self.levels:
+            feats.append(level(feats[-1]))
+        return torch.cat(feats, dim=1)
+
+
+class MixNetV3(MixNet):
+    """v3: one independent stream of 24 filters per modality, joined at the output."""
+
+    version = "v3"
+
+    def __init__(self, n_classes: int = 4, filters: int = 24, pool: bool = True,
+                 dilations: Sequence[int] = DILATIONS) -> None:
+        n_streams = len(MODALITIES)
+        super().__init__(n_classes, n_streams * filters * (len(dilations) + 1), pool)
+        self.inits = nn.ModuleList(InitUnit(1, filters, pool) for _ in range(n_streams))
+        self.streams = nn.ModuleList(
+            nn.ModuleList(DilateResUnit(filters, filters, filters, d) for d in dilations)
+            for _ in range(n_streams)
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for m, (init, levels) in enumerate(zip(self.inits, self.streams)):
+            h = init(x[:, m:m + 1])
+            feats.append(h)
+            for level in levels:
+                h = level(h)
+                feats.append(h)
+        return torch.cat(feats, dim=1)
+
+
+class MixNetV2(MixNet):
+    """v2: three streams of 24 filters, periodically summarised.
+
+    At the summary levels (1, 3, 5) every stream's unit receives the concatenation of
+    all streams' current features (3 x 24 = 72 channels; its first 1x1 conv mixes them).
+    After a summary level, a 1x1 conv mixes the three outputs into a 24-channel summary
+    that is fed back, beside the stream's own features, into the next level
+    (24 + 24 = 48 channels). Level inputs: 72, 48, 72, 48, 72; outputs: 24.
+    """
+
+    version = "v2"
+
+    def __init__(self, n_classes: int = 4, filters: int = 24, pool: bool = True,
+                 dilations: Sequence[int] = DILATIONS,
+                 summary_levels: Sequence[int] = (0, 2, 4)) -> None:
+        n_streams = len(MODALITIES)
+        super().__init__(n_classes, n_streams * filters * (len(dilations) + 1), pool)
+        self.summary_levels = tuple(summary_levels)
+        self.inits = nn.ModuleList(InitUnit(1, filters, pool) for _ in range(n_streams))
+        self.streams = nn.ModuleList(
+            nn.ModuleList(
+                DilateResUnit(
+                    n_streams * filters if i in self.summary_levels else 2 * filters,
+                    filters, filters, d,
+                )
+                for i, d in enumerate(dilations)
+            )
+            for _ in range(n_streams)
+        )
+        self.mixers = nn.ModuleDict({
+            str(i): _bn_relu_conv(n_streams * filters, filters, 1)
+            for i in self.summary_levels if i + 1 < len(dilations)
+        })
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        hs = [init(x[:, m:m + 1]) for m, init in enumerate(self.inits)]
+        feats = list(hs)
+        summary = None
+        for i in range(len(self.streams[0])):
+            if i in self.summary_levels:
+                joint = torch.cat(hs, dim=1)
+                hs = [levels[i](joint) for levels in self.streams]
+                if str(i) in self.mixers:
+                    summary = self.mixers[str(i)](torch.cat(hs, dim=1))
+            else:
+                hs = [levels[i](torch.cat([h, summary], dim=1))
+                      for h, levels in zip(hs, self.streams)]
+            feats.extend(hs)
+        return torch.cat(feats, dim=1)
+
+
+_VERSIONS: dict[str, type[MixNet]] = {"v1": MixNetV1, "v2": MixNetV2, "v3": MixNetV3}
+
+
+def build_mixnet(version: Literal["v1", "v2", "v3"], n_classes: int, pool: bool = True) -> MixNet:
+    """Build a MixNet of the given version with the paper's widths and dilations."""
+    try:
+        cls = _VERSIONS[version]
+    except KeyError:
+        raise ValueError(f"unknown MixNet version {version!r}; choose v1, v2 or v3") from None
+    return cls(n_classes=n_classes, pool=pool)

@@ -1,0 +1,156 @@
+"""Preprocessing shared by inference and training: N4, rigid co-registration, head mask, z-score.
+
+The Nipype graph that chains these steps is ``mixnet_bids.workflows.preprocessing``; the
+training cache runs that same graph, so training and inference never drift apart.
+The plain functions here hold the numerics and are tested directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+#: z-scores are clipped to this range; voxels outside the head mask are set to 0.
+ZSCORE_CLIP = 6.0
+
+
+def head_mask(data: np.ndarray) -> np.ndarray:
+    """Boolean head mask of a 3D image, robust to a non-zero background.
+
+    The background level is the median of the outermost voxels (IR images have a bright
+    background, T1w/FLAIR a dark one); the head is where the intensity departs from it by
+    more than an Otsu threshold, closed, hole-filled per slice and in 3D, keeping the
+    largest connected component.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"head_mask expects a 3D image, got shape {data.shape}")
+    border = np.concatenate([
+        data[[0, -1]].ravel(), data[:, [0, -1]].ravel(), data[:, :, [0, -1]].ravel()
+    ])
+    deviation = np.abs(data - np.median(border))
+    if not np.any(deviation > 0):
+        return np.zeros(data.shape, dtype=bool)
+    mask = deviation > threshold_otsu(deviation)
+    mask = ndimage.binary_opening(mask, iterations=1)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+        mask = labels == (1 + int(np.argmax(sizes)))
+    mask = ndimage.binary_closing(mask, structure=np.ones((5, 5, 3), bool), iterations=2,
+                                  border_value=0) | mask
+    for axis in range(3):  # fill holes slice by slice along every axis, then in 3D
+        mask = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)],
+                        axis=axis)
+    return ndimage.binary_fill_holes(mask)
+
+
+def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Z-score ``data`` with the mean and s.d. of the voxels inside ``mask``.
+
+    The statistics ignore the 0.5 % tails inside the mask so that a few extreme voxels
+    (vessels, artefacts) do not set the scale; results are clipped to +-ZSCORE_CLIP and
+    the background (outside the mask) is 0.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if data.shape != mask.shape:
+        raise ValueError(f"image shape {data.shape} differs from mask shape {mask.shape}")
+    values = data[mask]
+    if values.size < 2:
+        raise ValueError("the head mask is empty: cannot normalise intensities")
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    core = values[(values >= lo) & (values <= hi)]
+    std = float(core.std())
+    if not np.isfinite(std) or std <= 0:
+        raise ValueError("the image is constant inside the head mask: cannot normalise")
+    out = np.clip((data - float(core.mean())) / std, -ZSCORE_CLIP, ZSCORE_CLIP)
+    out[~mask] = 0.0
+    return out.astype(np.float32)
+
+
+def n4_interface(**inputs):
+    """Nipype's ANTs N4 interface with the settings used everywhere in mixnet-bids.
+
+    Shrink factor 4 and 50/50/30/20 iterations at 1e-6: on an MRBrainS IR volume this took
+    10 s instead of 74 s for 4x50 at 1e-7 with shrink 2, with a correlation of 0.991
+    between the two corrected images inside the head.
+    """
+    from nipype.interfaces.ants import N4BiasFieldCorrection
+
+    settings = dict(
+        dimension=3,
+        bspline_fitting_distance=200,
+        shrink_factor=4,
+        n_iterations=[50, 50, 30, 20],
+        convergence_threshold=1e-6,
+        rescale_intensities=True,
+        copy_header=True,
+        num_threads=1,
+    )
+    settings.update(inputs)
+    return N4BiasFieldCorrection(**settings)
+
+
+def rigid_registration_interface(**inputs):
+    """Nipype's antsRegistration: rigid, Mattes mutual information, in scanner space.
+
+    No centre-of-mass initialisation: images of one session share the scanner's world
+    coordinates, so the identity in physical space is the best start. 100/50/20
+    iterations at shrink 4/2/1 took 28 s on an MRBrainS IR -> T1 pair and landed within
+    0.12 mm of 500/250/100 (58 s).
+    """
+    from nipype.interfaces.ants import Registration
+
+    settings = dict(
+        dimension=3,
+        transforms=["Rigid"],
+        transform_parameters=[(0.1,)],
+        metric=["MI"],
+        metric_weight=[1.0],
+        radius_or_number_of_bins=[32],
+        sampling_strategy=["Regular"],
+        sampling_percentage=[0.25],
+        number_of_iterations=[[100, 50, 20]],
+        convergence_threshold=[1e-6],
+        convergence_window_size=[10],
+        shrink_factors=[[4, 2, 1]],
+        smoothing_sigmas=[[2.0, 1.0, 0.0]],
+        sigma_units=["vox"],
+        use_histogram_matching=[False],
+        winsorize_lower_quantile=0.005,
+        winsorize_upper_quantile=0.995,
+        interpolation="Linear",
+        float=True,
+        write_composite_transform=False,
+        output_warped_image=True,
+        num_threads=1,
+    )
+    settings.update(inputs)
+    return Registration(**settings)
+
+
+def load_3d(path: str | Path) -> nib.Nifti1Image:
+    """Load a NIfTI image, squeezing a trailing singleton 4th axis; refuse other 4D."""
+    img = nib.load(str(path))
+    if img.ndim == 4 and img.shape[3] == 1:
+        img = img.slicer[..., 0]
+    if img.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D image, got shape {img.shape}")
+    return img
+
+
+def write_like(data: np.ndarray, like: nib.Nifti1Image, path: str | Path,
+               dtype: type = np.float32) -> Path:
+    """Write ``data`` with the affine and header geometry of ``like``."""
+    header = like.header.copy()
+    header.set_data_dtype(dtype)
+    out = nib.Nifti1Image(np.asarray(data, dtype=dtype), like.affine, header)
+    out.set_qform(*like.get_qform(coded=True))
+    out.set_sform(*like.get_sform(coded=True))
+    nib.save(out, str(path))
+    return Path(path)

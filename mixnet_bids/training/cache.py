@@ -1,0 +1,107 @@
+"""Preprocessed-volume cache for training: the app's own preprocessing graph, run once.
+
+Each labelled subject of a BIDS dataset goes through ``init_preproc_wf`` (N4, rigid
+co-registration to the reference modality, z-scored channel stack) exactly as in the
+app; the z-scores and the manual labels (on the reference grid) are stored, reoriented to
+RAS+, in ``<cache>/sub-<id>[_ses-<id>].npz``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from bids import BIDSLayout
+from nibabel.processing import resample_from_to
+
+from mixnet_bids.bids import DEFAULT_QUERIES, collect_modalities
+from mixnet_bids.inference.planes import canonical_zooms, to_canonical
+from mixnet_bids.model import MODALITIES
+from mixnet_bids.preprocessing import load_3d
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class CachedSubject:
+    """One preprocessed subject, RAS+ oriented."""
+
+    name: str
+    image: np.ndarray       # (X, Y, Z, 3) float32 z-scores, channels in MODALITIES order
+    labels: np.ndarray      # (X, Y, Z) uint8 manual labels
+    zooms: tuple[float, float, float]
+    modalities: tuple[str, ...]
+
+
+def run_preproc(images: dict[str, str], work_dir: str | Path, name: str) -> dict[str, str]:
+    """Run the app's preprocessing graph on ``{modality: path}``; return its outputs."""
+    from mixnet_bids.workflows.preprocessing import init_preproc_wf
+
+    workflow = init_preproc_wf(modalities=list(images), name=name)
+    workflow.base_dir = str(Path(work_dir).absolute())
+    for modality, path in images.items():
+        setattr(workflow.inputs.inputnode, modality, str(Path(path).absolute()))
+    graph = workflow.run(plugin="MultiProc", plugin_args={"n_procs": 2})
+    outputnode = next(n for n in graph.nodes() if n.name == "outputnode")
+    return outputnode.result.outputs.get()
+
+
+def labels_on_grid(labels_file: str | Path, reference: nib.Nifti1Image) -> np.ndarray:
+    """Manual labels on the reference grid (nearest neighbour when the grids differ)."""
+    labels = load_3d(labels_file)
+    if labels.shape != reference.shape or not np.allclose(labels.affine, reference.affine,
+                                                          atol=1e-3):
+        labels = resample_from_to(labels, reference, order=0)
+    return np.asarray(labels.dataobj).astype(np.uint8)
+
+
+def build_cache(bids_dir: str | Path, labels_dir: str | Path, cache_dir: str | Path,
+                work_dir: str | Path, subjects: list[str] | None = None) -> list[Path]:
+    """Preprocess every labelled subject once; existing cache files are kept."""
+    layout = BIDSLayout(str(bids_dir), validate=False)
+    labels_layout = BIDSLayout(str(labels_dir), validate=False, is_derivative=True)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dseg in labels_layout.get(suffix="dseg", extension=[".nii", ".nii.gz"]):
+        sub = dseg.entities["subject"]
+        ses = dseg.entities.get("session")
+        if subjects and sub not in subjects:
+            continue
+        key = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+        target = cache_dir / f"{key}.npz"
+        written.append(target)
+        if target.exists():
+            continue
+        images = collect_modalities(layout, sub, ses, DEFAULT_QUERIES)
+        if not images:
+            raise ValueError(f"{dseg.path}: no T1w, IR or FLAIR image for {key}")
+        LOGGER.info("preprocessing %s (%s)", key, ", ".join(images))
+        outputs = run_preproc(images, work_dir, name=f"preproc_{key.replace('-', '_')}")
+        stack = nib.load(outputs["zstack"])
+        labels = labels_on_grid(dseg.path, stack.slicer[..., 0])
+        image, affine = to_canonical(stack.get_fdata(dtype=np.float32), stack.affine)
+        labels, _ = to_canonical(labels, stack.affine)
+        tmp = target.with_suffix(".tmp.npz")
+        np.savez(tmp, image=image.astype(np.float16), labels=labels, affine=affine,
+                 modalities=np.array(list(images)))
+        tmp.replace(target)
+    return written
+
+
+def load_cached(path: str | Path) -> CachedSubject:
+    """Read one cache file."""
+    with np.load(path) as npz:
+        return CachedSubject(
+            name=Path(path).stem,
+            image=npz["image"].astype(np.float32),
+            labels=npz["labels"],
+            zooms=canonical_zooms(npz["affine"]),
+            modalities=tuple(str(m) for m in npz["modalities"]),
+        )
+
+
+__all__ = ["CachedSubject", "build_cache", "load_cached", "run_preproc", "MODALITIES"]

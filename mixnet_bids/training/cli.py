@@ -1,0 +1,84 @@
+"""``mixnet-bids-train``: train per-plane MixNets on MRBrainS18 or on a labelled BIDS dataset.
+
+Examples::
+
+    mixnet-bids-train --mrbrains ../shared/data/mrbrains18 --cache cache \\
+        --out runs/full --task 3label --planes axial coronal sagittal
+    mixnet-bids-train --bids /data --labels /data/derivatives/manual --cache cache --out runs/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.labels import TASK_CLASSES
+from mixnet_bids.training.dataset import DEFAULT_CROPS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixnet-bids-train", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mrbrains", type=Path, help="MRBrainS18 folder (converted to BIDS)")
+    source.add_argument("--bids", type=Path, help="BIDS dataset with T1w/IR/FLAIR images")
+    parser.add_argument("--labels", type=Path,
+                        help="derivatives folder with manual *_dseg (with --bids)")
+    parser.add_argument("--cache", type=Path, required=True,
+                        help="folder for converted data, preprocessing work and cached volumes")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="run folder: one sub-folder (checkpoint, log, weights) per plane")
+    parser.add_argument("--planes", nargs="+", choices=PLANES, default=list(PLANES))
+    parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="3label")
+    parser.add_argument("--version", choices=("v1", "v2", "v3"), default="v3")
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: 8 axial, 16 sagittal/coronal (similar pixel counts)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--class-weights", type=float, nargs="+", default=None)
+    parser.add_argument("--exclude", nargs="*", default=[],
+                        help="subjects left out (cross-validation)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    from mixnet_bids.training.cache import build_cache, load_cached
+    from mixnet_bids.training.mrbrains import mrbrains_to_bids
+    from mixnet_bids.training.train import TrainConfig, train_plane
+
+    if args.mrbrains:
+        bids_dir = args.cache / "mrbrains_bids"
+        mrbrains_to_bids(args.mrbrains, bids_dir)
+        labels_dir = bids_dir / "derivatives" / "manual"
+    else:
+        if args.labels is None:
+            build_parser().error("--bids needs --labels (a derivatives folder of *_dseg)")
+        bids_dir, labels_dir = args.bids, args.labels
+    files = build_cache(bids_dir, labels_dir, args.cache / "preproc", args.cache / "work")
+    excluded = {f"sub-{s.removeprefix('sub-')}" for s in args.exclude}
+    subjects = [load_cached(f) for f in files if f.stem.split("_")[0] not in excluded]
+    command = "mixnet-bids-train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    for plane in args.planes:
+        batch = args.batch_size or (8 if DEFAULT_CROPS[plane][1] > 64 else 16)
+        cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
+                          iterations=args.iterations, batch_size=batch, lr=args.lr,
+                          class_weights=args.class_weights, seed=args.seed,
+                          threads=args.threads, checkpoint_every=args.checkpoint_every)
+        path = train_plane(subjects, cfg, args.out / f"{args.task}_{args.version}_{plane}",
+                           command=command)
+        print(f"{plane}: weights written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

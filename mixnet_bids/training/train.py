@@ -1,0 +1,155 @@
+"""Training loop for one plane's MixNet, with checkpoint/resume.
+
+Optimiser as in the paper: SGD with Nesterov momentum 0.99, initial learning rate 2e-4
+halved at 0.2, 0.4, 0.6, 0.75, 0.8, 0.85, 0.9 and 0.95 of the iterations, L2 weight decay
+1e-3; pixel-wise cross-entropy with the ignored labels (9, 10) masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, n_classes
+from mixnet_bids.inference.planes import TRAINING_SPACING
+from mixnet_bids.inference.weights import save_weights, weight_path
+from mixnet_bids.model import MODALITIES, build_mixnet
+from mixnet_bids.training.cache import CachedSubject
+from mixnet_bids.training.dataset import SliceSampler
+
+LOGGER = logging.getLogger(__name__)
+LR_MILESTONES = (0.2, 0.4, 0.6, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run (dumped into the checkpoint folder)."""
+
+    plane: str
+    task: str = "3label"
+    version: str = "v3"
+    iterations: int = 2000
+    batch_size: int = 8
+    crop: tuple[int, int] | None = None
+    lr: float = 2e-4
+    momentum: float = 0.99
+    weight_decay: float = 1e-3
+    class_weights: list[float] | None = None
+    seed: int = 0
+    threads: int = 2
+    checkpoint_every: int = 50
+    subjects: list[str] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
+                command: str = "") -> Path:
+    """Train (or resume) one plane's network; return the exported weight file."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    cfg.subjects = [s.name for s in subjects]
+    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop, seed=cfg.seed)
+    model = build_mixnet(cfg.version, n_classes(cfg.task)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=True, weight_decay=cfg.weight_decay)
+    milestones = sorted({max(1, int(f * cfg.iterations)) for f in LR_MILESTONES})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+    weights = torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE_INDEX)
+
+    checkpoint = out_dir / "checkpoint.pt"
+    start, elapsed = 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start, elapsed = int(state["iteration"]), float(state["elapsed"])
+        LOGGER.info("resumed %s at iteration %d", checkpoint, start)
+
+    log = open(out_dir / "log.tsv", "a", encoding="utf-8")
+    if start == 0:
+        log.write("iteration\tloss\tlr\tseconds\n")
+    model.train()
+    running, t0 = [], time.monotonic()
+    for iteration in range(start, cfg.iterations):
+        images, targets = sampler.batch(cfg.batch_size)
+        images = images.to(memory_format=torch.channels_last)
+        loss = criterion(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running.append(float(loss))
+        done = iteration + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            elapsed += time.monotonic() - t0
+            t0 = time.monotonic()
+            log.write(f"{done}\t{np.mean(running):.4f}\t{scheduler.get_last_lr()[0]:.3g}\t"
+                      f"{elapsed:.0f}\n")
+            log.flush()
+            LOGGER.info("%s %s it %d/%d loss %.4f (%.0f s)", cfg.plane, cfg.task, done,
+                        cfg.iterations, np.mean(running), elapsed)
+            running = []
+            _save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "iteration": done, "elapsed": elapsed,
+                "sampler_rng": sampler.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state()})
+    log.close()
+
+    model = model.to(memory_format=torch.contiguous_format)
+    metadata = {
+        "task": cfg.task,
+        "labels": list(TASK_CLASSES[cfg.task]),
+        "plane": cfg.plane,
+        "modalities": list(MODALITIES),
+        "normalisation": "per-modality z-score inside its head mask, clipped to +-6, "
+                         "background 0; absent modality = zero channel",
+        "input_spacing_mm": list(TRAINING_SPACING),
+        "training_data": cfg.subjects,
+        "iterations": cfg.iterations,
+        "batch_size": cfg.batch_size,
+        "crop": list(sampler.crop),
+        "seed": cfg.seed,
+        "wall_time_s": round(elapsed),
+        "git_commit": git_commit(),
+        "command": command,
+    }
+    return save_weights(model, weight_path(cfg.task, cfg.plane, cfg.version, out_dir),
+                        metadata)

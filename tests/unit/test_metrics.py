@@ -1,0 +1,56 @@
+"""Challenge metrics against hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mixnet_bids.evaluation.metrics import (
+    dice, evaluate, hd95, inplane_boundary, volumetric_similarity)
+
+
+def cube(shape, start, size):
+    m = np.zeros(shape, bool)
+    m[tuple(slice(s, s + size) for s in start)] = True
+    return m
+
+
+def test_dice_and_vs_hand_computed():
+    a = cube((20, 20, 20), (2, 2, 2), 4)   # 64 voxels
+    b = cube((20, 20, 20), (4, 2, 2), 4)   # overlap 2x4x4 = 32
+    assert dice(a, b) == pytest.approx(2 * 32 / 128)
+    c = cube((20, 20, 20), (2, 2, 2), 2)   # 8 voxels
+    assert volumetric_similarity(a, c) == pytest.approx(1 - 56 / 72)
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+
+
+def test_inplane_boundary_ignores_the_axial_direction():
+    a = cube((10, 10, 10), (2, 2, 2), 5)
+    edge = inplane_boundary(a, axial_axis=2)
+    # the top and bottom slices of the cube are not all boundary: only their rims
+    assert edge[4, 4, 2] == False  # noqa: E712 (interior of the bottom slice)
+    assert edge[2, 4, 4] and edge[4, 2, 4]
+    assert edge.sum() == 5 * (25 - 9)
+
+
+def test_hd95_of_a_shifted_cube_is_the_shift_in_mm():
+    a = cube((30, 30, 12), (5, 5, 3), 10)
+    b = cube((30, 30, 12), (8, 5, 3), 10)   # shifted by 3 voxels along x
+    # every boundary voxel of the shifted rim finds a partner 3 voxels away at most;
+    # along x with 0.5 mm voxels the 95th percentile distance is 3 * 0.5 mm
+    assert hd95(a, b, zooms=(0.5, 1.0, 3.0)) == pytest.approx(1.5)
+    assert hd95(a, a, zooms=(1, 1, 1)) == 0.0
+    assert math.isinf(hd95(a, np.zeros_like(a), zooms=(1, 1, 1)))
+
+
+def test_evaluate_masks_ignored_labels_from_both_images():
+    ref = np.zeros((12, 12, 4), np.uint8)
+    ref[2:6, 2:6] = 1      # GM
+    ref[6:10, 6:10] = 9    # infarction: ignored
+    pred = np.zeros_like(ref)
+    pred[2:6, 2:6] = 1
+    pred[6:10, 6:10] = 1   # predicted GM inside the ignored region does not count
+    rows = {r["label"]: r for r in evaluate(pred, ref, "3label", (1, 1, 3))}
+    assert rows["GM"]["dice"] == 1.0
+    assert rows["GM"]["vs"] == 1.0
+    assert rows["WM"]["dice"] == 1.0 and math.isnan(rows["WM"]["hd95_mm"])

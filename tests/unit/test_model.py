@@ -1,0 +1,77 @@
+"""MixNet shapes, versions and Table 1 widths."""
+
+import pytest
+import torch
+
+from mixnet_bids.model import MODALITIES, DilateResUnit, MixNetV2, build_mixnet
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("size", [(37, 53), (48, 240), (64, 64), (1, 1)])
+def test_output_shape_any_size(version, size):
+    torch.manual_seed(0)
+    model = build_mixnet(version, n_classes=4).eval()
+    x = torch.randn(2, len(MODALITIES), *size)
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == (2, 4, *size)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_no_pooling_variant_and_train_mode_backward(version):
+    model = build_mixnet(version, n_classes=9, pool=False)
+    x = torch.randn(2, 3, 24, 30)
+    y = model(x)
+    assert y.shape == (2, 9, 24, 30)
+    y.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_wrong_channel_count_is_refused():
+    with pytest.raises(ValueError, match="expects"):
+        build_mixnet("v3", 4)(torch.zeros(1, 2, 16, 16))
+
+
+def test_unknown_version():
+    with pytest.raises(ValueError, match="unknown MixNet version"):
+        build_mixnet("v4", 4)
+
+
+def test_dilate_res_unit_identity_and_projection_shortcuts():
+    same = DilateResUnit(72, 72, 72, 2)
+    assert isinstance(same.shortcut, torch.nn.Identity)
+    proj = DilateResUnit(72, 24, 24, 4)
+    assert isinstance(proj.shortcut, torch.nn.Conv2d)
+    assert proj(torch.randn(1, 72, 20, 20)).shape == (1, 24, 20, 20)
+    # the 3x3 conv is dilated as asked and keeps f/2 filters
+    conv = proj.body[1][2]
+    assert conv.dilation == (4, 4) and conv.out_channels == 12
+
+
+def test_table1_widths():
+    v1 = build_mixnet("v1", 4)
+    assert [lvl.body[0][2].in_channels for lvl in v1.levels] == [72] * 5
+    assert [lvl.body[1][2].dilation[0] for lvl in v1.levels] == [2, 1, 4, 1, 8]
+    v2 = MixNetV2()
+    stream = v2.streams[0]
+    assert [lvl.body[0][2].in_channels for lvl in stream] == [72, 48, 72, 48, 72]
+    assert [lvl.body[2][2].out_channels for lvl in stream] == [24] * 5
+    # 240x240 input with pooling works at 120x120 inside
+    v1.eval()
+    with torch.inference_mode():
+        feats = v1.features(torch.randn(1, 3, 240, 240))
+    assert feats.shape == (1, 72 * 6, 120, 120)
+
+
+def test_v3_streams_are_independent_until_output():
+    model = build_mixnet("v3", 4).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        base = model.features(x)
+        x2 = x.clone()
+        x2[:, 0] += 1.0  # change T1w only
+        changed = model.features(x2)
+    per_stream = base.shape[1] // 3
+    assert not torch.allclose(base[:, :per_stream], changed[:, :per_stream])
+    assert torch.allclose(base[:, per_stream:], changed[:, per_stream:])
