@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nipype.interfaces import utility as niu
+from nipype.interfaces.ants import ApplyTransforms
 from nipype.pipeline import engine as pe
 
 from mixnet_bids.interfaces.preproc import HeadMask, ZScoreStack
@@ -20,6 +21,10 @@ def choose_reference(modalities: list[str]) -> str:
 def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
                     name: str = "preproc_wf") -> pe.Workflow:
     """Bias-correct, co-register and z-score the available modalities.
+
+    Each modality gets a head mask in its own space (background-level aware, see
+    ``preprocessing.head_mask``) that guides N4 and, moved with the registration, bounds
+    the z-scoring on the reference grid.
 
     Workflow Graph
         .. workflow::
@@ -48,6 +53,7 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
             fields=[f"{m}_preproc" for m in ordered] + ["zstack", "head_mask", "reference"]),
         name="outputnode")
     merge = pe.Node(niu.Merge(len(ordered)), name="merge")
+    merge_masks = pe.Node(niu.Merge(len(ordered)), name="merge_masks")
     stack = pe.Node(ZScoreStack(modalities=ordered), name="zscore", mem_gb=1.0)
 
     n4_reference = None
@@ -63,13 +69,24 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
         if modality == reference:  # first in ``ordered``
             n4_reference = n4
             corrected, field = n4, "output_image"
-            workflow.connect(n4, "output_image", outputnode, "reference")
+            workflow.connect([
+                (n4, outputnode, [("output_image", "reference")]),
+                (mask, merge_masks, [("out_file", f"in{i}")]),
+            ])
         else:
             reg = pe.Node(rigid_registration_interface(num_threads=omp_nthreads),
                           name=f"register_{modality}", n_procs=omp_nthreads, mem_gb=1.0)
+            # the head mask drawn in the modality's own space follows it to the reference
+            mask_to_ref = pe.Node(ApplyTransforms(interpolation="NearestNeighbor",
+                                                  dimension=3, float=True),
+                                  name=f"mask_to_reference_{modality}")
             workflow.connect([
                 (n4_reference, reg, [("output_image", "fixed_image")]),
                 (n4, reg, [("output_image", "moving_image")]),
+                (mask, mask_to_ref, [("out_file", "input_image")]),
+                (n4_reference, mask_to_ref, [("output_image", "reference_image")]),
+                (reg, mask_to_ref, [("forward_transforms", "transforms")]),
+                (mask_to_ref, merge_masks, [("output_image", f"in{i}")]),
             ])
             corrected, field = reg, "warped_image"
         workflow.connect([
@@ -79,6 +96,7 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
 
     workflow.connect([
         (merge, stack, [("out", "in_files")]),
+        (merge_masks, stack, [("out", "in_masks")]),
         (stack, outputnode, [("out_file", "zstack"), ("out_mask", "head_mask")]),
     ])
     return workflow

@@ -66,7 +66,7 @@ def resize_axes(data: np.ndarray, shape: Sequence[int], order: int) -> np.ndarra
     out = np.empty(tuple(shape) + (flat.shape[-1],), dtype=data.dtype)
     for c in range(flat.shape[-1]):
         out[..., c] = ndimage.affine_transform(
-            flat[..., c], scale, offset=offset, output_shape=tuple(shape), order=order,
+            flat[..., c], np.diag(scale), offset=offset, output_shape=tuple(shape), order=order,
             mode="nearest")
     return out.reshape(tuple(shape) + trailing)
 

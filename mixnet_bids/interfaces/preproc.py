@@ -43,6 +43,8 @@ class HeadMask(SimpleInterface):
 class _StackInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(File(exists=True), mandatory=True,
                                 desc="co-registered images on one grid, one per modality")
+    in_masks = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="head mask of each image, on the same grid")
     modalities = traits.List(traits.Enum(*MODALITIES), mandatory=True,
                              desc="modality of each entry of in_files")
 
@@ -53,7 +55,7 @@ class _StackOutputSpec(TraitedSpec):
 
 
 class ZScoreStack(SimpleInterface):
-    """Z-score each modality inside its own head mask and stack them as channels.
+    """Z-score each modality inside its head mask and stack them as channels.
 
     Absent modalities are all-zero channels, so the output always has
     ``len(MODALITIES)`` channels in the fixed order.
@@ -63,10 +65,11 @@ class ZScoreStack(SimpleInterface):
     output_spec = _StackOutputSpec
 
     def _run_interface(self, runtime):
-        if len(self.inputs.in_files) != len(self.inputs.modalities):
-            raise ValueError(f"{len(self.inputs.in_files)} images for "
+        files, masks = self.inputs.in_files, self.inputs.in_masks
+        if not len(files) == len(masks) == len(self.inputs.modalities):
+            raise ValueError(f"{len(files)} images and {len(masks)} masks for "
                              f"{len(self.inputs.modalities)} modality names")
-        stack, union, ref = zscore_stack(dict(zip(self.inputs.modalities, self.inputs.in_files)))
+        stack, union, ref = zscore_stack(dict(zip(self.inputs.modalities, zip(files, masks))))
         out = fname_presuffix(self.inputs.in_files[0], suffix="_zstack", newpath=runtime.cwd)
         out_mask = fname_presuffix(self.inputs.in_files[0], suffix="_headmask",
                                    newpath=runtime.cwd)
@@ -77,21 +80,22 @@ class ZScoreStack(SimpleInterface):
         return runtime
 
 
-def zscore_stack(images: dict[str, str]) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
-    """Stack z-scored modalities ``{name: file}`` (one grid) into ``(X, Y, Z, 3)``."""
+def zscore_stack(images: dict[str, tuple[str, str]]
+                 ) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
+    """Stack ``{name: (image, head mask)}`` files (one grid) as z-scores ``(X, Y, Z, 3)``."""
     ref = None
     stack = union = None
-    for name, path in images.items():
-        img = load_3d(path)
+    for name, (path, mask_path) in images.items():
+        img, mask_img = load_3d(path), load_3d(mask_path)
         if ref is None:
             ref = img
             stack = np.zeros(img.shape + (len(MODALITIES),), np.float32)
             union = np.zeros(img.shape, bool)
-        elif img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
-            raise ValueError(f"{path}: grid {img.shape} differs from the reference grid "
-                             f"{ref.shape}; co-register it first")
-        data = img.get_fdata(dtype=np.float32)
-        mask = head_mask(data)
-        stack[..., MODALITIES.index(name)] = zscore(data, mask)
+        for other in (img, mask_img):
+            if other.shape != ref.shape or not np.allclose(other.affine, ref.affine, atol=1e-3):
+                raise ValueError(f"{path}: grid {other.shape} differs from the reference "
+                                 f"grid {ref.shape}; co-register it first")
+        mask = np.asarray(mask_img.dataobj) > 0
+        stack[..., MODALITIES.index(name)] = zscore(img.get_fdata(dtype=np.float32), mask)
         union |= mask
     return stack, union, ref

@@ -37,7 +37,11 @@ class CachedSubject:
 
 
 def run_preproc(images: dict[str, str], work_dir: str | Path, name: str) -> dict[str, str]:
-    """Run the app's preprocessing graph on ``{modality: path}``; return its outputs."""
+    """Run the app's preprocessing graph on ``{modality: path}``.
+
+    Returns the z-score stack and head mask (Nipype drops the identity ``outputnode``
+    from the executed graph, so they are read from the ``zscore`` node).
+    """
     from mixnet_bids.workflows.preprocessing import init_preproc_wf
 
     workflow = init_preproc_wf(modalities=list(images), name=name)
@@ -45,8 +49,9 @@ def run_preproc(images: dict[str, str], work_dir: str | Path, name: str) -> dict
     for modality, path in images.items():
         setattr(workflow.inputs.inputnode, modality, str(Path(path).absolute()))
     graph = workflow.run(plugin="MultiProc", plugin_args={"n_procs": 2})
-    outputnode = next(n for n in graph.nodes() if n.name == "outputnode")
-    return outputnode.result.outputs.get()
+    stack = next(n for n in graph.nodes() if n.name == "zscore")
+    outputs = stack.result.outputs
+    return {"zstack": outputs.out_file, "head_mask": outputs.out_mask}
 
 
 def labels_on_grid(labels_file: str | Path, reference: nib.Nifti1Image) -> np.ndarray:

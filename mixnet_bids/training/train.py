@@ -115,7 +115,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         loss.backward()
         optimizer.step()
         scheduler.step()
-        running.append(float(loss))
+        running.append(loss.item())
         done = iteration + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
             elapsed += time.monotonic() - t0

@@ -1,0 +1,51 @@
+# The README's commands. `make demo` and `make test` work on a fresh Debian 12 machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+MRBRAINS ?= $(SHARED)/data/mrbrains18
+CACHE ?= cache
+export NIPYPE_NO_ET := 1
+
+.PHONY: install install-test demo test bench weights cv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: install
+	$(BIN)/pip install --quiet -e '.[test]'
+
+demo: install
+	$(BIN)/mixnet-bids demo demo_output
+
+test: install-test
+	$(BIN)/python -m pytest tests
+
+bench: install
+	$(BIN)/python benchmarks/run.py --mrbrains $(MRBRAINS) --out benchmarks/results
+
+# Shipped weights: 3 planes x 2 tasks on all 7 MRBrainS subjects (resumable).
+ITER_AXIAL ?= 2400
+ITER_OTHER ?= 1200
+weights: install
+	for task in 3label 8label; do \
+	  $(BIN)/mixnet-bids-train --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/default \
+	    --task $$task --planes axial --iterations $(ITER_AXIAL) && \
+	  $(BIN)/mixnet-bids-train --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/default \
+	    --task $$task --planes coronal sagittal --iterations $(ITER_OTHER) || exit 1; \
+	done
+	cp runs/default/*/mixnet_v3_*.pt runs/default/*/mixnet_v3_*.json mixnet_bids/data/weights/
+
+# Leave-one-subject-out cross-validation (resumable), then docs/results.md.
+CV_ITER ?= 600
+cv: install
+	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv \
+	  --versions v3 v1 --iterations $(CV_ITER)
+
+clean:
+	rm -rf demo_output work_dir

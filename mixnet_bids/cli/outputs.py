@@ -1,0 +1,78 @@
+"""Dataset-level derivative files: description, lookup tables, settings dumps, group table."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from mixnet_bids.interfaces.bids import atomic_write_text, write_shared_once
+from mixnet_bids.labels import CLASS_NAMES, TASK_CLASSES
+
+BIDSIGNORE = "*_uncertainty.nii.gz\n*_volumes.tsv\n*_volumes.json\nsub-*/log/\ngroup_*\n"
+
+
+def dataset_description(settings) -> dict:
+    return {
+        "Name": "mixnet-bids derivatives",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "mixnet-bids",
+            "Version": settings.version,
+            "Description": f"MixNet{settings.model_version} {settings.task} tissue "
+                           "segmentation, planes " + ":".join(
+                               f"{p}={w:g}" for p, w in settings.plane_weights.items()),
+            "CodeURL": "https://github.com/mixnet-bids/mixnet-bids",
+        }],
+        "SourceDatasets": [{"URL": Path(settings.bids_dir).as_uri()}],
+    }
+
+
+def dseg_lookup(task: str) -> str:
+    rows = ["index\tname\tabbreviation"]
+    rows += [f"{i}\t{long}\t{short}" for i, (short, long) in
+             enumerate(zip(TASK_CLASSES[task], CLASS_NAMES[task]))]
+    return "\n".join(rows) + "\n"
+
+
+def write_dataset_files(settings) -> None:
+    """dataset_description.json, desc-<task>_dseg.tsv, .bidsignore (safe for job arrays)."""
+    out = Path(settings.output_dir)
+    write_shared_once(out / "dataset_description.json",
+                      json.dumps(dataset_description(settings), indent=2) + "\n")
+    for task in {settings.task, "3label"}:
+        write_shared_once(out / f"desc-{task}_dseg.tsv", dseg_lookup(task))
+    write_shared_once(out / ".bidsignore", BIDSIGNORE)
+
+
+def write_settings(settings, subject: str, session: str | None,
+                   images: dict[str, str]) -> Path:
+    """Dump the run's settings and inputs into ``sub-X/log/<time>/``; return that folder."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    folder = Path(settings.output_dir) / f"sub-{subject}" / "log" / stamp
+    if session:
+        folder = folder.parent / f"ses-{session}_{stamp}"
+    dump = json.loads(settings.to_json())
+    dump["inputs"] = images
+    atomic_write_text(folder / "settings.json", json.dumps(dump, indent=2) + "\n")
+    return folder
+
+
+def write_group_table(settings) -> Path:
+    """Gather every participant's volumes TSV into ``group_desc-<task>_volumes.tsv``."""
+    out = Path(settings.output_dir)
+    files = sorted(out.glob(f"sub-*/**/anat/*_desc-{settings.task}_volumes.tsv"))
+    if not files:
+        from mixnet_bids.cli.run import InputProblems
+        raise InputProblems([f"{out}: no participant results (*_desc-{settings.task}"
+                             "_volumes.tsv); run the participant level first"])
+    table = pd.concat([pd.read_csv(f, sep="\t") for f in files], ignore_index=True)
+    target = out / f"group_desc-{settings.task}_volumes.tsv"
+    with FileLock(str(target) + ".lock"):
+        atomic_write_text(target, table.to_csv(sep="\t", index=False, float_format="%.4f",
+                                               na_rep="n/a"))
+    return target

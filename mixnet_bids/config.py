@@ -1,0 +1,40 @@
+"""Run settings: one explicit object, passed to the workflow builders and dumped per run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS
+
+
+@dataclass
+class Settings:
+    """Everything a participant run depends on."""
+
+    bids_dir: Path
+    output_dir: Path
+    work_dir: Path
+    participant_label: list[str] = field(default_factory=list)
+    session_label: list[str] = field(default_factory=list)
+    task: str = "3label"
+    model_version: str = "v3"
+    planes: list[str] = field(default_factory=lambda: list(PLANES))
+    plane_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PLANE_WEIGHTS))
+    device: str = "cpu"
+    save_probabilities: bool = False
+    output_spaces: list[str] = field(default_factory=list)
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+    bids_filter_file: Path | None = None
+    skip_bids_validation: bool = False
+    seed: int = 0
+    version: str = ""
+
+    def to_json(self) -> str:
+        def default(obj):
+            return str(obj) if isinstance(obj, Path) else obj
+        return json.dumps(asdict(self), indent=2, default=default) + "\n"

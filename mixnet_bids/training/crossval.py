@@ -1,0 +1,126 @@
+"""Leave-one-subject-out cross-validation of the fused 3-plane model.
+
+For every held-out subject: train the three planes on the others (resuming any
+checkpoint), predict the held-out subject with the app's inference code for every subset
+of the modalities it has, fuse 1:1:4, and score with the challenge metrics. Results go to
+``<out>/cv_<task>_<version>.tsv``; ``docs/results.md`` is rendered from those tables.
+
+    mixnet-bids-cv --mrbrains ../shared/data/mrbrains18 --cache cache --out runs/cv \\
+        --versions v3 v1 --iterations 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mixnet_bids.evaluation.metrics import evaluate
+from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_plane
+from mixnet_bids.inference.weights import load_model, weight_path
+from mixnet_bids.model import MODALITIES
+from mixnet_bids.training.cache import CachedSubject
+
+LOGGER = logging.getLogger(__name__)
+
+
+def modality_subsets(present: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """All non-empty subsets of the present modalities, largest first."""
+    subsets = []
+    for k in range(len(present), 0, -1):
+        subsets.extend(itertools.combinations(present, k))
+    return subsets
+
+
+def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
+                    keep: tuple[str, ...]) -> np.ndarray:
+    """Fused labels of a cached subject using only the modalities in ``keep``."""
+    image = subject.image.copy()
+    for c, name in enumerate(MODALITIES):
+        if name not in keep:
+            image[..., c] = 0.0
+    head = np.any(image != 0, axis=-1)
+    probs = {}
+    for plane, path in weight_files.items():
+        model, _ = load_model(path)
+        probs[plane] = predict_plane(model, image, head, subject.zooms, plane)
+    return np.argmax(fuse(probs, DEFAULT_PLANE_WEIGHTS), axis=-1).astype(np.uint8)
+
+
+def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, task: str, version: str,
+             iterations: int, out: Path, threads: int, seed: int, command: str) -> list[dict]:
+    from mixnet_bids.training.dataset import DEFAULT_CROPS
+    from mixnet_bids.training.train import TrainConfig, train_plane
+
+    train = [s for s in subjects if s.name != held_out.name]
+    weight_files = {}
+    for plane in PLANES:
+        run_dir = out / f"{task}_{version}" / held_out.name / plane
+        path = weight_path(task, plane, version, run_dir)
+        if not path.exists():
+            batch = 8 if DEFAULT_CROPS[plane][1] > 64 else 16
+            cfg = TrainConfig(plane=plane, task=task, version=version, iterations=iterations,
+                              batch_size=batch, seed=seed, threads=threads)
+            path = train_plane(train, cfg, run_dir, command=command)
+        weight_files[plane] = path
+    rows = []
+    for keep in modality_subsets(held_out.modalities):
+        pred = predict_subject(held_out, weight_files, keep)
+        for row in evaluate(pred, held_out.labels, task, held_out.zooms, axial_axis=2):
+            rows.append({"subject": held_out.name, "modalities": "+".join(keep),
+                         "all_modalities": "+".join(held_out.modalities), **row})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mixnet-bids-cv", description=__doc__.split("\n")[0])
+    parser.add_argument("--mrbrains", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--task", default="3label")
+    parser.add_argument("--versions", nargs="+", default=["v3", "v1"])
+    parser.add_argument("--iterations", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    from mixnet_bids.training.cache import build_cache, load_cached
+    from mixnet_bids.training.mrbrains import mrbrains_to_bids
+
+    bids_dir = args.cache / "mrbrains_bids"
+    mrbrains_to_bids(args.mrbrains, bids_dir)
+    files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",
+                        args.cache / "work")
+    subjects = [load_cached(f) for f in files]
+    command = "mixnet-bids-cv " + shlex.join(sys.argv[1:] if argv is None else argv)
+    for version in args.versions:
+        table = args.out / f"cv_{args.task}_{version}.tsv"
+        done = pd.read_csv(table, sep="\t") if table.exists() else pd.DataFrame()
+        for held_out in subjects:
+            if len(done) and held_out.name in set(done["subject"]):
+                continue
+            t0 = time.monotonic()
+            rows = run_fold(subjects, held_out, args.task, version, args.iterations, args.out,
+                            args.threads, args.seed, command)
+            LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,
+                        time.monotonic() - t0)
+            done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
+            table.parent.mkdir(parents=True, exist_ok=True)
+            tmp = table.with_suffix(".tmp")
+            done.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+            tmp.replace(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

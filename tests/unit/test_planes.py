@@ -1,0 +1,61 @@
+"""Plane geometry: canonical reorientation by the affine, slicing, resampling."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mixnet_bids.inference.planes import (
+    PLANES, from_canonical, plane_shape, resize_axes, slices_to_volume, to_canonical,
+    volume_to_slices)
+
+
+def test_canonical_roundtrip_for_lps():
+    data = np.random.default_rng(0).random((6, 7, 8, 3)).astype(np.float32)
+    lps = np.diag([-1.0, -1.0, 3.0, 1.0])
+    canonical, affine = to_canonical(data, lps)
+    assert nib.aff2axcodes(affine) == ("R", "A", "S")
+    assert canonical.shape == data.shape
+    # voxel [0,0,0] of LPS is the right-most, anterior-most, inferior corner
+    assert np.array_equal(canonical[5, 6, 0], data[0, 0, 0])
+    assert np.array_equal(canonical[0, 6, 0], data[5, 0, 0])
+    assert np.array_equal(from_canonical(canonical, lps), data)
+
+
+def test_canonical_uses_the_affine_not_the_array_axes():
+    data = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    # PIR: array axis 0 runs posterior, 1 inferior, 2 right
+    pir = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)
+    canonical, affine = to_canonical(data, pir)
+    assert canonical.shape == (4, 2, 3)
+    assert nib.aff2axcodes(affine) == ("R", "A", "S")
+    world = lambda aff, ijk: (aff @ np.r_[ijk, 1])[:3]  # noqa: E731
+    for ijk in [(0, 0, 0), (1, 2, 3), (1, 0, 2)]:
+        value = data[ijk]
+        where = np.argwhere(canonical == value)[0]
+        assert np.allclose(world(pir, ijk), world(affine, where))
+
+
+def test_resize_same_shape_is_identity_and_roundtrip_close():
+    data = np.random.default_rng(1).random((20, 30, 5)).astype(np.float32)
+    assert resize_axes(data, (20, 30, 5), order=1) is data
+    up = resize_axes(data, (20, 60, 5), order=1)
+    assert up.shape == (20, 60, 5)
+    labels = (data > 0.5).astype(np.uint8)
+    assert set(np.unique(resize_axes(labels, (40, 30, 5), order=0))) <= {0, 1}
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_slices_roundtrip_on_training_grid(plane):
+    data = np.random.default_rng(2).random((24, 20, 6, 3)).astype(np.float32)
+    zooms = (0.958333, 0.958333, 3.0)
+    slices = volume_to_slices(data, zooms, plane)
+    n_axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
+    assert slices.shape[0] == data.shape[n_axis]
+    assert np.array_equal(slices_to_volume(slices, data.shape, plane), data)
+
+
+def test_isotropic_input_is_resampled_in_plane_only():
+    shape, zooms = (180, 216, 180), (1.0, 1.0, 1.0)
+    assert plane_shape(shape, zooms, "axial") == (188, 225, 180)
+    assert plane_shape(shape, zooms, "coronal") == (188, 216, 60)
+    assert plane_shape(shape, zooms, "sagittal") == (180, 225, 60)

@@ -1,0 +1,109 @@
+"""Top-level graphs: ``init_mixnet_wf`` -> ``init_single_subject_wf`` -> sub-workflows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from mixnet_bids.config import Settings
+from mixnet_bids.inference.weights import weight_path
+from mixnet_bids.interfaces.segment import Fusion, PlaneInference
+from mixnet_bids.interfaces.tissue import TissueMaps, TissueVolumes
+from mixnet_bids.workflows.outputs import init_outputs_wf
+from mixnet_bids.workflows.preprocessing import init_preproc_wf
+from mixnet_bids.workflows.templates import init_tiv_wf
+
+
+def subject_key(subject: str, session: str | None) -> str:
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
+
+
+def init_mixnet_wf(*, settings: Settings,
+                   subjects: list[tuple[str, str | None, dict[str, str]]]) -> pe.Workflow:
+    """All participants: one single-subject graph per (subject, session).
+
+    Workflow Graph
+        .. workflow::
+
+            from pathlib import Path
+            from mixnet_bids.config import Settings
+            from mixnet_bids.workflows.base import init_mixnet_wf
+            wf = init_mixnet_wf(
+                settings=Settings(Path("bids"), Path("out"), Path("work")),
+                subjects=[("01", None, {"T1w": "sub-01_T1w.nii.gz"})])
+    """
+    workflow = pe.Workflow(name="mixnet_wf")
+    workflow.base_dir = str(settings.work_dir)
+    for subject, session, images in subjects:
+        workflow.add_nodes([init_single_subject_wf(
+            settings=settings, subject=subject, session=session, images=images)])
+    return workflow
+
+
+def init_single_subject_wf(*, settings: Settings, subject: str, session: str | None,
+                           images: dict[str, str], name: str | None = None) -> pe.Workflow:
+    """One subject/session: preprocessing, per-plane MixNet, fusion, TIV, volumes, outputs.
+
+    Inputs
+        ``images``: ``{modality: path}`` for any non-empty subset of T1w, IR, FLAIR.
+
+    Outputs
+        BIDS-Derivatives in ``settings.output_dir`` (see ``init_outputs_wf``).
+    """
+    key = subject_key(subject, session)
+    workflow = pe.Workflow(name=name or f"single_subject_{key.replace('-', '_')}_wf")
+    omp = settings.omp_nthreads
+
+    preproc = init_preproc_wf(modalities=list(images), omp_nthreads=omp)
+    for modality, path in images.items():
+        setattr(preproc.inputs.inputnode, modality, str(path))
+
+    merge_probs = pe.Node(niu.Merge(len(settings.planes)), name="merge_probs")
+    for i, plane in enumerate(settings.planes, start=1):
+        infer = pe.Node(
+            PlaneInference(plane=plane, device=settings.device, num_threads=omp,
+                           weights=str(weight_path(settings.task, plane,
+                                                   settings.model_version))),
+            name=f"mixnet_{plane}", n_procs=omp, mem_gb=2.0)
+        workflow.connect([
+            (preproc, infer, [("outputnode.zstack", "zstack"),
+                              ("outputnode.head_mask", "head_mask")]),
+            (infer, merge_probs, [("out_probs", f"in{i}")]),
+        ])
+
+    fusion = pe.Node(Fusion(planes=list(settings.planes),
+                            plane_weights=dict(settings.plane_weights)),
+                     name="fusion", mem_gb=2.0)
+    tissue = pe.Node(TissueMaps(task=settings.task), name="tissue_maps", mem_gb=1.0)
+    tiv_wf = init_tiv_wf(omp_nthreads=omp)
+    volumes = pe.Node(TissueVolumes(task=settings.task, subject=subject, session=session),
+                      name="volumes")
+    outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
+                                 modalities=list(images))
+
+    workflow.connect([
+        (merge_probs, fusion, [("out", "in_probs")]),
+        (fusion, tissue, [("out_probs", "in_probs")]),
+        (preproc, tiv_wf, [("outputnode.reference", "inputnode.reference"),
+                           ("outputnode.head_mask", "inputnode.head_mask")]),
+        (fusion, volumes, [("out_dseg", "in_dseg"), ("out_probs", "in_probs"),
+                           ("out_uncertainty", "in_uncertainty")]),
+        (tiv_wf, volumes, [("outputnode.tiv_mask", "tiv_mask")]),
+        (fusion, outputs_wf, [("out_dseg", "inputnode.dseg"),
+                              ("out_probs", "inputnode.probs"),
+                              ("out_uncertainty", "inputnode.uncertainty")]),
+        (tissue, outputs_wf, [("out_probsegs", "inputnode.probsegs"),
+                              ("out_dseg3", "inputnode.dseg3")]),
+        (volumes, outputs_wf, [("out_tsv", "inputnode.volumes"),
+                               ("metadata", "inputnode.volumes_meta")]),
+        (tiv_wf, outputs_wf, [("outputnode.tiv_mask", "inputnode.tiv_mask")]),
+    ])
+    for modality in images:
+        workflow.connect(preproc, f"outputnode.{modality}_preproc",
+                         outputs_wf, f"inputnode.{modality}_preproc")
+    return workflow
+
+
+__all__ = ["init_mixnet_wf", "init_single_subject_wf", "subject_key", "Path"]

@@ -1,0 +1,67 @@
+"""Derivative writers: one small sink per output, all through ``DerivativesDataSink``."""
+
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from mixnet_bids.config import Settings
+from mixnet_bids.interfaces.bids import DerivativesDataSink
+from mixnet_bids.labels import TISSUES
+
+#: How each input modality's preprocessed image is named: (acq entity, suffix).
+PREPROC_NAMES = {"T1w": (None, "T1w"), "IR": ("IR", "T1w"), "FLAIR": (None, "FLAIR")}
+
+
+def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
+                    modalities: list[str], name: str = "outputs_wf") -> pe.Workflow:
+    """Write one subject's derivatives into ``settings.output_dir``.
+
+    Workflow Graph
+        .. workflow::
+
+            from pathlib import Path
+            from mixnet_bids.config import Settings
+            from mixnet_bids.workflows.outputs import init_outputs_wf
+            wf = init_outputs_wf(settings=Settings(Path("b"), Path("o"), Path("w")),
+                                 subject="01", session=None, modalities=["T1w"])
+
+    Inputs
+        ``dseg`` (task classes), ``dseg3``, ``probs`` (4D), ``uncertainty``,
+        ``probsegs`` (GM, WM, CSF), ``tiv_mask``, ``volumes`` (+ ``volumes_meta``),
+        ``<modality>_preproc``.
+    """
+    workflow = pe.Workflow(name=name)
+    fields = ["dseg", "dseg3", "probs", "uncertainty", "probsegs", "tiv_mask", "volumes",
+              "volumes_meta"] + [f"{m}_preproc" for m in modalities]
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
+    task = settings.task
+    common = dict(base_directory=str(settings.output_dir), subject=subject, session=session)
+
+    def sink(name: str, field: str, suffix: str, **entities) -> pe.Node:
+        node = pe.Node(DerivativesDataSink(suffix=suffix, **common, **entities),
+                       name=name, run_without_submitting=True)
+        workflow.connect(inputnode, field, node, "in_file")
+        return node
+
+    sink("ds_dseg", "dseg", "dseg", desc=task)
+    if task != "3label":
+        sink("ds_dseg3", "dseg3", "dseg", desc="3label")
+    sink("ds_uncertainty", "uncertainty", "uncertainty", desc=task)
+    sink("ds_tiv", "tiv_mask", "mask", desc="tiv")
+    if settings.save_probabilities:
+        sink("ds_probs", "probs", "probseg", desc=task)
+    for i, tissue in enumerate(TISSUES):
+        select = pe.Node(niu.Select(index=i), name=f"select_{tissue}",
+                         run_without_submitting=True)
+        workflow.connect(inputnode, "probsegs", select, "inlist")
+        node = pe.Node(DerivativesDataSink(suffix="probseg", label=tissue, **common),
+                       name=f"ds_probseg_{tissue}", run_without_submitting=True)
+        workflow.connect(select, "out", node, "in_file")
+    for modality in modalities:
+        acq, suffix = PREPROC_NAMES[modality]
+        sink(f"ds_preproc_{modality}", f"{modality}_preproc", suffix, acquisition=acq,
+             desc="preproc")
+    volumes = sink("ds_volumes", "volumes", "volumes", desc=task, extension=".tsv")
+    workflow.connect(inputnode, "volumes_meta", volumes, "metadata")
+    return workflow

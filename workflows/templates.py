@@ -1,0 +1,85 @@
+"""Standard space: affine registration to MNI152 (TemplateFlow) for the intracranial mask."""
+
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.interfaces.ants import ApplyTransforms, Registration
+from nipype.pipeline import engine as pe
+
+from mixnet_bids.templates import get_template
+
+
+def template_registration_interface(**inputs) -> Registration:
+    """Rigid + affine antsRegistration of a subject head to the brain-extracted template.
+
+    The template's dilated-free intracranial mask restricts the metric to the brain, so the
+    subject's skull does not pull the fit; centre-of-mass initialisation brings scanner
+    space close to MNI space first.
+    """
+    settings = dict(
+        dimension=3,
+        initial_moving_transform_com=1,
+        transforms=["Rigid", "Affine"],
+        transform_parameters=[(0.1,), (0.1,)],
+        metric=["MI", "MI"],
+        metric_weight=[1.0, 1.0],
+        radius_or_number_of_bins=[32, 32],
+        sampling_strategy=["Regular", "Regular"],
+        sampling_percentage=[0.25, 0.25],
+        number_of_iterations=[[200, 100], [200, 100]],
+        convergence_threshold=[1e-6, 1e-6],
+        convergence_window_size=[10, 10],
+        shrink_factors=[[4, 2], [2, 1]],
+        smoothing_sigmas=[[2.0, 1.0], [1.0, 0.0]],
+        sigma_units=["vox", "vox"],
+        use_histogram_matching=[False, False],
+        winsorize_lower_quantile=0.005,
+        winsorize_upper_quantile=0.995,
+        float=True,
+        write_composite_transform=False,
+        num_threads=1,
+    )
+    settings.update(inputs)
+    return Registration(**settings)
+
+
+def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
+    """Map the MNI152NLin2009aSym intracranial mask onto the subject's reference grid.
+
+    Workflow Graph
+        .. workflow::
+
+            from mixnet_bids.workflows.templates import init_tiv_wf
+            wf = init_tiv_wf()
+
+    Inputs
+        ``reference``: the subject's bias-corrected reference image;
+        ``head_mask``: its head mask (the TIV mask is kept inside it).
+
+    Outputs
+        ``tiv_mask``: intracranial mask on the reference grid; ``to_template``: the
+        affine transforms (subject -> template).
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["reference", "head_mask"]),
+                        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["tiv_mask", "to_template"]),
+                         name="outputnode")
+    register = pe.Node(template_registration_interface(
+        fixed_image=get_template("T1w", resolution=2),
+        fixed_image_mask=get_template("mask", resolution=2, desc="brain"),
+        num_threads=omp_nthreads), name="register_template", n_procs=omp_nthreads,
+        mem_gb=1.0)
+    to_subject = pe.Node(ApplyTransforms(
+        input_image=get_template("mask", resolution=1, desc="brain"),
+        interpolation="NearestNeighbor", dimension=3, float=True),
+        name="tiv_to_subject")
+    workflow.connect([
+        (inputnode, register, [("reference", "moving_image")]),
+        (inputnode, to_subject, [("reference", "reference_image")]),
+        (register, to_subject, [("reverse_transforms", "transforms"),
+                                ("reverse_invert_flags", "invert_transform_flags")]),
+        (to_subject, outputnode, [("output_image", "tiv_mask")]),
+        (register, outputnode, [("forward_transforms", "to_template")]),
+    ])
+    return workflow
