@@ -23,6 +23,7 @@ class Settings:
     model_version: str = "v3"
     planes: list[str] = field(default_factory=lambda: list(PLANES))
     plane_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PLANE_WEIGHTS))
+    weights_dir: Path | None = None
     device: str = "cpu"
     save_probabilities: bool = False
     output_spaces: list[str] = field(default_factory=list)

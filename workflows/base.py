@@ -65,7 +65,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         infer = pe.Node(
             PlaneInference(plane=plane, device=settings.device, num_threads=omp,
                            weights=str(weight_path(settings.task, plane,
-                                                   settings.model_version))),
+                                                   settings.model_version,
+                                                   settings.weights_dir))),
             name=f"mixnet_{plane}", n_procs=omp, mem_gb=2.0)
         workflow.connect([
             (preproc, infer, [("outputnode.zstack", "zstack"),

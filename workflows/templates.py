@@ -67,7 +67,7 @@ def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
                          name="outputnode")
     register = pe.Node(template_registration_interface(
         fixed_image=get_template("T1w", resolution=2),
-        fixed_image_mask=get_template("mask", resolution=2, desc="brain"),
+        fixed_image_masks=[get_template("mask", resolution=2, desc="brain")] * 2,
         num_threads=omp_nthreads), name="register_template", n_procs=omp_nthreads,
         mem_gb=1.0)
     to_subject = pe.Node(ApplyTransforms(

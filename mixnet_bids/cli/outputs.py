@@ -72,7 +72,7 @@ def write_group_table(settings) -> Path:
                              "_volumes.tsv); run the participant level first"])
     table = pd.concat([pd.read_csv(f, sep="\t") for f in files], ignore_index=True)
     target = out / f"group_desc-{settings.task}_volumes.tsv"
-    with FileLock(str(target) + ".lock"):
+    with FileLock(str(target.parent / f".{target.name}.lock")):
         atomic_write_text(target, table.to_csv(sep="\t", index=False, float_format="%.4f",
                                                na_rep="n/a"))
     return target

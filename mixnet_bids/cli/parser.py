@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plane-weights", type=_plane_weights, default=None, metavar="W",
                    help="weights of the planes, in the order of --planes (default 1:1:4 for "
                         "sagittal:coronal:axial)")
+    g.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
+                   help="folder of weight files (mixnet-bids-train output) to use instead "
+                        "of the shipped ones")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--save-probabilities", action="store_true",
                    help="also write the fused class probabilities (4D)")

@@ -50,6 +50,7 @@ def _settings_from_args(args):
         participant_label=args.participant_label, session_label=args.session_label,
         task=args.task, model_version=args.model_version, planes=planes,
         plane_weights=weights, device=args.device,
+        weights_dir=args.weights_dir.absolute() if args.weights_dir else None,
         save_probabilities=args.save_probabilities, nprocs=nprocs,
         omp_nthreads=args.omp_nthreads or min(nprocs, 2), mem_gb=args.mem_gb,
         bids_filter_file=args.bids_filter_file,
@@ -74,7 +75,7 @@ def collect_inputs(settings) -> list[tuple[str, str | None, dict[str, str]]]:
         problems.append(f"{out}: the output folder must not be (inside) the BIDS folder; "
                         f"use {bids_dir / 'derivatives' / 'mixnet-bids'}")
     for plane in settings.planes:
-        path = weight_path(settings.task, plane, settings.model_version)
+        path = weight_path(settings.task, plane, settings.model_version, settings.weights_dir)
         try:
             read_metadata(path)
             if not path.is_file():
@@ -198,6 +199,20 @@ def _status_printer(key: str):
     return callback
 
 
+def _configure_logging(verbose: int) -> None:
+    """Our stage lines always; Nipype's node chatter only with -v (its own handler)."""
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
+    level = "WARNING" if verbose == 0 else ("INFO" if verbose == 1 else "DEBUG")
+    for key in ("workflow_level", "interface_level", "utils_level"):
+        nipype_config.set("logging", key, level)
+    nipype_logging.update_logging(nipype_config)
+    logging.getLogger("nipype").propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
@@ -206,12 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from mixnet_bids.cli.parser import build_parser
 
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("nipype").setLevel(level if args.verbose < 2 else logging.DEBUG)
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(name).setLevel(level)
+    _configure_logging(args.verbose)
     _ensure_tools_on_path()
     try:
         settings = _settings_from_args(args)

@@ -56,7 +56,7 @@ def atomic_write_text(dst: Path, text: str) -> Path:
 def write_shared_once(dst: Path, text: str) -> Path:
     """Create a file shared by concurrent participant jobs (first writer wins)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dst) + ".lock"):
+    with FileLock(str(dst.parent / f".{dst.name}.lock")):
         if not dst.exists():
             atomic_write_text(dst, text)
     return dst
