@@ -1,0 +1,65 @@
+"""pybids queries, derivative naming and atomic, concurrent-safe writes."""
+
+import json
+import threading
+
+import pytest
+from bids import BIDSLayout
+
+from helpers import bids_skeleton
+from mixnet_bids.bids import BIDSInputError, DEFAULT_QUERIES, collect_modalities, load_filters
+from mixnet_bids.interfaces.bids import derivative_path, write_shared_once
+
+
+def test_collect_modalities_distinguishes_t1w_from_ir(tmp_path):
+    root = bids_skeleton(tmp_path / "bids", {"01": ["T1w", "acq-IR_T1w", "FLAIR"],
+                                              "02": ["acq-IR_T1w"]})
+    layout = BIDSLayout(str(root), validate=False)
+    one = collect_modalities(layout, "01", None, DEFAULT_QUERIES)
+    assert one["T1w"].endswith("sub-01_T1w.nii.gz")
+    assert one["IR"].endswith("sub-01_acq-IR_T1w.nii.gz")
+    assert one["FLAIR"].endswith("sub-01_FLAIR.nii.gz")
+    assert list(collect_modalities(layout, "02", None, DEFAULT_QUERIES)) == ["IR"]
+
+
+def test_several_runs_fail_clearly_and_the_filter_file_chooses(tmp_path):
+    root = bids_skeleton(tmp_path / "bids", {"01": ["run-1_T1w", "run-2_T1w"]})
+    layout = BIDSLayout(str(root), validate=False)
+    with pytest.raises(BIDSInputError, match="several T1w images.*bids-filter-file"):
+        collect_modalities(layout, "01", None, DEFAULT_QUERIES)
+    filt = tmp_path / "filter.json"
+    filt.write_text(json.dumps({"t1w": {"run": 2}}))
+    found = collect_modalities(layout, "01", None, load_filters(filt))
+    assert found["T1w"].endswith("run-2_T1w.nii.gz")
+
+
+def test_bad_filter_files(tmp_path):
+    bad = tmp_path / "f.json"
+    bad.write_text("{not json")
+    with pytest.raises(BIDSInputError, match="cannot read"):
+        load_filters(bad)
+    bad.write_text(json.dumps({"bold": {}}))
+    with pytest.raises(BIDSInputError, match="unknown filter"):
+        load_filters(bad)
+
+
+def test_derivative_path_names_and_refuses_escapes(tmp_path):
+    path = derivative_path(tmp_path, {"sub": "01", "ses": "A", "desc": "3label"}, "dseg",
+                           ".nii.gz")
+    assert path == tmp_path / "sub-01" / "ses-A" / "anat" / "sub-01_ses-A_desc-3label_dseg.nii.gz"
+    for bad in ("../x", "a/b", "a_b"):
+        with pytest.raises(ValueError, match="letters and digits"):
+            derivative_path(tmp_path, {"sub": bad}, "dseg", ".nii.gz")
+
+
+def test_shared_files_are_written_once_under_concurrency(tmp_path):
+    target = tmp_path / "dataset_description.json"
+    texts = [json.dumps({"writer": i}) for i in range(8)]
+    threads = [threading.Thread(target=write_shared_once, args=(target, t)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert target.read_text() in texts
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dataset") and
+                not p.name.endswith(".lock")]

@@ -1,0 +1,60 @@
+"""Build the Nipype graphs on a generated BIDS skeleton, without running them."""
+
+import pytest
+
+from helpers import bids_skeleton, random_weights
+from mixnet_bids.config import Settings
+from mixnet_bids.templates import ensure_templateflow
+from mixnet_bids.workflows.base import init_mixnet_wf, init_single_subject_wf
+from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
+
+
+@pytest.fixture(scope="module", autouse=True)
+def templates(tmp_path_factory):
+    ensure_templateflow(tmp_path_factory.mktemp("templateflow"))
+
+
+def node_names(workflow):
+    return {name.split(".")[-1] for name in workflow.list_node_names()}
+
+
+@pytest.mark.parametrize("modalities,reference", [
+    (["T1w", "IR", "FLAIR"], "T1w"), (["FLAIR", "IR"], "FLAIR"), (["IR"], "IR"),
+    (["T1w"], "T1w")])
+def test_preproc_registers_every_non_reference_modality(modalities, reference):
+    assert choose_reference(modalities) == reference
+    names = node_names(init_preproc_wf(modalities=modalities))
+    assert {f"n4_{m}" for m in modalities} <= names
+    assert {f"register_{m}" for m in modalities if m != reference} == {
+        n for n in names if n.startswith("register_")}
+    assert "zscore" in names
+
+
+def test_single_subject_graph_has_one_node_per_plane(tmp_path):
+    bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w", "FLAIR"]})
+    settings = Settings(bids, tmp_path / "out", tmp_path / "work", planes=["axial", "coronal"],
+                        plane_weights={"axial": 4.0, "coronal": 1.0},
+                        weights_dir=random_weights(tmp_path / "w"), save_probabilities=True)
+    images = {"T1w": str(bids / "sub-01/anat/sub-01_T1w.nii.gz"),
+              "FLAIR": str(bids / "sub-01/anat/sub-01_FLAIR.nii.gz")}
+    wf = init_single_subject_wf(settings=settings, subject="01", session=None, images=images)
+    names = node_names(wf)
+    assert {"mixnet_axial", "mixnet_coronal", "fusion", "volumes", "register_template",
+            "ds_dseg", "ds_probs", "ds_probseg_GM", "ds_preproc_FLAIR"} <= names
+    assert "mixnet_sagittal" not in names
+    fusion = wf.get_node("fusion")
+    assert fusion.inputs.plane_weights == {"axial": 4.0, "coronal": 1.0}
+    infer = wf.get_node("mixnet_axial")
+    assert infer.inputs.weights.endswith("mixnet_v3_3label_axial.pt")
+
+
+def test_mixnet_wf_holds_every_subject(tmp_path):
+    bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"], "02": ["FLAIR"]})
+    settings = Settings(bids, tmp_path / "out", tmp_path / "work",
+                        weights_dir=random_weights(tmp_path / "w"))
+    runs = [("01", None, {"T1w": str(bids / "sub-01/anat/sub-01_T1w.nii.gz")}),
+            ("02", "A", {"FLAIR": str(bids / "sub-02/anat/sub-02_FLAIR.nii.gz")})]
+    wf = init_mixnet_wf(settings=settings, subjects=runs)
+    names = wf.list_node_names()
+    assert any(n.startswith("single_subject_sub_01_wf.") for n in names)
+    assert any(n.startswith("single_subject_sub_02_ses_A_wf.") for n in names)
