@@ -11,7 +11,7 @@ export NIPYPE_NO_ET := 1
 .PHONY: install install-test demo test bench weights cv clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 
 install: $(BIN)/python

@@ -1,0 +1,61 @@
+"""Shipped weights: present for every plane, verified by hash, loaded with weights_only."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.inference.weights import (
+    WEIGHTS_DIR, WeightsError, load_model, sha256, weight_path)
+from mixnet_bids.labels import TASK_CLASSES
+
+class Payload:
+    """Stands for any pickled object that is not a tensor."""
+
+
+SHIPPED_TASKS = sorted({p.stem.split("_")[2] for p in WEIGHTS_DIR.glob("mixnet_*.pt")})
+
+
+def test_the_3label_model_ships_for_every_plane():
+    for plane in PLANES:
+        assert weight_path("3label", plane, "v3").is_file(), plane
+
+
+@pytest.mark.parametrize("task", SHIPPED_TASKS)
+@pytest.mark.parametrize("plane", PLANES)
+def test_shipped_weights_load_and_describe_themselves(task, plane):
+    model, meta = load_model(weight_path(task, plane, "v3"))
+    assert meta["plane"] == plane and meta["task"] == task
+    assert meta["labels"] == list(TASK_CLASSES[task])
+    assert meta["modalities"] == ["T1w", "IR", "FLAIR"]
+    assert meta["iterations"] > 0 and meta["wall_time_s"] > 0 and meta["command"]
+    assert len(meta["training_data"]) == 7
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, 33, 41))
+    assert out.shape == (1, len(TASK_CLASSES[task]), 33, 41)
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    src = weight_path("3label", "axial", "v3")
+    dst = tmp_path / src.name
+    shutil.copy(src, dst)
+    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
+    data = bytearray(dst.read_bytes())
+    data[-100] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="SHA-256 does not match"):
+        load_model(dst)
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    """A weight file holding arbitrary Python objects fails under weights_only=True."""
+    src = weight_path("3label", "axial", "v3")
+    evil = tmp_path / src.name
+    torch.save({"payload": Payload()}, evil)
+    meta = json.loads(src.with_suffix(".json").read_text())
+    meta["sha256"] = sha256(evil)
+    evil.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="Weights only load failed|weights_only"):
+        load_model(evil)
