@@ -31,7 +31,7 @@ bench: install
 
 # Shipped weights: 3 planes x 2 tasks on all 7 MRBrainS subjects (resumable).
 ITER_AXIAL ?= 2400
-ITER_OTHER ?= 1200
+ITER_OTHER ?= 900
 weights: install
 	for task in 3label 8label; do \
 	  $(BIN)/mixnet-bids-train --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/default \

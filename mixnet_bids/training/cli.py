@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop after this many iterations (checkpointed); rerun resumes")
     return parser
 
 
@@ -73,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
                           iterations=args.iterations, batch_size=batch, lr=args.lr,
                           class_weights=args.class_weights, seed=args.seed,
-                          threads=args.threads, checkpoint_every=args.checkpoint_every)
+                          threads=args.threads, checkpoint_every=args.checkpoint_every,
+                          stop_after=args.stop_after)
         path = train_plane(subjects, cfg, args.out / f"{args.task}_{args.version}_{plane}",
                            command=command)
-        print(f"{plane}: weights written to {path}")
+        print(f"{plane}: wrote {path}")
     return 0
 
 

@@ -48,6 +48,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 50
+    #: stop (checkpointed) after this many iterations in this invocation, e.g. to fit a
+    #: cluster job's time limit; rerunning resumes. None: run to the end.
+    stop_after: int | None = None
     subjects: list[str] = field(default_factory=list)
 
 
@@ -73,7 +76,10 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                 command: str = "") -> Path:
-    """Train (or resume) one plane's network; return the exported weight file."""
+    """Train (or resume) one plane's network; return the exported weight file.
+
+    Returns the checkpoint instead when ``cfg.stop_after`` ends the call early.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
@@ -107,7 +113,9 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         log.write("iteration\tloss\tlr\tseconds\n")
     model.train()
     running, t0 = [], time.monotonic()
-    for iteration in range(start, cfg.iterations):
+    end = cfg.iterations if cfg.stop_after is None else min(cfg.iterations,
+                                                            start + cfg.stop_after)
+    for iteration in range(start, end):
         images, targets = sampler.batch(cfg.batch_size)
         images = images.to(memory_format=torch.channels_last)
         loss = criterion(model(images), targets)
@@ -117,7 +125,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         scheduler.step()
         running.append(loss.item())
         done = iteration + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+        if done % cfg.checkpoint_every == 0 or done == end:
             elapsed += time.monotonic() - t0
             t0 = time.monotonic()
             log.write(f"{done}\t{np.mean(running):.4f}\t{scheduler.get_last_lr()[0]:.3g}\t"
@@ -132,6 +140,9 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                 "sampler_rng": sampler.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state()})
     log.close()
+    if end < cfg.iterations:
+        LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, cfg.iterations)
+        return checkpoint
 
     model = model.to(memory_format=torch.contiguous_format)
     metadata = {
