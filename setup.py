@@ -49,6 +49,7 @@ setup(
             "antsRegistration=mixnet_bids.ants_cli:registration",
             "antsApplyTransforms=mixnet_bids.ants_cli:apply_transforms",
             "antsAffineInitializer=mixnet_bids.ants_cli:affine_initializer",
+            "CreateJacobianDeterminantImage=mixnet_bids.ants_cli:jacobian",
         ]
     },
 )

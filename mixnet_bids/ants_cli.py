@@ -16,7 +16,7 @@ import sys
 from types import ModuleType
 
 PROGRAMS = ("N4BiasFieldCorrection", "antsRegistration", "antsApplyTransforms",
-            "antsAffineInitializer")
+            "antsAffineInitializer", "CreateJacobianDeterminantImage")
 
 
 def load_ants_lib() -> ModuleType:
@@ -51,3 +51,7 @@ def apply_transforms() -> int:
 
 def affine_initializer() -> int:
     return _run("antsAffineInitializer")
+
+
+def jacobian() -> int:
+    return _run("CreateJacobianDeterminantImage")

@@ -13,7 +13,7 @@ from mixnet_bids.interfaces.segment import Fusion, PlaneInference
 from mixnet_bids.interfaces.tissue import TissueMaps, TissueVolumes
 from mixnet_bids.workflows.outputs import init_outputs_wf
 from mixnet_bids.workflows.preprocessing import init_preproc_wf
-from mixnet_bids.workflows.templates import init_tiv_wf
+from mixnet_bids.workflows.templates import init_template_outputs_wf, init_tiv_wf
 
 
 def subject_key(subject: str, session: str | None) -> str:
@@ -104,6 +104,15 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     for modality in images:
         workflow.connect(preproc, f"outputnode.{modality}_preproc",
                          outputs_wf, f"inputnode.{modality}_preproc")
+    if settings.output_spaces:
+        template_wf = init_template_outputs_wf(omp_nthreads=omp)
+        workflow.connect([
+            (preproc, template_wf, [("outputnode.reference", "inputnode.reference")]),
+            (tiv_wf, template_wf, [("outputnode.tiv_mask", "inputnode.tiv_mask"),
+                                   ("outputnode.to_template", "inputnode.affine")]),
+            (tissue, template_wf, [("out_probsegs", "inputnode.probsegs")]),
+            (template_wf, outputs_wf, [("outputnode.probsegs", "inputnode.template_probsegs")]),
+        ])
     return workflow
 
 

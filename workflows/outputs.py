@@ -28,12 +28,13 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
 
     Inputs
         ``dseg`` (task classes), ``dseg3``, ``probs`` (4D), ``uncertainty``,
-        ``probsegs`` (GM, WM, CSF), ``tiv_mask``, ``volumes`` (+ ``volumes_meta``),
+        ``probsegs`` (GM, WM, CSF), ``template_probsegs`` (modulated, per output space),
+        ``tiv_mask``, ``volumes`` (+ ``volumes_meta``),
         ``<modality>_preproc``.
     """
     workflow = pe.Workflow(name=name)
-    fields = ["dseg", "dseg3", "probs", "uncertainty", "probsegs", "tiv_mask", "volumes",
-              "volumes_meta"] + [f"{m}_preproc" for m in modalities]
+    fields = ["dseg", "dseg3", "probs", "uncertainty", "probsegs", "template_probsegs",
+              "tiv_mask", "volumes", "volumes_meta"] + [f"{m}_preproc" for m in modalities]
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     task = settings.task
     common = dict(base_directory=str(settings.output_dir), subject=subject, session=session)
@@ -51,13 +52,19 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
     sink("ds_tiv", "tiv_mask", "mask", desc="tiv")
     if settings.save_probabilities:
         sink("ds_probs", "probs", "probseg", desc=task)
-    for i, tissue in enumerate(TISSUES):
-        select = pe.Node(niu.Select(index=i), name=f"select_{tissue}",
-                         run_without_submitting=True)
-        workflow.connect(inputnode, "probsegs", select, "inlist")
-        node = pe.Node(DerivativesDataSink(suffix="probseg", label=tissue, **common),
-                       name=f"ds_probseg_{tissue}", run_without_submitting=True)
-        workflow.connect(select, "out", node, "in_file")
+    spaces = [(None, "probsegs", {})] + [
+        (space, "template_probsegs", {"space": space, "res": "2", "desc": "modulated"})
+        for space in settings.output_spaces]
+    for space, field, entities in spaces:
+        tag = f"_{space}" if space else ""
+        for i, tissue in enumerate(TISSUES):
+            select = pe.Node(niu.Select(index=i), name=f"select_{tissue}{tag}",
+                             run_without_submitting=True)
+            workflow.connect(inputnode, field, select, "inlist")
+            node = pe.Node(DerivativesDataSink(suffix="probseg", label=tissue, **common,
+                                               **entities),
+                           name=f"ds_probseg_{tissue}{tag}", run_without_submitting=True)
+            workflow.connect(select, "out", node, "in_file")
     for modality in modalities:
         acq, suffix = PREPROC_NAMES[modality]
         sink(f"ds_preproc_{modality}", f"{modality}_preproc", suffix, acquisition=acq,

@@ -83,3 +83,102 @@ def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
         (register, outputnode, [("forward_transforms", "to_template")]),
     ])
     return workflow
+
+
+def template_syn_interface(**inputs) -> Registration:
+    """Nonlinear (SyN) refinement of the affine fit, on the brain-extracted subject."""
+    settings = dict(
+        dimension=3,
+        transforms=["SyN"],
+        transform_parameters=[(0.1, 3.0, 0.0)],
+        metric=["MI"],
+        metric_weight=[1.0],
+        radius_or_number_of_bins=[32],
+        sampling_strategy=["Regular"],
+        sampling_percentage=[0.25],
+        number_of_iterations=[[100, 70, 30]],
+        convergence_threshold=[1e-6],
+        convergence_window_size=[10],
+        shrink_factors=[[4, 2, 1]],
+        smoothing_sigmas=[[2.0, 1.0, 0.0]],
+        sigma_units=["vox"],
+        use_histogram_matching=[False],
+        float=True,
+        write_composite_transform=False,
+        num_threads=1,
+    )
+    settings.update(inputs)
+    return Registration(**settings)
+
+
+def _chain(syn_transforms, affine):
+    """SyN warp first, then the affine it started from (ANTs' transform-list order)."""
+    return list(syn_transforms) + list(affine)
+
+
+def init_template_outputs_wf(*, omp_nthreads: int = 1,
+                             name: str = "template_outputs_wf") -> pe.Workflow:
+    """GM/WM/CSF probabilities in MNI152NLin2009aSym (2 mm), modulated for VBM.
+
+    The subject's reference, masked with its intracranial mask, is registered to the
+    template with SyN starting from the affine of ``init_tiv_wf``; the probability maps are
+    warped into the template and multiplied by the Jacobian determinant of the full
+    (affine + nonlinear) mapping, so that each map keeps the subject's tissue volume.
+
+    Workflow Graph
+        .. workflow::
+
+            from mixnet_bids.workflows.templates import init_template_outputs_wf
+            wf = init_template_outputs_wf()
+
+    Inputs
+        ``reference``, ``tiv_mask``, ``affine`` (subject -> template, from ``init_tiv_wf``),
+        ``probsegs`` (GM, WM, CSF on the reference grid).
+
+    Outputs
+        ``probsegs``: modulated maps on the 2 mm template grid (GM, WM, CSF).
+    """
+    from nipype.interfaces.ants import CreateJacobianDeterminantImage
+
+    from mixnet_bids.interfaces.tissue import Modulate, MaskImage
+
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(
+        fields=["reference", "tiv_mask", "affine", "probsegs"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["probsegs"]), name="outputnode")
+    template = get_template("T1w", resolution=2)
+    brain = pe.Node(MaskImage(), name="brain_extract")
+    syn = pe.Node(template_syn_interface(
+        fixed_image=template, fixed_image_masks=[get_template("mask", resolution=2,
+                                                              desc="brain")],
+        num_threads=omp_nthreads), name="register_syn", n_procs=omp_nthreads, mem_gb=2.0)
+    composite = pe.Node(ApplyTransforms(reference_image=template, dimension=3, float=True,
+                                        print_out_composite_warp_file=True,
+                                        output_image="to_template_warp.nii.gz"),
+                        name="composite_warp")
+    jacobian = pe.Node(CreateJacobianDeterminantImage(imageDimension=3, doLogJacobian=0,
+                                                      outputImage="jacobian.nii.gz"),
+                       name="jacobian")
+    warp = pe.MapNode(ApplyTransforms(reference_image=template, dimension=3, float=True,
+                                      interpolation="Linear"),
+                      iterfield=["input_image"], name="warp_probsegs")
+    modulate = pe.MapNode(Modulate(), iterfield=["in_file"], name="modulate")
+
+    chain = pe.Node(niu.Function(function=_chain, input_names=["syn_transforms", "affine"],
+                                 output_names=["transforms"]), name="chain_transforms")
+    workflow.connect([
+        (inputnode, brain, [("reference", "in_file"), ("tiv_mask", "mask_file")]),
+        (inputnode, syn, [("affine", "initial_moving_transform")]),
+        (brain, syn, [("out_file", "moving_image")]),
+        (syn, chain, [("forward_transforms", "syn_transforms")]),
+        (inputnode, chain, [("affine", "affine")]),
+        (inputnode, composite, [("reference", "input_image")]),
+        (chain, composite, [("transforms", "transforms")]),
+        (composite, jacobian, [("output_image", "deformationField")]),
+        (inputnode, warp, [("probsegs", "input_image")]),
+        (chain, warp, [("transforms", "transforms")]),
+        (warp, modulate, [("output_image", "in_file")]),
+        (jacobian, modulate, [("jacobian_image", "jacobian")]),
+        (modulate, outputnode, [("out_file", "probsegs")]),
+    ])
+    return workflow

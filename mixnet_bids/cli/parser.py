@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
                    help="folder of weight files (mixnet-bids-train output) to use instead "
                         "of the shipped ones")
+    g.add_argument("--output-spaces", nargs="+", choices=("MNI152NLin2009aSym",), default=[],
+                   help="also write modulated GM/WM/CSF maps in this template (2 mm), "
+                        "after a nonlinear (SyN) registration; for voxel-based morphometry")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--save-probabilities", action="store_true",
                    help="also write the fused class probabilities (4D)")

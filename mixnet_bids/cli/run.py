@@ -51,7 +51,8 @@ def _settings_from_args(args):
         task=args.task, model_version=args.model_version, planes=planes,
         plane_weights=weights, device=args.device,
         weights_dir=args.weights_dir.absolute() if args.weights_dir else None,
-        save_probabilities=args.save_probabilities, nprocs=nprocs,
+        save_probabilities=args.save_probabilities, output_spaces=args.output_spaces,
+        nprocs=nprocs,
         omp_nthreads=args.omp_nthreads or min(nprocs, 2), mem_gb=args.mem_gb,
         bids_filter_file=args.bids_filter_file,
         skip_bids_validation=args.skip_bids_validation, seed=args.seed, version=__version__)
@@ -177,7 +178,7 @@ def run_participants(settings, runs) -> list[str]:
             "crashdump_dir": str(log_dir), "crashfile_format": "txt",
             "remove_unnecessary_outputs": False, "poll_sleep_duration": 0.2})
         plugin_args = {"n_procs": settings.nprocs, "raise_insufficient": False,
-                       "status_callback": _status_printer(key)}
+                       "status_callback": _StatusPrinter(key)}
         if settings.mem_gb:
             plugin_args["memory_gb"] = settings.mem_gb
         t0 = time.monotonic()
@@ -192,11 +193,15 @@ def run_participants(settings, runs) -> list[str]:
     return failed
 
 
-def _status_printer(key: str):
-    def callback(node, status):
+class _StatusPrinter:
+    """Nipype status callback: one console line per finished node (picklable)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __call__(self, node, status):
         if status == "end":
-            LOGGER.info("%s: %s done", key, node.fullname.split(".", 1)[-1])
-    return callback
+            LOGGER.info("%s: %s done", self.key, node.fullname.split(".", 1)[-1])
 
 
 def _configure_logging(verbose: int) -> None:

@@ -19,7 +19,7 @@ from nipype.interfaces.base import (
 )
 
 #: Entities in BIDS order that derivative names may carry.
-ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "space", "label", "desc")
+ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "space", "res", "label", "desc")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
@@ -87,6 +87,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     session = traits.Either(None, traits.Str, usedefault=True)
     acquisition = traits.Either(None, traits.Str, usedefault=True)
     space = traits.Either(None, traits.Str, usedefault=True)
+    res = traits.Either(None, traits.Str, usedefault=True)
     label = traits.Either(None, traits.Str, usedefault=True)
     desc = traits.Either(None, traits.Str, usedefault=True)
     suffix = traits.Str(mandatory=True)
@@ -108,6 +109,7 @@ class DerivativesDataSink(SimpleInterface):
     def _run_interface(self, runtime):
         entities = {"sub": self.inputs.subject, "ses": self.inputs.session,
                     "acq": self.inputs.acquisition, "space": self.inputs.space,
+                    "res": self.inputs.res,
                     "label": self.inputs.label, "desc": self.inputs.desc}
         dst = derivative_path(Path(self.inputs.base_directory), entities, self.inputs.suffix,
                               self.inputs.extension)

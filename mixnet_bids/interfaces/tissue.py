@@ -102,3 +102,52 @@ class TissueVolumes(SimpleInterface):
 
 
 __all__ = ["TissueMaps", "TissueVolumes", "TISSUES"]
+
+
+class _MaskImageInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+
+
+class _OutFileSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class MaskImage(SimpleInterface):
+    """Zero an image outside a mask on the same grid."""
+
+    input_spec = _MaskImageInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        mask = np.asarray(nib.load(self.inputs.mask_file).dataobj) > 0
+        if mask.shape != img.shape[:3]:
+            raise ValueError(f"mask shape {mask.shape} differs from image {img.shape}")
+        out = os.path.join(runtime.cwd, "masked.nii.gz")
+        write_like(img.get_fdata(dtype=np.float32) * mask, img, out)
+        self._results["out_file"] = out
+        return runtime
+
+
+class _ModulateInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="probability map in template space")
+    jacobian = File(exists=True, mandatory=True, desc="Jacobian determinant, same grid")
+
+
+class Modulate(SimpleInterface):
+    """Multiply a warped probability map by the Jacobian determinant (VBM modulation)."""
+
+    input_spec = _ModulateInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        jac = np.asarray(nib.load(self.inputs.jacobian).dataobj, dtype=np.float32)
+        if jac.shape != img.shape:
+            raise ValueError(f"Jacobian shape {jac.shape} differs from map {img.shape}")
+        out = os.path.join(runtime.cwd, os.path.basename(self.inputs.in_file).replace(
+            ".nii.gz", "_modulated.nii.gz"))
+        write_like(img.get_fdata(dtype=np.float32) * np.clip(jac, 0, None), img, out)
+        self._results["out_file"] = out
+        return runtime
