@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from mixnet_bids.io import atomic_write
+
 TEMPLATE = "MNI152NLin2009aSym"
 _NILEARN_FILES = {
     "T1w": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -74,9 +76,7 @@ def _downsample(img: nib.Nifti1Image, order: int) -> nib.Nifti1Image:
 
 
 def _save(img: nib.Nifti1Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def ensure_templateflow(home: Path | None = None) -> Path:

@@ -6,41 +6,20 @@ from nipype.interfaces import utility as niu
 from nipype.interfaces.ants import ApplyTransforms, Registration
 from nipype.pipeline import engine as pe
 
+from mixnet_bids.preprocessing import mi_registration
 from mixnet_bids.templates import get_template
 
 
 def template_registration_interface(**inputs) -> Registration:
     """Rigid + affine antsRegistration of a subject head to the brain-extracted template.
 
-    The template's dilated-free intracranial mask restricts the metric to the brain, so the
-    subject's skull does not pull the fit; centre-of-mass initialisation brings scanner
-    space close to MNI space first.
+    The template's intracranial mask restricts the metric to the brain, so the subject's
+    skull does not pull the fit; centre-of-mass initialisation brings scanner space close
+    to MNI space first.
     """
-    settings = dict(
-        dimension=3,
-        initial_moving_transform_com=1,
-        transforms=["Rigid", "Affine"],
-        transform_parameters=[(0.1,), (0.1,)],
-        metric=["MI", "MI"],
-        metric_weight=[1.0, 1.0],
-        radius_or_number_of_bins=[32, 32],
-        sampling_strategy=["Regular", "Regular"],
-        sampling_percentage=[0.25, 0.25],
-        number_of_iterations=[[200, 100], [200, 100]],
-        convergence_threshold=[1e-6, 1e-6],
-        convergence_window_size=[10, 10],
-        shrink_factors=[[4, 2], [2, 1]],
-        smoothing_sigmas=[[2.0, 1.0], [1.0, 0.0]],
-        sigma_units=["vox", "vox"],
-        use_histogram_matching=[False, False],
-        winsorize_lower_quantile=0.005,
-        winsorize_upper_quantile=0.995,
-        float=True,
-        write_composite_transform=False,
-        num_threads=1,
-    )
-    settings.update(inputs)
-    return Registration(**settings)
+    stages = [("Rigid", (0.1,), [200, 100], [4, 2], [2.0, 1.0]),
+              ("Affine", (0.1,), [200, 100], [2, 1], [1.0, 0.0])]
+    return mi_registration(stages, **{"initial_moving_transform_com": 1, **inputs})
 
 
 def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
@@ -87,28 +66,8 @@ def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
 
 def template_syn_interface(**inputs) -> Registration:
     """Nonlinear (SyN) refinement of the affine fit, on the brain-extracted subject."""
-    settings = dict(
-        dimension=3,
-        transforms=["SyN"],
-        transform_parameters=[(0.1, 3.0, 0.0)],
-        metric=["MI"],
-        metric_weight=[1.0],
-        radius_or_number_of_bins=[32],
-        sampling_strategy=["Regular"],
-        sampling_percentage=[0.25],
-        number_of_iterations=[[100, 70, 30]],
-        convergence_threshold=[1e-6],
-        convergence_window_size=[10],
-        shrink_factors=[[4, 2, 1]],
-        smoothing_sigmas=[[2.0, 1.0, 0.0]],
-        sigma_units=["vox"],
-        use_histogram_matching=[False],
-        float=True,
-        write_composite_transform=False,
-        num_threads=1,
-    )
-    settings.update(inputs)
-    return Registration(**settings)
+    stages = [("SyN", (0.1, 3.0, 0.0), [100, 70, 30], [4, 2, 1], [2.0, 1.0, 0.0])]
+    return mi_registration(stages, **inputs)
 
 
 def _chain(syn_transforms, affine):

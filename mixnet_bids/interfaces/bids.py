@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from filelock import FileLock
@@ -18,39 +16,16 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mixnet_bids.io import atomic_write, atomic_write_text
+
 #: Entities in BIDS order that derivative names may carry.
 ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "space", "res", "label", "desc")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
 def atomic_copy(src: str | Path, dst: Path) -> Path:
-    """Copy ``src`` to ``dst`` through a temporary file in the same folder + rename."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dst
-
-
-def atomic_write_text(dst: Path, text: str) -> Path:
-    """Write text to ``dst`` atomically (temp file in the same folder + rename)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dst
+    """Copy ``src`` to ``dst`` atomically."""
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def write_shared_once(dst: Path, text: str) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 from bids import BIDSLayout
 from nibabel.processing import resample_from_to
 
+from mixnet_bids.io import atomic_write
 from mixnet_bids.bids import DEFAULT_QUERIES, collect_modalities
 from mixnet_bids.inference.planes import canonical_zooms, to_canonical
 from mixnet_bids.model import MODALITIES
@@ -90,10 +91,9 @@ def build_cache(bids_dir: str | Path, labels_dir: str | Path, cache_dir: str | P
         labels = labels_on_grid(dseg.path, stack.slicer[..., 0])
         image, affine = to_canonical(stack.get_fdata(dtype=np.float32), stack.affine)
         labels, _ = to_canonical(labels, stack.affine)
-        tmp = target.with_suffix(".tmp.npz")
-        np.savez(tmp, image=image.astype(np.float16), labels=labels, affine=affine,
-                 modalities=np.array(list(images)))
-        tmp.replace(target)
+        atomic_write(target, lambda tmp: np.savez(
+            tmp, image=image.astype(np.float16), labels=labels, affine=affine,
+            modalities=np.array(list(images))))
     return written
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import subprocess
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mixnet_bids.io import atomic_write
 from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, n_classes
 from mixnet_bids.inference.planes import TRAINING_SPACING
 from mixnet_bids.inference.weights import save_weights, weight_path
@@ -66,12 +66,6 @@ def git_commit() -> str:
                               cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
@@ -134,11 +128,11 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
             LOGGER.info("%s %s it %d/%d loss %.4f (%.0f s)", cfg.plane, cfg.task, done,
                         cfg.iterations, np.mean(running), elapsed)
             running = []
-            _save_checkpoint(checkpoint, {
+            atomic_write(checkpoint, lambda tmp: torch.save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "iteration": done, "elapsed": elapsed,
                 "sampler_rng": sampler.rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state()})
+                "torch_rng": torch.get_rng_state()}, tmp))
     log.close()
     if end < cfg.iterations:
         LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, cfg.iterations)
