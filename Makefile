@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test demo test bench weights cv clean
+.PHONY: install install-test demo test bench weights cv accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -40,16 +40,21 @@ weights: install
 	  $(BIN)/mixnet-bids-train --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/default \
 	    --task $$task --planes axial --iterations $(ITER_AXIAL) --lr $(LR) && \
 	  $(BIN)/mixnet-bids-train --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/default \
-	    --task $$task --planes coronal sagittal --iterations $(ITER_OTHER) --lr $(LR) \
+	    --task $$task --planes coronal sagittal --iterations $(ITER_OTHER) --lr $(LR) && \
+	  cp runs/default/$${task}_v3_*/mixnet_v3_$${task}_*.{pt,json} mixnet_bids/data/weights/ \
 	    || exit 1; \
 	done
-	cp runs/default/*/mixnet_v3_*.pt runs/default/*/mixnet_v3_*.json mixnet_bids/data/weights/
 
 # Leave-one-subject-out cross-validation (resumable), then docs/results.md.
 CV_ITER ?= 600
 cv: install
 	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv \
 	  --versions v3 v1 --iterations $(CV_ITER)
+
+# Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
+accuracy-shipped: install
+	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/shipped \
+	  --versions v3 --shipped
 
 clean:
 	rm -rf demo_output work_dir

@@ -45,6 +45,7 @@ setup(
             "mixnet-bids=mixnet_bids.cli.run:main",
             "mixnet-bids-train=mixnet_bids.training.cli:main",
             "mixnet-bids-eval=mixnet_bids.evaluation.cli:main",
+            "mixnet-bids-cv=mixnet_bids.training.crossval:main",
             "N4BiasFieldCorrection=mixnet_bids.ants_cli:n4",
             "antsRegistration=mixnet_bids.ants_cli:registration",
             "antsApplyTransforms=mixnet_bids.ants_cli:apply_transforms",
