@@ -51,6 +51,9 @@ def populate(home: Path) -> None:
     folder = home / f"tpl-{TEMPLATE}"
     folder.mkdir(parents=True, exist_ok=True)
     images = {key: nib.load(str(data / name)) for key, name in _NILEARN_FILES.items()}
+    for key in ("label-GM_probseg", "label-WM_probseg"):  # nilearn stores them as 0-255
+        img = images[key]
+        images[key] = nib.Nifti1Image((img.get_fdata() / 255.0).astype(np.float32), img.affine)
     t1 = images["T1w"]
     # the template is brain-extracted: its support, hole-filled, is the intracranial mask
     mask = ndimage.binary_fill_holes(ndimage.binary_closing(

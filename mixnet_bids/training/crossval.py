@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-subsets", action="store_true",
+                        help="score only with all of each subject's modalities")
     parser.add_argument("--shipped", action="store_true",
                         help="no training: score the shipped weights on every subject "
                              "(training subjects: optimistic) -> <out>/shipped_<task>.tsv")
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     subjects = [load_cached(f) for f in files]
     if args.shipped:
         files = {p: weight_path(args.task, p, args.versions[0]) for p in PLANES}
-        rows = [r for s in subjects for r in score_subject(s, files, args.task)]
+        rows = [r for s in subjects
+                for r in score_subject(s, files, args.task, subsets=not args.no_subsets)]
         args.out.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame(rows)
         table.to_csv(args.out / f"shipped_{args.task}.tsv", sep="\t", index=False,

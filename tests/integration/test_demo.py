@@ -13,8 +13,10 @@ from mixnet_bids.evaluation.metrics import dice
 
 pytestmark = pytest.mark.slow
 
-#: Dice floors against nilearn's ICBM 2009a GM/WM probability maps (> 0.5).
-FLOORS = {"GM": 0.65, "WM": 0.75}
+#: Dice floors against nilearn's ICBM 2009a GM/WM maps (> 50 %), above z = -10 mm in MNI
+#: space: the 3-label task counts cerebellum and brainstem as background, the maps do not.
+#: Measured with the shipped weights: GM 0.651, WM 0.831.
+FLOORS = {"GM": 0.60, "WM": 0.75}
 
 
 def test_demo_segments_the_mni_template(tmp_path, capsys):
@@ -27,10 +29,14 @@ def test_demo_segments_the_mni_template(tmp_path, capsys):
     assert list(table["participant_id"]) == ["sub-01"]
 
     dseg = nib.load(dseg_file)
+    ijk = np.indices(dseg.shape).reshape(3, -1)
+    z_mm = (dseg.affine[2, :3] @ ijk + dseg.affine[2, 3]).reshape(dseg.shape)
+    cerebrum = z_mm > -10
     data = resources.files("nilearn.datasets") / "data"
     for index, (tissue, name) in enumerate(
             [("GM", "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"),
              ("WM", "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")], start=1):
         reference = resample_from_to(nib.load(str(data / name)), dseg, order=1)
-        score = dice(np.asarray(dseg.dataobj) == index, reference.get_fdata() > 0.5)
+        maps = reference.get_fdata() / 255.0  # nilearn stores these maps as 0-255
+        score = dice((np.asarray(dseg.dataobj) == index) & cerebrum, (maps > 0.5) & cerebrum)
         assert score >= FLOORS[tissue], (tissue, score)
