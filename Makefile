@@ -49,7 +49,7 @@ weights: install
 CV_ITER ?= 600
 cv: install
 	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv \
-	  --versions v3 v1 --iterations $(CV_ITER)
+	  --versions v3 v1 --iterations $(CV_ITER) --lr $(LR)
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -115,5 +113,3 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         ])
     return workflow
 
-
-__all__ = ["init_mixnet_wf", "init_single_subject_wf", "subject_key", "Path"]

@@ -16,7 +16,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mixnet_bids.labels import TASK_CLASSES, TISSUES
+from mixnet_bids.labels import TASK_CLASSES
 from mixnet_bids.preprocessing import write_like
 from mixnet_bids.volumes import COLUMN_DESCRIPTIONS, tissue_probabilities, tissue_volumes
 
@@ -99,9 +99,6 @@ class TissueVolumes(SimpleInterface):
         self._results["out_tsv"] = out
         self._results["metadata"] = json.loads(json.dumps(meta))
         return runtime
-
-
-__all__ = ["TissueMaps", "TissueVolumes", "TISSUES"]
 
 
 class _MaskImageInputSpec(BaseInterfaceInputSpec):

@@ -22,7 +22,6 @@ import numpy as np
 from scipy import ndimage
 
 from mixnet_bids.inference.planes import resize_axes
-from mixnet_bids.labels import IGNORE_INDEX
 
 SCALES = (0.9, 0.95, 1.05, 1.1)
 
@@ -149,4 +148,4 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, pla
 
 
 __all__ = ["AugmentConfig", "augment", "spatial", "drop_modalities", "intensity",
-           "skull_strip", "coarser_resolution", "IGNORE_INDEX"]
+           "skull_strip", "coarser_resolution"]

@@ -20,7 +20,6 @@ from nibabel.processing import resample_from_to
 from mixnet_bids.io import atomic_write
 from mixnet_bids.bids import DEFAULT_QUERIES, collect_modalities
 from mixnet_bids.inference.planes import canonical_zooms, to_canonical
-from mixnet_bids.model import MODALITIES
 from mixnet_bids.preprocessing import load_3d
 
 LOGGER = logging.getLogger(__name__)
@@ -108,5 +107,3 @@ def load_cached(path: str | Path) -> CachedSubject:
             modalities=tuple(str(m) for m in npz["modalities"]),
         )
 
-
-__all__ = ["CachedSubject", "build_cache", "load_cached", "run_preproc", "MODALITIES"]

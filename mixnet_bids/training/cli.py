@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.labels import TASK_CLASSES
-from mixnet_bids.training.dataset import DEFAULT_CROPS
+from mixnet_bids.training.dataset import DEFAULT_BATCH
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     subjects = [load_cached(f) for f in files if f.stem.split("_")[0] not in excluded]
     command = "mixnet-bids-train " + shlex.join(sys.argv[1:] if argv is None else argv)
     for plane in args.planes:
-        batch = args.batch_size or (8 if DEFAULT_CROPS[plane][1] > 64 else 16)
+        batch = args.batch_size or DEFAULT_BATCH[plane]
         cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
                           iterations=args.iterations, batch_size=batch, lr=args.lr,
                           class_weights=args.class_weights, seed=args.seed,

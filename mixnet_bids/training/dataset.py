@@ -16,6 +16,8 @@ from mixnet_bids.training.cache import CachedSubject
 #: and coronal ones 240x48 (the 48 axis is the 3 mm slice direction).
 DEFAULT_CROPS: dict[str, tuple[int, int]] = {
     "axial": (128, 128), "coronal": (144, 48), "sagittal": (144, 48)}
+#: Default batch per plane: similar pixel counts per step (8 x 128^2 vs 16 x 144 x 48).
+DEFAULT_BATCH: dict[str, int] = {"axial": 8, "coronal": 16, "sagittal": 16}
 #: Slices with fewer labelled brain voxels than this are drawn 10x less often.
 MIN_BRAIN_PIXELS = 200
 
