@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from mixnet_bids.interfaces.bids import atomic_write_text, write_shared_once
+from mixnet_bids.interfaces.bids import write_shared_once
+from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CLASS_NAMES, TASK_CLASSES
 
 BIDSIGNORE = "*_uncertainty.nii.gz\n*_volumes.tsv\n*_volumes.json\nsub-*/log/\ngroup_*\n"
