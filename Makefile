@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test demo test bench weights cv accuracy-shipped clean
+.PHONY: install install-test system-test-deps demo test bench image weights cv accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -17,14 +17,29 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
-install-test: install
+install-test: install system-test-deps
 	$(BIN)/pip install --quiet -e '.[test]'
+
+# Debian packages the tests use: chromium (reports in a real browser), slurm-wlm + munge (a
+# real SLURM on localhost), podman & co. (the image and the Apptainer SIF). Tests that lack
+# them skip with the reason; as root on Debian they are installed here.
+SYSTEM_TEST_PACKAGES := chromium slurm-wlm munge podman runc netavark aardvark-dns iptables \
+	mmdebstrap uidmap ca-certificates
+system-test-deps:
+	@missing=$$(for p in $(SYSTEM_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 demo: install
 	$(BIN)/mixnet-bids demo demo_output
 
 test: install-test
 	$(BIN)/python -m pytest tests
+
+# The container image (podman; a local Debian base, no registry needed).
+image:
+	bash containers/build-image.sh
 
 bench: install
 	$(BIN)/python benchmarks/run.py --mrbrains $(MRBRAINS) --out benchmarks/results

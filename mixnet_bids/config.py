@@ -34,6 +34,13 @@ class Settings:
     skip_bids_validation: bool = False
     seed: int = 0
     version: str = ""
+    #: redo subjects whose derivatives exist (otherwise they are skipped)
+    overwrite: bool = False
+    #: progress bars for inference (off when stderr is not a terminal)
+    progress: bool = False
+    #: Nipype execution plugin and its arguments (e.g. SLURM with sbatch_args)
+    plugin: str = "MultiProc"
+    plugin_args: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         def default(obj):

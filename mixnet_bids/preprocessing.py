@@ -96,6 +96,10 @@ def n4_interface(**inputs):
     return N4BiasFieldCorrection(**settings)
 
 
+#: Fixed seed of antsRegistration's random sampling.
+ANTS_RANDOM_SEED = 1
+
+
 def mi_registration(stages: list[tuple], **inputs):
     """Nipype's antsRegistration with Mattes mutual information at every stage.
 
@@ -126,9 +130,14 @@ def mi_registration(stages: list[tuple], **inputs):
         winsorize_upper_quantile=0.995,
         float=True,
         write_composite_transform=False,
-        num_threads=1,
+        # Reruns must be byte-identical: ANTs seeds its sampling from the clock unless
+        # told, and its multi-threaded metric sums differ from run to run (the same
+        # registration gave four different transforms with 2 threads, identical ones
+        # with 1), so registrations run single-threaded; MultiProc runs them in parallel.
+        random_seed=ANTS_RANDOM_SEED,
     )
     settings.update(inputs)
+    settings["num_threads"] = 1
     return Registration(**settings)
 
 

@@ -19,6 +19,10 @@ COLUMN_DESCRIPTIONS: dict[str, dict] = {
     "mean_uncertainty": {"Description": "mean normalised entropy of the fused "
                                         "probabilities inside the segmented tissue "
                                         "(0 certain, 1 uniform): a QC score"},
+    **{f"nmi_{m}": {"Description": f"normalised mutual information (1 to 2, higher is "
+                                   f"better) of the registered {m} with the reference "
+                                   "inside the head mask: a registration QC score"}
+       for m in ("T1w", "IR", "FLAIR")},
 }
 
 

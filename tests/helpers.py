@@ -15,7 +15,8 @@ from mixnet_bids.labels import TASK_CLASSES, n_classes
 from mixnet_bids.model import build_mixnet
 
 
-def tiny_image(path: Path, shape=(20, 24, 16), zooms=(1.0, 1.0, 1.0), seed=0) -> Path:
+def tiny_image(path: Path, shape=(20, 24, 16), zooms=(4.0, 4.0, 4.0), seed=0) -> Path:
+    """A small random image whose field of view (80 x 96 x 64 mm) passes the input checks."""
     rng = np.random.default_rng(seed)
     data = rng.normal(100, 10, shape).astype(np.float32)
     data[:3] = 0

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from mixnet_bids.workflows.outputs import init_outputs_wf
+from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
+from mixnet_bids.workflows.templates import init_template_outputs_wf, init_tiv_wf
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mixnet_bids.config import Settings
 from mixnet_bids.inference.weights import weight_path
+from mixnet_bids.interfaces.bids import PublishSubject, report_name
+from mixnet_bids.interfaces.reports import RegistrationQC, SubjectReport
 from mixnet_bids.interfaces.segment import Fusion, PlaneInference
 from mixnet_bids.interfaces.tissue import TissueMaps, TissueVolumes
-from mixnet_bids.workflows.outputs import init_outputs_wf
-from mixnet_bids.workflows.preprocessing import init_preproc_wf
-from mixnet_bids.workflows.templates import init_template_outputs_wf, init_tiv_wf
 
 
 def subject_key(subject: str, session: str | None) -> str:
@@ -40,18 +44,29 @@ def init_mixnet_wf(*, settings: Settings,
     return workflow
 
 
+def staging_dir(settings: Settings, workflow_name: str) -> Path:
+    """Where a subject's derivatives are assembled before the ``publish`` node moves them."""
+    return Path(settings.work_dir) / workflow_name / "derivatives"
+
+
 def init_single_subject_wf(*, settings: Settings, subject: str, session: str | None,
-                           images: dict[str, str], name: str | None = None) -> pe.Workflow:
-    """One subject/session: preprocessing, per-plane MixNet, fusion, TIV, volumes, outputs.
+                           images: dict[str, str], warnings: list[str] | None = None,
+                           name: str | None = None) -> pe.Workflow:
+    """One subject/session: preprocessing, per-plane MixNet, fusion, TIV, volumes, QC
+    report, outputs.
 
     Inputs
-        ``images``: ``{modality: path}`` for any non-empty subset of T1w, IR, FLAIR.
+        ``images``: ``{modality: path}`` for any non-empty subset of T1w, IR, FLAIR;
+        ``warnings``: the input checks' warnings, shown in the report.
 
     Outputs
-        BIDS-Derivatives in ``settings.output_dir`` (see ``init_outputs_wf``).
+        BIDS-Derivatives and the HTML report, assembled in ``staging_dir`` (see
+        ``init_outputs_wf``), then moved into ``settings.output_dir`` at once by the last
+        node, ``publish``.
     """
     key = subject_key(subject, session)
     workflow = pe.Workflow(name=name or f"single_subject_{key.replace('-', '_')}_wf")
+    staging = staging_dir(settings, workflow.name)
     omp = settings.omp_nthreads
 
     preproc = init_preproc_wf(modalities=list(images), omp_nthreads=omp)
@@ -62,6 +77,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
             PlaneInference(plane=plane, device=settings.device, num_threads=omp,
+                           progress=settings.progress,
                            weights=str(weight_path(settings.task, plane,
                                                    settings.model_version,
                                                    settings.weights_dir))),
@@ -80,7 +96,22 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     volumes = pe.Node(TissueVolumes(task=settings.task, subject=subject, session=session),
                       name="volumes")
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
-                                 modalities=list(images))
+                                 modalities=list(images), base_directory=staging)
+    reference = choose_reference(list(images))
+    others = [m for m in images if m != reference]
+    merge_registered = pe.Node(niu.Merge(max(1, len(others))), name="merge_registered",
+                               run_without_submitting=True)
+    for i, modality in enumerate(others, start=1):
+        workflow.connect(preproc, f"outputnode.{modality}_preproc",
+                         merge_registered, f"in{i}")
+    registration_qc = pe.Node(RegistrationQC(modalities=others), name="registration_qc")
+    report = pe.Node(SubjectReport(
+        out_file=str(staging / report_name(subject, session)), task=settings.task,
+        title=f"mixnet-bids: {key}", modalities=others, warnings=list(warnings or []),
+        settings_json=settings.to_json()), name="report", mem_gb=1.0)
+    publish = pe.Node(PublishSubject(staging=str(staging),
+                                     base_directory=str(settings.output_dir),
+                                     subject=subject, session=session), name="publish")
 
     workflow.connect([
         (merge_probs, fusion, [("out", "in_probs")]),
@@ -90,6 +121,14 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         (fusion, volumes, [("out_dseg", "in_dseg"), ("out_probs", "in_probs"),
                            ("out_uncertainty", "in_uncertainty")]),
         (tiv_wf, volumes, [("outputnode.tiv_mask", "tiv_mask")]),
+        (preproc, registration_qc, [("outputnode.reference", "reference"),
+                                    ("outputnode.head_mask", "head_mask")]),
+        (registration_qc, volumes, [("qc", "qc")]),
+        (preproc, report, [("outputnode.reference", "reference")]),
+        (fusion, report, [("out_dseg", "dseg"), ("out_uncertainty", "uncertainty")]),
+        (volumes, report, [("out_tsv", "volumes")]),
+        (outputs_wf, publish, [("outputnode.out", "in_files")]),
+        (report, publish, [("out_file", "report")]),
         (fusion, outputs_wf, [("out_dseg", "inputnode.dseg"),
                               ("out_probs", "inputnode.probs"),
                               ("out_uncertainty", "inputnode.uncertainty")]),
@@ -99,6 +138,9 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                                ("metadata", "inputnode.volumes_meta")]),
         (tiv_wf, outputs_wf, [("outputnode.tiv_mask", "inputnode.tiv_mask")]),
     ])
+    if others:
+        workflow.connect([(merge_registered, registration_qc, [("out", "registered")]),
+                          (merge_registered, report, [("out", "registered")])])
     for modality in images:
         workflow.connect(preproc, f"outputnode.{modality}_preproc",
                          outputs_wf, f"inputnode.{modality}_preproc")

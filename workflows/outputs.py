@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -14,8 +16,10 @@ PREPROC_NAMES = {"T1w": (None, "T1w"), "IR": ("IR", "T1w"), "FLAIR": (None, "FLA
 
 
 def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
-                    modalities: list[str], name: str = "outputs_wf") -> pe.Workflow:
-    """Write one subject's derivatives into ``settings.output_dir``.
+                    modalities: list[str], base_directory: Path | None = None,
+                    name: str = "outputs_wf") -> pe.Workflow:
+    """Write one subject's derivatives under their BIDS names into ``base_directory``
+    (default ``settings.output_dir``; the app stages them in the work dir).
 
     Workflow Graph
         .. workflow::
@@ -31,18 +35,25 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
         ``probsegs`` (GM, WM, CSF), ``template_probsegs`` (modulated, per output space),
         ``tiv_mask``, ``volumes`` (+ ``volumes_meta``),
         ``<modality>_preproc``.
+
+    Outputs
+        ``outputnode.out``: the paths of all written files.
     """
     workflow = pe.Workflow(name=name)
     fields = ["dseg", "dseg3", "probs", "uncertainty", "probsegs", "template_probsegs",
               "tiv_mask", "volumes", "volumes_meta"] + [f"{m}_preproc" for m in modalities]
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     task = settings.task
-    common = dict(base_directory=str(settings.output_dir), subject=subject, session=session)
+    common = dict(base_directory=str(base_directory or settings.output_dir), subject=subject,
+                  session=session)
+
+    sinks = []
 
     def sink(name: str, field: str, suffix: str, **entities) -> pe.Node:
         node = pe.Node(DerivativesDataSink(suffix=suffix, **common, **entities),
                        name=name, run_without_submitting=True)
         workflow.connect(inputnode, field, node, "in_file")
+        sinks.append(node)
         return node
 
     sink("ds_dseg", "dseg", "dseg", desc=task)
@@ -65,10 +76,17 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
                                                **entities),
                            name=f"ds_probseg_{tissue}{tag}", run_without_submitting=True)
             workflow.connect(select, "out", node, "in_file")
+            sinks.append(node)
     for modality in modalities:
         acq, suffix = PREPROC_NAMES[modality]
         sink(f"ds_preproc_{modality}", f"{modality}_preproc", suffix, acquisition=acq,
              desc="preproc")
     volumes = sink("ds_volumes", "volumes", "volumes", desc=task, extension=".tsv")
     workflow.connect(inputnode, "volumes_meta", volumes, "metadata")
+
+    # every written file, so that publishing waits for all of them
+    outputnode = pe.Node(niu.Merge(len(sinks)), name="outputnode",
+                         run_without_submitting=True)
+    for i, node in enumerate(sinks, start=1):
+        workflow.connect(node, "out_file", outputnode, f"in{i}")
     return workflow

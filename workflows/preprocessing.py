@@ -74,8 +74,8 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
                 (mask, merge_masks, [("out_file", f"in{i}")]),
             ])
         else:
-            reg = pe.Node(rigid_registration_interface(num_threads=omp_nthreads),
-                          name=f"register_{modality}", n_procs=omp_nthreads, mem_gb=1.0)
+            reg = pe.Node(rigid_registration_interface(), name=f"register_{modality}",
+                          mem_gb=1.0)
             # the head mask drawn in the modality's own space follows it to the reference
             mask_to_ref = pe.Node(ApplyTransforms(interpolation="NearestNeighbor",
                                                   dimension=3, float=True),

@@ -47,8 +47,7 @@ def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
     register = pe.Node(template_registration_interface(
         fixed_image=get_template("T1w", resolution=2),
         fixed_image_masks=[get_template("mask", resolution=2, desc="brain")] * 2,
-        num_threads=omp_nthreads), name="register_template", n_procs=omp_nthreads,
-        mem_gb=1.0)
+        ), name="register_template", mem_gb=1.0)
     to_subject = pe.Node(ApplyTransforms(
         input_image=get_template("mask", resolution=1, desc="brain"),
         interpolation="NearestNeighbor", dimension=3, float=True),
@@ -99,7 +98,7 @@ def init_template_outputs_wf(*, omp_nthreads: int = 1,
     """
     from nipype.interfaces.ants import CreateJacobianDeterminantImage
 
-    from mixnet_bids.interfaces.tissue import Modulate, MaskImage
+    from mixnet_bids.interfaces.tissue import MaskImage, Modulate
 
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(
@@ -109,8 +108,8 @@ def init_template_outputs_wf(*, omp_nthreads: int = 1,
     brain = pe.Node(MaskImage(), name="brain_extract")
     syn = pe.Node(template_syn_interface(
         fixed_image=template, fixed_image_masks=[get_template("mask", resolution=2,
-                                                              desc="brain")],
-        num_threads=omp_nthreads), name="register_syn", n_procs=omp_nthreads, mem_gb=2.0)
+                                                              desc="brain")]),
+        name="register_syn", mem_gb=2.0)
     composite = pe.Node(ApplyTransforms(reference_image=template, dimension=3, float=True,
                                         print_out_composite_warp_file=True,
                                         output_image="to_template_warp.nii.gz"),

@@ -58,4 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mixnet-bids demo: segmentation {anat / f'sub-{DEMO_SUBJECT}_desc-3label_dseg.nii.gz'}")
     print(f"mixnet-bids demo: volumes {anat / f'sub-{DEMO_SUBJECT}_desc-3label_volumes.tsv'}")
     print(f"mixnet-bids demo: group table {derivatives / 'group_desc-3label_volumes.tsv'}")
+    print(f"mixnet-bids demo: QC report {derivatives / f'sub-{DEMO_SUBJECT}.html'} (open it "
+          "in a web browser)")
     return 0

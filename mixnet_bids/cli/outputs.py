@@ -9,11 +9,13 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from mixnet_bids.interfaces.bids import write_shared_once
+from mixnet_bids.checks import InputProblems
+from mixnet_bids.interfaces.bids import report_name, subject_folder, write_shared_once
 from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CLASS_NAMES, TASK_CLASSES
 
-BIDSIGNORE = "*_uncertainty.nii.gz\n*_volumes.tsv\n*_volumes.json\nsub-*/log/\ngroup_*\n"
+BIDSIGNORE = ("*_uncertainty.nii.gz\n*_volumes.tsv\n*_volumes.json\nsub-*/log/\ngroup_*\n"
+              "*.html\n")
 
 
 def dataset_description(settings) -> dict:
@@ -50,6 +52,12 @@ def write_dataset_files(settings) -> None:
     write_shared_once(out / ".bidsignore", BIDSIGNORE)
 
 
+def finished_outputs(settings, subject: str, session: str | None) -> Path | None:
+    """The subject's derivative folder when a run of this task finished, else None."""
+    anat = subject_folder(settings.output_dir, subject, session) / "anat"
+    return anat if any(anat.glob(f"*_desc-{settings.task}_volumes.tsv")) else None
+
+
 def write_settings(settings, subject: str, session: str | None,
                    images: dict[str, str]) -> Path:
     """Dump the run's settings and inputs into ``sub-X/log/<time>/``; return that folder."""
@@ -63,17 +71,28 @@ def write_settings(settings, subject: str, session: str | None,
     return folder
 
 
-def write_group_table(settings) -> Path:
-    """Gather every participant's volumes TSV into ``group_desc-<task>_volumes.tsv``."""
+def write_group_table(settings) -> tuple[Path, Path]:
+    """Gather every participant's volumes TSV into ``group_desc-<task>_volumes.tsv`` and
+    write the cohort's QC report ``group_desc-<task>_report.html``; return both paths."""
+    from mixnet_bids.reports import group_report, report_key
+
     out = Path(settings.output_dir)
     files = sorted(out.glob(f"sub-*/**/anat/*_desc-{settings.task}_volumes.tsv"))
     if not files:
-        from mixnet_bids.cli.run import InputProblems
         raise InputProblems([f"{out}: no participant results (*_desc-{settings.task}"
                              "_volumes.tsv); run the participant level first"])
     table = pd.concat([pd.read_csv(f, sep="\t") for f in files], ignore_index=True)
     target = out / f"group_desc-{settings.task}_volumes.tsv"
+    report = out / f"group_desc-{settings.task}_report.html"
+    links = {}
+    for row in table.itertuples():
+        session = getattr(row, "session_id", None)
+        subject = row.participant_id.removeprefix("sub-")
+        name = report_name(subject, session.removeprefix("ses-") if isinstance(session, str)
+                           else None)
+        links[report_key(row.participant_id, session)] = name
     with FileLock(str(target.parent / f".{target.name}.lock")):
         atomic_write_text(target, table.to_csv(sep="\t", index=False, float_format="%.4f",
                                                na_rep="n/a"))
-    return target
+        group_report(report, table, task=settings.task, report_links=links)
+    return target, report

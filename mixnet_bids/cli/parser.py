@@ -73,7 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--omp-nthreads", type=int, default=None,
                    help="threads per process (default: min(nprocs, 2))")
     g.add_argument("--mem-gb", type=float, default=None)
+    g.add_argument("--plugin", default="MultiProc",
+                   choices=("MultiProc", "Linear", "SLURM", "SLURMGraph"),
+                   help="Nipype execution plugin: MultiProc on this machine (default), or "
+                        "one cluster job per step with SLURM / SLURMGraph")
+    g.add_argument("--plugin-args", default=None, metavar="JSON",
+                   help="plugin arguments as JSON (or a JSON file), e.g. "
+                        "'{\"sbatch_args\": \"--partition=short --mem=4G\"}'")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="redo subjects whose derivatives exist (default: skip them)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
 import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,14 +17,6 @@ os.environ["NIPYPE_NO_ET"] = "1"
 os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
 
 LOGGER = logging.getLogger("mixnet_bids")
-
-
-class InputProblems(Exception):
-    """Problems found before any work starts; each is a one-line message."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def _ensure_tools_on_path() -> None:
@@ -40,6 +36,7 @@ def _settings_from_args(args):
         weights = {p: DEFAULT_PLANE_WEIGHTS[p] for p in planes}
     else:
         if len(args.plane_weights) != len(planes):
+            from mixnet_bids.checks import InputProblems
             raise InputProblems([f"--plane-weights has {len(args.plane_weights)} values for "
                                  f"{len(planes)} planes ({', '.join(planes)}): give one each"])
         weights = dict(zip(planes, args.plane_weights))
@@ -55,13 +52,35 @@ def _settings_from_args(args):
         nprocs=nprocs,
         omp_nthreads=args.omp_nthreads or min(nprocs, 2), mem_gb=args.mem_gb,
         bids_filter_file=args.bids_filter_file,
-        skip_bids_validation=args.skip_bids_validation, seed=args.seed, version=__version__)
+        skip_bids_validation=args.skip_bids_validation, seed=args.seed, version=__version__,
+        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
+        plugin=args.plugin, plugin_args=_plugin_args(args.plugin_args))
 
 
-def collect_inputs(settings) -> list[tuple[str, str | None, dict[str, str]]]:
-    """Check everything before work starts; return (subject, session, images) per run."""
-    from mixnet_bids.bids import BIDSInputError, collect_modalities, load_filters
-    from mixnet_bids.bids import subject_sessions
+def _plugin_args(text: str | None) -> dict:
+    from mixnet_bids.checks import InputProblems
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(Path(text).read_text() if Path(text).is_file() else text)
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputProblems([f"--plugin-args {text!r}: not JSON ({err}); give e.g. "
+                             "'{\"sbatch_args\": \"--partition=short\"}' or a JSON file"])
+    if not isinstance(value, dict):
+        raise InputProblems([f"--plugin-args {text!r}: must be a JSON object"])
+    return value
+
+
+def collect_inputs(settings):
+    """Check everything before work starts.
+
+    Returns ``(runs, problems)``: the runnable subject/sessions and the one-line problems
+    of the others. Raises ``InputProblems`` for problems of the whole run, or when no
+    subject can run.
+    """
+    from mixnet_bids.bids import BIDSInputError, collect_modalities, load_filters, subject_sessions
+    from mixnet_bids.checks import InputProblems, Run, check_run, writable_folder_problem
     from mixnet_bids.inference.weights import WeightsError, read_metadata, weight_path
 
     problems: list[str] = []
@@ -75,6 +94,10 @@ def collect_inputs(settings) -> list[tuple[str, str | None, dict[str, str]]]:
             and (resolved_bids / "derivatives") not in resolved_out.parents):
         problems.append(f"{out}: the output folder must not be (inside) the BIDS folder; "
                         f"use {bids_dir / 'derivatives' / 'mixnet-bids'}")
+    for folder, what in ((out, "output folder"), (settings.work_dir, "work folder")):
+        problem = writable_folder_problem(folder, what)
+        if problem:
+            problems.append(problem)
     for plane in settings.planes:
         path = weight_path(settings.task, plane, settings.model_version, settings.weights_dir)
         try:
@@ -97,6 +120,7 @@ def collect_inputs(settings) -> list[tuple[str, str | None, dict[str, str]]]:
     except Exception as err:  # pybids raises several types for invalid datasets
         raise InputProblems(problems + [f"{bids_dir}: pybids cannot index it ({err}); fix "
                                         "the dataset or use --skip-bids-validation"]) from None
+    run_problems, problems = problems, []
     available = layout.get_subjects()
     wanted = settings.participant_label or sorted(available)
     runs = []
@@ -121,76 +145,93 @@ def collect_inputs(settings) -> list[tuple[str, str | None, dict[str, str]]]:
                                 f"{bids_dir / ('sub-' + subject)}; add one or adjust "
                                 "--bids-filter-file")
                 continue
-            problems.extend(_check_images(images))
-            runs.append((subject, session, images))
-    if problems:
-        raise InputProblems(problems)
-    return runs
-
-
-def _check_images(images: dict[str, str]) -> list[str]:
-    """Each image must load as a finite, non-constant 3D volume."""
-    import nibabel as nib
-    import numpy as np
-
-    problems = []
-    for modality, path in images.items():
-        try:
-            img = nib.load(path)
-            shape = img.shape
-            if len(shape) == 4 and shape[3] == 1:
-                shape = shape[:3]
-            if len(shape) != 3:
-                problems.append(f"{path}: {modality} must be a 3D image, got shape "
-                                f"{img.shape}; select one volume")
-                continue
-            data = np.asanyarray(img.dataobj)
-            if not np.all(np.isfinite(data)):
-                problems.append(f"{path}: contains NaN or infinite voxels; fix the file")
-            elif np.ptp(data) == 0:
-                problems.append(f"{path}: the image is constant; check the file")
-        except Exception as err:  # nibabel raises many types for corrupt files
-            problems.append(f"{path}: cannot be read as NIfTI ({type(err).__name__}: {err}); "
-                            "replace the file")
-    return problems
+            run = Run(subject, session, images)
+            found = check_run(run)
+            if found:
+                problems.extend(found)
+            else:
+                runs.append(run)
+    if run_problems or not runs:  # nothing starts; everything is reported at once
+        raise InputProblems(run_problems + problems
+                            or [f"{bids_dir}: no participant to process"])
+    return runs, problems
 
 
 def run_participants(settings, runs) -> list[str]:
     """Run each subject/session; return the keys that failed (the others complete)."""
     from nipype import config as nipype_config
 
-    from mixnet_bids.cli.outputs import write_dataset_files, write_settings
+    from mixnet_bids.cli.outputs import finished_outputs, write_dataset_files, write_settings
+    from mixnet_bids.interfaces.bids import report_name
     from mixnet_bids.templates import ensure_templateflow
-    from mixnet_bids.workflows.base import init_single_subject_wf, subject_key
+    from mixnet_bids.workflows.base import init_single_subject_wf, staging_dir, subject_key
 
     ensure_templateflow()
     write_dataset_files(settings)
     nipype_config.set("execution", "poll_sleep_duration", "0.2")
     failed = []
-    for subject, session, images in runs:
-        key = subject_key(subject, session)
-        log_dir = write_settings(settings, subject, session, images)
-        LOGGER.info("%s: start (%s)", key, ", ".join(images))
-        workflow = init_single_subject_wf(settings=settings, subject=subject,
-                                          session=session, images=images)
+    for run in runs:
+        key = subject_key(run.subject, run.session)
+        done = finished_outputs(settings, run.subject, run.session)
+        if done and not settings.overwrite:
+            LOGGER.info("%s: already finished (%s); skipped, use --overwrite to redo it",
+                        key, done)
+            continue
+        for warning in run.warnings:
+            LOGGER.warning("%s: warning: %s", key, warning)
+        log_dir = write_settings(settings, run.subject, run.session, run.images)
+        LOGGER.info("%s: start (%s)", key, ", ".join(run.images))
+        workflow = init_single_subject_wf(settings=settings, subject=run.subject,
+                                          session=run.session, images=run.images,
+                                          warnings=run.warnings)
         workflow.base_dir = str(settings.work_dir)
+        shutil.rmtree(staging_dir(settings, workflow.name), ignore_errors=True)
         workflow.config["execution"].update({
             "crashdump_dir": str(log_dir), "crashfile_format": "txt",
             "remove_unnecessary_outputs": False, "poll_sleep_duration": 0.2})
-        plugin_args = {"n_procs": settings.nprocs, "raise_insufficient": False,
-                       "status_callback": _StatusPrinter(key)}
-        if settings.mem_gb:
-            plugin_args["memory_gb"] = settings.mem_gb
         t0 = time.monotonic()
         try:
-            workflow.run(plugin="MultiProc", plugin_args=plugin_args)
+            workflow.run(**_plugin(settings, key))
         except Exception as err:  # nipype raises RuntimeError listing crashed nodes
-            LOGGER.error("%s: FAILED (%s); crash files in %s", key,
-                         str(err).splitlines()[0], log_dir)
+            LOGGER.error("%s: FAILED: %s; details in %s; fix it and rerun with the same "
+                         "work dir (finished steps are reused)", key,
+                         _failure_reason(err, log_dir), log_dir)
             failed.append(key)
             continue
-        LOGGER.info("%s: done in %.0f s", key, time.monotonic() - t0)
+        report = settings.output_dir / report_name(run.subject, run.session)
+        if settings.plugin == "SLURMGraph":  # returns once the jobs are queued
+            LOGGER.info("%s: submitted to SLURM; the derivatives and %s appear when its "
+                        "jobs end (squeue)", key, report)
+        else:
+            LOGGER.info("%s: done in %.0f s; report %s", key, time.monotonic() - t0, report)
     return failed
+
+
+def _plugin(settings, key: str) -> dict:
+    """Nipype execution plugin and its arguments: MultiProc on one node by default, or a
+    cluster plugin (SLURM, SLURMGraph, ...) with the user's ``--plugin-args``."""
+    if settings.plugin == "MultiProc":
+        args = {"n_procs": settings.nprocs, "raise_insufficient": False,
+                "status_callback": _StatusPrinter(key)}
+        if settings.mem_gb:
+            args["memory_gb"] = settings.mem_gb
+    else:
+        os.environ.setdefault("LOGNAME", getpass.getuser())  # Nipype's SLURM plugins need it
+        args = {}
+    args.update(settings.plugin_args)
+    return {"plugin": settings.plugin, "plugin_args": args}
+
+
+def _failure_reason(err: Exception, log_dir: Path) -> str:
+    """The last line of the first crash file's traceback, else the exception's first line."""
+    for crash in sorted(Path(log_dir).glob("crash-*.txt")):
+        lines = [line.strip() for line in crash.read_text(errors="replace").splitlines()
+                 if line.strip()]
+        errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)]
+        nodes = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")]
+        if errors:
+            return errors[-1] + (f" (in {nodes[0].rsplit('.', 1)[-1]})" if nodes else "")
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 class _StatusPrinter:
@@ -223,23 +264,29 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "demo":
         from mixnet_bids.cli.demo import main as demo_main
         return demo_main(argv[1:])
+    if argv and argv[0] == "slurm-array":
+        from mixnet_bids.cli.slurm import main as slurm_main
+        return slurm_main(argv[1:])
     from mixnet_bids.cli.parser import build_parser
 
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     _ensure_tools_on_path()
+    from mixnet_bids.checks import InputProblems
+
     try:
         settings = _settings_from_args(args)
         if args.analysis_level == "group":
             from mixnet_bids.cli.outputs import write_group_table
-            table = write_group_table(settings)
+            table, report = write_group_table(settings)
             print(f"mixnet-bids: group table written to {table}")
+            print(f"mixnet-bids: group report written to {report}")
             return 0
-        runs = collect_inputs(settings)
+        runs, problems = collect_inputs(settings)
     except InputProblems as err:
-        for problem in err.problems:
-            print(f"mixnet-bids: error: {problem}", file=sys.stderr)
+        _print_problems(err.problems)
         return 2
+    _print_problems(problems)
     failed = run_participants(settings, runs)
     done = len(runs) - len(failed)
     print(f"mixnet-bids: {done} of {len(runs)} participant run(s) finished; results in "
@@ -247,8 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"mixnet-bids: failed: {', '.join(failed)} (see their log folders)",
               file=sys.stderr)
-        return 1
-    return 0
+    if problems:  # repeated at the end, where a long run's user looks
+        print(f"mixnet-bids: {len(problems)} input problem(s), those subjects did not run:",
+              file=sys.stderr)
+        _print_problems(problems)
+        return 2
+    return 1 if failed else 0
+
+
+def _print_problems(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"mixnet-bids: error: {problem}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,23 @@ def evaluate(pred: np.ndarray, reference_raw: np.ndarray, task: str,
             "volume_ref_ml": float(b.sum() * np.prod(zooms) / 1000.0),
         })
     return rows
+
+
+def normalised_mutual_information(a: np.ndarray, b: np.ndarray, mask: np.ndarray,
+                                  bins: int = 64) -> float:
+    """Studholme's NMI (H(A) + H(B)) / H(A, B) of two images inside ``mask``.
+
+    1 for independent images, 2 for images that determine each other; a registration QC
+    number that works across contrasts (T1w vs FLAIR).
+    """
+    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
+    if x.size == 0 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    joint, _, _ = np.histogram2d(x, y, bins=bins)
+    p = joint / joint.sum()
+
+    def entropy(q):
+        q = q[q > 0]
+        return -float((q * np.log(q)).sum())
+
+    return (entropy(p.sum(axis=1)) + entropy(p.sum(axis=0))) / entropy(p)

@@ -6,12 +6,14 @@ Every output keeps the reference image's affine, shape and orientation exactly.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import nibabel as nib
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mixnet_bids.inference.planes import canonical_zooms, from_canonical, to_canonical
 from mixnet_bids.inference.predict import fuse, normalised_entropy, predict_plane
@@ -35,9 +37,14 @@ def plane_probabilities(zstack: nib.Nifti1Image, head: nib.Nifti1Image, plane: s
 
 
 def write_plane_probabilities(zstack_file: str, mask_file: str, plane: str, weights: Path,
-                              out_file: str, device: torch.device | None = None) -> str:
+                              out_file: str, device: torch.device | None = None,
+                              progress: bool = False) -> str:
+    """Write one plane's probabilities; ``progress``: a bar of slice batches on stderr."""
+    bar = partial(tqdm, desc=f"MixNet {plane}", unit="batch", leave=False) if progress \
+        else None
     zstack = nib.load(zstack_file)
-    probs, _ = plane_probabilities(zstack, nib.load(mask_file), plane, weights, device)
+    probs, _ = plane_probabilities(zstack, nib.load(mask_file), plane, weights, device,
+                                   progress=bar)
     write_like(probs, zstack.slicer[..., 0], out_file)
     return out_file
 

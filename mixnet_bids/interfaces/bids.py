@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from filelock import FileLock
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
+    InputMultiObject,
     SimpleInterface,
     TraitedSpec,
     traits,
@@ -55,6 +58,54 @@ def derivative_path(output_dir: Path, entities: dict[str, str], suffix: str,
     return path
 
 
+def report_name(subject: str, session: str | None) -> str:
+    """File name of a subject's HTML report (beside its ``sub-X`` folder)."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "") + ".html"
+
+
+def subject_folder(root: Path, subject: str, session: str | None) -> Path:
+    folder = Path(root) / f"sub-{subject}"
+    return folder / f"ses-{session}" if session else folder
+
+
+def publish_subject(staging: Path, output_dir: Path, subject: str,
+                    session: str | None) -> Path:
+    """Move one finished subject's derivatives from the work dir into place, all at once.
+
+    The ``anat`` folder is assembled beside its destination under a hidden name and
+    renamed in one step, so a subject's derivatives appear complete or not at all (an
+    interrupted publish leaves only a hidden ``.anat.partial-*`` folder, removed by the
+    next run). The report is copied first: ``anat`` is the mark of a finished subject.
+    Returns the report's path.
+    """
+    src = subject_folder(staging, subject, session) / "anat"
+    parent = subject_folder(output_dir, subject, session)
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(".anat.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    report = Path(output_dir) / report_name(subject, session)
+    atomic_copy(Path(staging) / report.name, report)
+    partial = Path(tempfile.mkdtemp(prefix=".anat.partial-", dir=parent))
+    old = parent / f".anat.old-{os.getpid()}"
+    try:
+        for path in sorted(src.iterdir()):
+            shutil.copyfile(path, partial / path.name)
+            os.chmod(partial / path.name, 0o644)
+        os.chmod(partial, 0o755)
+        if (parent / "anat").exists():
+            os.replace(parent / "anat", old)
+        try:
+            os.replace(partial, parent / "anat")
+        except OSError:
+            if old.exists():  # put the previous results back
+                os.replace(old, parent / "anat")
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return report
+
+
 class _SinkInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     base_directory = traits.Directory(mandatory=True, desc="the derivatives folder")
@@ -92,4 +143,33 @@ class DerivativesDataSink(SimpleInterface):
             sidecar = dst.with_name(dst.name[: -len(self.inputs.extension)] + ".json")
             atomic_write_text(sidecar, json.dumps(self.inputs.metadata, indent=2) + "\n")
         self._results["out_file"] = str(atomic_copy(self.inputs.in_file, dst))
+        return runtime
+
+
+class _PublishInputSpec(BaseInterfaceInputSpec):
+    staging = traits.Directory(mandatory=True, desc="where the derivatives were assembled")
+    base_directory = traits.Directory(mandatory=True, desc="the derivatives folder")
+    subject = traits.Str(mandatory=True)
+    session = traits.Either(None, traits.Str, usedefault=True)
+    in_files = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="the staged files (publishing waits for them)")
+    report = File(exists=True, mandatory=True, desc="the staged HTML report")
+
+
+class _PublishOutputSpec(TraitedSpec):
+    report = File(exists=True, desc="the published report")
+
+
+class PublishSubject(SimpleInterface):
+    """Move the subject's staged derivatives into the derivatives folder at once (the last
+    node of a subject's graph, so it also runs as a cluster job with SLURMGraph)."""
+
+    input_spec = _PublishInputSpec
+    output_spec = _PublishOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        self._results["report"] = str(publish_subject(
+            Path(self.inputs.staging), Path(self.inputs.base_directory), self.inputs.subject,
+            self.inputs.session))
         return runtime

@@ -24,6 +24,7 @@ class _PlaneInferenceInputSpec(BaseInterfaceInputSpec):
     weights = File(exists=True, mandatory=True, desc="weight file (.pt with .json sidecar)")
     device = traits.Str("cpu", usedefault=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
+    progress = traits.Bool(False, usedefault=True, nohash=True, desc="show a progress bar")
 
 
 class _PlaneInferenceOutputSpec(TraitedSpec):
@@ -47,7 +48,7 @@ class PlaneInference(SimpleInterface):
                               newpath=runtime.cwd)
         write_plane_probabilities(self.inputs.zstack, self.inputs.head_mask,
                                   self.inputs.plane, self.inputs.weights, out,
-                                  choose_device(self.inputs.device))
+                                  choose_device(self.inputs.device), self.inputs.progress)
         self._results["out_probs"] = out
         return runtime
 

@@ -62,6 +62,7 @@ class _VolumesInputSpec(BaseInterfaceInputSpec):
     task = traits.Enum(*TASK_CLASSES, mandatory=True)
     subject = traits.Str(mandatory=True)
     session = traits.Either(None, traits.Str, usedefault=True)
+    qc = traits.Dict(traits.Str, traits.Float, desc="extra QC columns (e.g. nmi_FLAIR)")
 
 
 class _VolumesOutputSpec(TraitedSpec):
@@ -91,6 +92,7 @@ class TissueVolumes(SimpleInterface):
         if self.inputs.session:
             row["session_id"] = f"ses-{self.inputs.session}"
         row.update(tissue_volumes(dseg, probs, self.inputs.task, voxel_ml, tiv_ml, uncertainty))
+        row.update(self.inputs.qc or {})
         out = os.path.join(runtime.cwd, "volumes.tsv")
         pd.DataFrame([row]).to_csv(out, sep="\t", index=False, float_format="%.4f",
                                    na_rep="n/a")

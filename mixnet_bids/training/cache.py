@@ -17,9 +17,9 @@ import numpy as np
 from bids import BIDSLayout
 from nibabel.processing import resample_from_to
 
-from mixnet_bids.io import atomic_write
 from mixnet_bids.bids import DEFAULT_QUERIES, collect_modalities
 from mixnet_bids.inference.planes import canonical_zooms, to_canonical
+from mixnet_bids.io import atomic_write
 from mixnet_bids.preprocessing import load_3d
 
 LOGGER = logging.getLogger(__name__)

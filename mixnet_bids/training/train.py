@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixnet_bids.io import atomic_write
-from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, n_classes
 from mixnet_bids.inference.planes import TRAINING_SPACING
 from mixnet_bids.inference.weights import save_weights, weight_path
+from mixnet_bids.io import atomic_write
+from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, n_classes
 from mixnet_bids.model import MODALITIES, build_mixnet
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.dataset import SliceSampler

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from mixnet_bids.training.augment import (
-    AugmentConfig, coarser_resolution, drop_modalities, intensity, skull_strip, spatial)
+    AugmentConfig,
+    coarser_resolution,
+    drop_modalities,
+    intensity,
+    skull_strip,
+    spatial,
+)
 
 ALWAYS = AugmentConfig(p_elastic=1, p_scale=1, p_rotate=1, p_translate=1, p_flip=1,
                        p_drop_modality=1, p_intensity=1, p_skull_strip=1, p_resolution=1)

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 from bids import BIDSLayout
-
 from helpers import bids_skeleton
-from mixnet_bids.bids import BIDSInputError, DEFAULT_QUERIES, collect_modalities, load_filters
+
+from mixnet_bids.bids import DEFAULT_QUERIES, BIDSInputError, collect_modalities, load_filters
 from mixnet_bids.interfaces.bids import derivative_path, write_shared_once
 
 

@@ -4,8 +4,8 @@
 import nibabel as nib
 import numpy as np
 import pytest
-
 from helpers import bids_skeleton, random_weights, tiny_image
+
 from mixnet_bids.cli.parser import build_parser
 from mixnet_bids.cli.run import main
 

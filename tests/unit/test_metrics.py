@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from mixnet_bids.evaluation.metrics import (
-    dice, evaluate, hd95, inplane_boundary, volumetric_similarity)
+    dice,
+    evaluate,
+    hd95,
+    inplane_boundary,
+    volumetric_similarity,
+)
 
 
 def cube(shape, start, size):

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from mixnet_bids.inference.planes import (
-    PLANES, from_canonical, plane_shape, resize_axes, slices_to_volume, to_canonical,
-    volume_to_slices)
+    PLANES,
+    from_canonical,
+    plane_shape,
+    resize_axes,
+    slices_to_volume,
+    to_canonical,
+    volume_to_slices,
+)
 
 
 def test_canonical_roundtrip_for_lps():

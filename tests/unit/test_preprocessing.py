@@ -6,7 +6,12 @@ import pytest
 from scipy import ndimage
 
 from mixnet_bids.preprocessing import (
-    head_mask, n4_interface, rigid_registration_interface, write_like, zscore)
+    head_mask,
+    n4_interface,
+    rigid_registration_interface,
+    write_like,
+    zscore,
+)
 
 
 def phantom(shape=(48, 56, 40), background=0.0):

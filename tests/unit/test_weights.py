@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mixnet_bids.inference.planes import PLANES
-from mixnet_bids.inference.weights import (
-    WEIGHTS_DIR, WeightsError, load_model, sha256, weight_path)
+from mixnet_bids.inference.weights import WEIGHTS_DIR, WeightsError, load_model, sha256, weight_path
 from mixnet_bids.labels import TASK_CLASSES
+
 
 class Payload:
     """Stands for any pickled object that is not a tensor."""

@@ -1,12 +1,12 @@
 """Build the Nipype graphs on a generated BIDS skeleton, without running them."""
 
 import pytest
-
 from helpers import bids_skeleton, random_weights
-from mixnet_bids.config import Settings
-from mixnet_bids.templates import ensure_templateflow
 from mixnet_bids.workflows.base import init_mixnet_wf, init_single_subject_wf
 from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
+
+from mixnet_bids.config import Settings
+from mixnet_bids.templates import ensure_templateflow
 
 
 @pytest.fixture(scope="module", autouse=True)

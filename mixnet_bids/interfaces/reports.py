@@ -1,0 +1,128 @@
+"""Nipype interfaces for quality control: registration scores and the subject report."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+#: Mean uncertainty above which the report warns (the demo and MRBrainS runs: 0.05-0.10).
+UNCERTAINTY_WARN = 0.2
+#: Registration NMI below which the report warns (MRBrainS FLAIR/IR to T1w: about 1.2).
+NMI_WARN = 1.1
+#: Distributions whose versions the report lists.
+PACKAGES = ("mixnet-bids", "torch", "nipype", "nibabel", "nilearn", "pybids",
+            "templateflow", "antspyx", "numpy")
+
+
+class _RegistrationQCInputSpec(BaseInterfaceInputSpec):
+    reference = File(exists=True, mandatory=True)
+    head_mask = File(exists=True, mandatory=True, desc="head mask on the reference grid")
+    registered = InputMultiObject(File(exists=True), desc="modalities on the reference grid")
+    modalities = traits.List(traits.Str, desc="names of ``registered``, in order")
+
+
+class _RegistrationQCOutputSpec(TraitedSpec):
+    qc = traits.Dict(traits.Str, traits.Float, desc="{'nmi_<modality>': NMI}")
+
+
+class RegistrationQC(SimpleInterface):
+    """Normalised mutual information of each registered modality with the reference."""
+
+    input_spec = _RegistrationQCInputSpec
+    output_spec = _RegistrationQCOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+        import numpy as np
+
+        from mixnet_bids.evaluation.metrics import normalised_mutual_information
+
+        reference = np.asarray(nib.load(self.inputs.reference).dataobj, np.float32)
+        mask = np.asarray(nib.load(self.inputs.head_mask).dataobj) > 0
+        registered = self.inputs.registered if isdefined(self.inputs.registered) else []
+        qc = {}
+        for name, path in zip(self.inputs.modalities, registered):
+            image = np.asarray(nib.load(path).dataobj, np.float32)
+            qc[f"nmi_{name}"] = round(normalised_mutual_information(reference, image, mask), 4)
+        self._results["qc"] = qc
+        return runtime
+
+
+class _SubjectReportInputSpec(BaseInterfaceInputSpec):
+    out_file = traits.Str(mandatory=True, desc="absolute path of the HTML report")
+    title = traits.Str(mandatory=True)
+    reference = File(exists=True, mandatory=True, desc="bias-corrected reference image")
+    dseg = File(exists=True, mandatory=True)
+    uncertainty = File(exists=True, mandatory=True)
+    registered = InputMultiObject(File(exists=True), desc="modalities on the reference grid")
+    modalities = traits.List(traits.Str, desc="names of ``registered``, in order")
+    volumes = File(exists=True, mandatory=True, desc="the one-row volumes TSV")
+    settings_json = traits.Str(mandatory=True, desc="the run's settings (JSON)")
+    warnings = traits.List(traits.Str, desc="warnings found by the input checks")
+    task = traits.Str(mandatory=True)
+
+
+class _SubjectReportOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class SubjectReport(SimpleInterface):
+    """Write the subject's self-contained HTML report (rerun every time: it is staged)."""
+
+    input_spec = _SubjectReportInputSpec
+    output_spec = _SubjectReportOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        import pandas as pd
+
+        from mixnet_bids.reports import subject_report
+
+        row = pd.read_csv(self.inputs.volumes, sep="\t").iloc[0]
+        registered = self.inputs.registered if isdefined(self.inputs.registered) else []
+        out = subject_report(
+            Path(self.inputs.out_file), title=self.inputs.title,
+            reference=Path(self.inputs.reference), dseg=Path(self.inputs.dseg),
+            uncertainty=Path(self.inputs.uncertainty),
+            registered={m: Path(p) for m, p in zip(self.inputs.modalities, registered)},
+            volumes_tsv=Path(self.inputs.volumes),
+            settings=json.loads(self.inputs.settings_json), versions=software_versions(),
+            warnings=list(self.inputs.warnings) + qc_warnings(row), task=self.inputs.task)
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+def qc_warnings(row) -> list[str]:
+    """Warnings from a subject's QC numbers (a volumes TSV row)."""
+    warnings = []
+    uncertainty = row.get("mean_uncertainty")
+    if uncertainty is not None and uncertainty > UNCERTAINTY_WARN:
+        warnings.append(f"mean uncertainty {uncertainty:.2f} > {UNCERTAINTY_WARN}: the "
+                        "segmentation is unsure; look at the images")
+    for column, value in row.items():
+        if str(column).startswith("nmi_") and value < NMI_WARN:
+            warnings.append(f"{column[4:]} registration: NMI {value:.3f} < {NMI_WARN}; "
+                            "check the registration figure")
+    return warnings
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
