@@ -48,7 +48,7 @@ ENV PATH=/opt/mixnet-bids/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 # the template files, in TemplateFlow's layout, built now so that runs need no network
 RUN python3 -c "from mixnet_bids.templates import ensure_templateflow; ensure_templateflow()" \
-    && chmod -R a+rX /opt/templateflow /opt/mixnet-bids \
+    && chmod -R a+rX /opt/templateflow \
     && mixnet-bids --version
 WORKDIR /tmp
 ENTRYPOINT ["mixnet-bids"]

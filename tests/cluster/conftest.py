@@ -10,7 +10,9 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,15 +64,15 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip("SLURM test cluster: starting munged and slurmd needs root")
     state = tmp_path_factory.mktemp("slurm")
     pids: list[int] = []
-    munge_dir = state / "munge"
-    munge_dir.mkdir()
+    # munged runs as user munge: its folder must not sit below pytest's private (0700) tmp
+    munge_dir = Path(tempfile.mkdtemp(prefix="mixnet-munge-"))
     key = munge_dir / "munge.key"
     key.write_bytes(os.urandom(1024))
     socket = munge_dir / "munge.socket"
     for path in (munge_dir, key):
         shutil.chown(path, "munge", "munge")
     key.chmod(0o400)
-    munge_dir.chmod(0o700)
+    munge_dir.chmod(0o755)
     subprocess.run(["runuser", "-u", "munge", "--", "munged", "--key-file", str(key),
                     "--socket", str(socket), "--pid-file", str(munge_dir / "munged.pid"),
                     "--log-file", str(munge_dir / "munged.log"), "--seed-file",
@@ -104,3 +106,4 @@ def slurm_cluster(tmp_path_factory):
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        shutil.rmtree(munge_dir, ignore_errors=True)

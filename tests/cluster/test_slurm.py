@@ -65,3 +65,24 @@ def test_job_array_then_group_job(slurm_cluster, tmp_path):
     assert list(table["participant_id"]) == ["sub-01", "sub-02"]
     # the mirror image has the same tissue volumes, up to the asymmetry of the model
     assert table["GM_ml"].iloc[1] == pytest.approx(table["GM_ml"].iloc[0], rel=0.05)
+
+
+def test_nipype_slurmgraph_plugin(slurm_cluster, tmp_path):
+    """Every step of one participant as a SLURM job through Nipype's SLURMGraph plugin,
+    which returns once the jobs are queued; the derivatives appear when they end."""
+    bids = build_demo_dataset(tmp_path / "bids")
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = subprocess.run(
+        [sys.executable, "-m", "mixnet_bids.cli.run", str(bids), str(out), "participant",
+         "-w", str(work), "--skip-bids-validation", "--plugin", "SLURMGraph",
+         "--plugin-args", '{"sbatch_args": "--mem=2G --cpus-per-task=1"}'],
+        env=slurm_cluster, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "submitted to SLURM" in result.stderr
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], env=slurm_cluster,
+                          capture_output=True, text=True).stdout.split()
+    assert jobs, "no job was queued"
+    wait_for_jobs(slurm_cluster, jobs, TIMEOUT)
+    anat = out / "sub-01" / "anat"
+    assert (anat / "sub-01_desc-3label_dseg.nii.gz").is_file(), sorted(work.rglob("*.o*"))[:5]
+    assert (out / "sub-01.html").is_file()

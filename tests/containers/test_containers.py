@@ -109,15 +109,21 @@ def test_demo_in_the_sif(apptainer, tmp_path):
     assert saved.returncode == 0, saved.stderr
     shutil.copy(ROOT / "singularity" / "mixnet-bids.def", work)
     (work / "out").mkdir()
+    # root lacks CAP_SYS_RESOURCE here: build with --fakeroot, run as an ordinary user
+    as_user = "setpriv --reuid=1000 --regid=1000 --clear-groups env HOME=/tmp"
     script = " && ".join([
         "echo root:100000:65536 > /etc/subuid", "echo root:100000:65536 > /etc/subgid",
+        "touch /etc/localtime",  # apptainer binds it; the minimal sid root has none
+        "echo user:x:1000:1000::/tmp:/bin/sh >> /etc/passwd",
+        "echo user:x:1000: >> /etc/group", "chown 1000:1000 /work/out",
         "cd /work", "apptainer build --fakeroot mixnet-bids.sif mixnet-bids.def",
-        "rm mixnet-bids.tar", "apptainer test mixnet-bids.sif",
-        "apptainer run --cleanenv --containall -B /work/out:/out mixnet-bids.sif "
-        "demo /out --nprocs 2",
+        "rm mixnet-bids.tar", f"{as_user} apptainer test mixnet-bids.sif",
+        f"{as_user} apptainer run --cleanenv --containall -B /work/out:/out "
+        "mixnet-bids.sif demo /out --nprocs 2",
     ])
     run = podman(env, "run", "--rm", "--privileged", "--network", "none",
                  "-v", f"{work}:/work", SID_IMAGE, "sh", "-c", script)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (work / "mixnet-bids.sif").stat().st_size > 100_000_000
+    assert "mixnet-bids 0." in run.stdout  # apptainer test
     check_demo(work / "out")

@@ -25,6 +25,11 @@ def test_demo_segments_the_mni_template(tmp_path, capsys):
     derivatives = tmp_path / "demo" / "derivatives" / "mixnet-bids"
     dseg_file = derivatives / "sub-01" / "anat" / "sub-01_desc-3label_dseg.nii.gz"
     assert str(dseg_file) in printed
+    report = derivatives / "sub-01.html"
+    assert f"QC report {report}" in printed
+    page = report.read_text()
+    assert page.count('src="data:image/png;base64,') >= 2  # segmentation and uncertainty
+    assert "Segmentation" in page and "sub-01" in page
     table = pd.read_csv(derivatives / "group_desc-3label_volumes.tsv", sep="\t")
     assert list(table["participant_id"]) == ["sub-01"]
 

@@ -125,14 +125,17 @@ def _single_t1w_dataset(root, img):
     return root
 
 
-def test_t1w_only_in_las_orientation(mrbrains_dir, tmp_path):
+def test_t1w_only_oblique_las(mrbrains_dir, tmp_path):
     t1 = nib.load(mrbrains_dir / SUBJECT / "orig" / "reg_T1.nii.gz")
     labels = nib.load(mrbrains_dir / SUBJECT / "segm.nii.gz")
-    # LPS -> LAS: flip the second array axis and its affine column
+    # LPS -> LAS: flip the second array axis and its affine column; then tilt the whole
+    # head 12 degrees about the left-right axis (an oblique acquisition)
     flip = np.eye(4)
     flip[1, 1], flip[1, 3] = -1, t1.shape[1] - 1
-    las = nib.Nifti1Image(np.asarray(t1.dataobj)[:, ::-1], t1.affine @ flip, t1.header)
+    tilt = nib.affines.from_matvec(nib.eulerangles.euler2mat(x=np.radians(12)))
+    las = nib.Nifti1Image(np.asarray(t1.dataobj)[:, ::-1], tilt @ t1.affine @ flip)
     assert nib.aff2axcodes(las.affine) == ("L", "A", "S")
+    assert np.degrees(nib.affines.obliquity(las.affine)).max() > 10
     bids = _single_t1w_dataset(tmp_path / "bids", las)
     anat = run_participant(bids, tmp_path / "out", tmp_path / "work")
     dseg = nib.load(anat / f"sub-{SUBJECT}_desc-3label_dseg.nii.gz")
