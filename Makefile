@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test system-test-deps demo test bench image weights cv accuracy-shipped clean
+.PHONY: install install-test system-test-deps demo test bench bench-cohort image weights cv accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -43,6 +43,10 @@ image:
 
 bench: install
 	$(BIN)/python benchmarks/run.py --mrbrains $(MRBRAINS) --out benchmarks/results
+
+# Participants per hour per core, 1..ncores parallel single-core jobs (a job array on a node).
+bench-cohort: install
+	$(BIN)/python benchmarks/cohort.py --out benchmarks/results
 
 # Shipped weights: 3 planes x 2 tasks on all 7 MRBrainS subjects (resumable).
 # The learning rate is 10x the paper's 2e-4: with a CPU budget of ~2000 iterations the

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-parallel", type=int, default=0,
                         help="at most this many tasks at once (0: no limit)")
     parser.add_argument("--sbatch-args", default="",
-                        help="extra #SBATCH options, e.g. --sbatch-args='--partition=short --account=lab'")
+                        help="extra #SBATCH options, e.g. "
+                             "--sbatch-args='--partition=short --account=lab'")
     parser.add_argument("--container", type=Path, default=None,
                         help="run this Apptainer/Singularity image instead of the installed "
                              "app")

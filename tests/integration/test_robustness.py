@@ -114,7 +114,7 @@ def test_concurrent_jobs_share_one_output_folder(t1_bids, tmp_path):
 
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
-    assert (out / "desc-3label_dseg.tsv").read_text().count("\n") == 4
+    assert (out / "desc-3label_dseg.tsv").read_text().count("\n") == 5  # header + 4 classes
     for subject in ("1", "4"):
         assert len(derivatives(out, subject)) == 9
         assert (out / f"sub-{subject}.html").stat().st_size > 10_000

@@ -76,3 +76,22 @@ def test_fusion_tissue_maps_and_volumes_interfaces(tmp_path):
     assert row["GM_voxels"] == int(np.isin(dseg, [1, 2]).sum())
     assert row["GM_fraction"] == pytest.approx(row["GM_ml"] / row["TIV_ml"], abs=1e-3)
     assert "GM_ml" in vol.metadata and vol.metadata["GM_ml"]["Units"] == "mL"
+
+
+def test_plane_inference_progress_bar_only_when_asked(tmp_path, capsys):
+    from helpers import random_weights
+
+    from mixnet_bids.inference.segment import write_plane_probabilities
+    from mixnet_bids.inference.weights import weight_path
+
+    weights = weight_path("3label", "axial", "v3", random_weights(tmp_path / "w"))
+    data = np.random.default_rng(0).normal(size=(30, 26, 20, 3))
+    zstack = _save(data, tmp_path / "z.nii.gz")
+    head = _save(np.ones((30, 26, 20)), tmp_path / "head.nii.gz", np.uint8)
+    write_plane_probabilities(zstack, head, "axial", weights, str(tmp_path / "a.nii.gz"))
+    assert "MixNet axial" not in capsys.readouterr().err
+    write_plane_probabilities(zstack, head, "axial", weights, str(tmp_path / "b.nii.gz"),
+                              progress=True)
+    assert "MixNet axial" in capsys.readouterr().err
+    assert np.array_equal(nib.load(tmp_path / "a.nii.gz").get_fdata(),
+                          nib.load(tmp_path / "b.nii.gz").get_fdata())
