@@ -18,9 +18,10 @@ class Payload:
 SHIPPED_TASKS = sorted({p.stem.split("_")[2] for p in WEIGHTS_DIR.glob("mixnet_*.pt")})
 
 
-def test_the_3label_model_ships_for_every_plane():
+@pytest.mark.parametrize("task", sorted(TASK_CLASSES))
+def test_both_tasks_ship_for_every_plane(task):
     for plane in PLANES:
-        assert weight_path("3label", plane, "v3").is_file(), plane
+        assert weight_path(task, plane, "v3").is_file(), plane
 
 
 @pytest.mark.parametrize("task", SHIPPED_TASKS)
