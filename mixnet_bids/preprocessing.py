@@ -147,11 +147,13 @@ def rigid_registration_interface(**inputs):
     No centre-of-mass initialisation: images of one session share the scanner's world
     coordinates, so the identity in physical space is the best start. 100/50/20
     iterations at shrink 4/2/1 took 28 s on an MRBrainS IR -> T1 pair and landed within
-    0.12 mm of 500/250/100 (58 s).
+    0.12 mm of 500/250/100 (58 s). Single-threaded (for byte-identical reruns), sampling
+    10 % of the voxels took 13.6 s on the subject-1 FLAIR -> T1 pair against 38.5 s at
+    25 %, with translations within 0.05 mm and rotations within 0.1 degree of it.
     """
     stages = [("Rigid", (0.1,), [100, 50, 20], [4, 2, 1], [2.0, 1.0, 0.0])]
-    return mi_registration(stages, **{"interpolation": "Linear",
-                                      "output_warped_image": True, **inputs})
+    return mi_registration(stages, **{"interpolation": "Linear", "output_warped_image": True,
+                                      "sampling_percentage": [0.1], **inputs})
 
 
 def load_3d(path: str | Path) -> nib.Nifti1Image:
