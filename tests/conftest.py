@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
-# the ANTs console scripts live beside this interpreter, as the app arranges for its runs
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
-                                      os.environ.get("PATH", "")])
+
+from mixnet_bids.cli.run import ensure_tools_on_path  # noqa: E402
+
+ensure_tools_on_path()  # the ANTs console scripts, as for the app's own runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))

@@ -19,7 +19,7 @@ os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
 LOGGER = logging.getLogger("mixnet_bids")
 
 
-def _ensure_tools_on_path() -> None:
+def ensure_tools_on_path() -> None:
     """Put this environment's bin folder (the ANTs entry points) first on PATH."""
     bindir = str(Path(sys.executable).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    _ensure_tools_on_path()
+    ensure_tools_on_path()
     from mixnet_bids.checks import InputProblems
 
     try:
