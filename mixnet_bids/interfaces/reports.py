@@ -20,9 +20,12 @@ from nipype.interfaces.base import (
 #: Mean uncertainty above which the report warns. Measured with the shipped 3-label
 #: weights: T1w only, MRBrainS subject 1 0.70 and the demo 0.66 (Dice 0.64 / 0.65 for GM).
 UNCERTAINTY_WARN = 0.75
-#: Registration NMI below which the report warns. Measured on the registered MRBrainS
-#: subjects 1, 4, 5, 14: IR and FLAIR to T1w 1.06-1.08; FLAIR shifted by 4 voxels 1.02.
-NMI_WARN = 1.04
+#: Registration NMI below which the report warns. Measured as this node computes it
+#: (bias-corrected images inside the head mask), MRBrainS subject 1: registered IR 1.040 and
+#: FLAIR 1.057; shifted by 1 / 2 / 4 voxels IR 1.033 / 1.022 / 1.011, FLAIR 1.047 / 1.034 /
+#: 1.019. Lower for a modality with less contrast to the reference, so a warning, not a
+#: failure; the cohort report's robust z-scores compare like with like.
+NMI_WARN = 1.03
 #: Distributions whose versions the report lists.
 PACKAGES = ("mixnet-bids", "torch", "nipype", "nibabel", "nilearn", "pybids",
             "templateflow", "antspyx", "numpy")
