@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test system-test-deps demo test bench bench-cohort image weights cv accuracy-shipped clean
+.PHONY: install install-test system-test-deps demo test bench bench-cohort image weights cv cv-report accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -71,6 +71,10 @@ CV_ITER_OTHER ?= 200
 cv: install
 	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv \
 	  --versions v3 v1 --iterations $(CV_ITER) --iterations-other $(CV_ITER_OTHER) --lr $(LR)
+
+# The cross-validation tables (Markdown, as in docs/results.md) of the folds finished so far.
+cv-report: install
+	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv --report
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install

@@ -3,7 +3,8 @@
 For every held-out subject: train the three planes on the others (resuming any
 checkpoint), predict the held-out subject with the app's inference code for every subset
 of the modalities it has, fuse 1:1:4, and score with the challenge metrics. Results go to
-``<out>/cv_<task>_<version>.tsv``; ``docs/results.md`` is rendered from those tables.
+``<out>/cv_<task>_<version>.tsv``; ``--report`` renders them as the Markdown tables of
+``docs/results.md``.
 
     mixnet-bids-cv --mrbrains ../shared/data/mrbrains18 --cache cache --out runs/cv \\
         --versions v3 v1 --iterations 600
@@ -113,7 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shipped", action="store_true",
                         help="no training: score the shipped weights on every subject "
                              "(training subjects: optimistic) -> <out>/shipped_<task>.tsv")
+    parser.add_argument("--report", action="store_true",
+                        help="no training: print the Markdown tables of the folds finished "
+                             "in --out (what docs/results.md shows)")
     args = parser.parse_args(argv)
+    if args.report:
+        from mixnet_bids.evaluation.cv_report import cv_markdown
+        text = cv_markdown(args.out, args.task)
+        if not text:
+            parser.exit(1, f"mixnet-bids-cv: no cv_{args.task}_*.tsv in {args.out}; "
+                           "run the cross-validation first (make cv)\n")
+        print(text)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached

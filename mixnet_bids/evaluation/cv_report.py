@@ -1,0 +1,127 @@
+"""Markdown tables of a cross-validation run (``mixnet-bids-cv --report``).
+
+Reads ``<out>/cv_<task>_<version>.tsv`` (one row per held-out subject, modality subset and
+label, written by :mod:`mixnet_bids.training.crossval`) and the metadata of each fold's
+weight files (iterations, wall time), and renders what ``docs/results.md`` shows: per-subject
+rows with all of a subject's modalities, the mean against the issue's floors and the
+paper's Table 2, the mean per modality subset, and the compute used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+#: Minimum mean Dice of the fused 3-label model, all modalities present (issue 2).
+FLOORS: dict[str, float] = {"GM": 0.83, "WM": 0.87, "CSF": 0.83}
+
+#: Chen et al. 2018, Table 2: leave-one-subject-out Dice, 3-label, all modalities.
+PAPER_TABLE2: dict[str, dict[str, float]] = {
+    "v1": {"GM": 0.8524, "WM": 0.9000, "CSF": 0.8599},
+    "v2": {"GM": 0.8500, "WM": 0.8966, "CSF": 0.8609},
+    "v3": {"GM": 0.8557, "WM": 0.9049, "CSF": 0.8609},
+}
+
+LABELS = ("GM", "WM", "CSF")
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    return "\n".join([_row(header), _row(["---"] * len(header)), *map(_row, rows)])
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def load_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"subject": str, "modalities": str,
+                                               "all_modalities": str})
+
+
+def fold_budget(folds_dir: Path) -> pd.DataFrame:
+    """Iterations and training wall time per fold and plane, from the weight metadata."""
+    rows = []
+    for meta in sorted(folds_dir.glob("*/*/mixnet_*.json")):
+        info = json.loads(meta.read_text())
+        rows.append({"subject": meta.parent.parent.name, "plane": info["plane"],
+                     "iterations": info["iterations"], "seconds": info["wall_time_s"]})
+    return pd.DataFrame(rows, columns=["subject", "plane", "iterations", "seconds"])
+
+
+def subject_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Dice, HD95 and VS per subject (with all of its modalities) and label, wide."""
+    full = table[table["modalities"] == table["all_modalities"]]
+    wide = full.pivot_table(index=["subject", "all_modalities"], columns="label",
+                            values=["dice", "hd95_mm", "vs"], sort=False)
+    return wide
+
+
+def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) -> str:
+    parts = [f"### MixNet{version}"]
+    wide = subject_rows(table)
+    header = ["held-out subject", "inputs"] + [f"{label} {metric}" for metric in
+                                               ("Dice", "HD95 mm", "VS") for label in LABELS]
+    metrics = [(metric, label) for metric in ("dice", "hd95_mm", "vs") for label in LABELS]
+    rows = []
+    for (subject, modalities), values in wide.iterrows():
+        rows.append([subject, modalities.replace("+", " + ")]
+                    + [_fmt(values[key], 2 if key[0] == "hd95_mm" else 3) for key in metrics])
+    three = wide[[m.count("+") == 2 for _, m in wide.index]]
+    for name, chosen in (("all three modalities", three), ("all subjects", wide)):
+        if len(chosen):
+            mean = chosen.mean()
+            rows.append([f"**mean, {name}** (n={len(chosen)})", ""]
+                        + [_fmt(mean[key], 2 if key[0] == "hd95_mm" else 3)
+                           for key in metrics])
+    parts.append(_table(header, rows))
+
+    if len(three):
+        dice = three["dice"].mean()
+        verdict = ", ".join(
+            f"{label} {dice[label]:.3f} {'>=' if dice[label] >= floor else '<'} {floor}"
+            for label, floor in FLOORS.items())
+        line = f"Floors (mean Dice, all three modalities): {verdict}."
+        if version in PAPER_TABLE2:
+            line += (f" Paper's Table 2 for MixNet{version}: "
+                     + " / ".join(f"{PAPER_TABLE2[version][label]:.4f}" for label in LABELS)
+                     + ".")
+        parts.append(line)
+
+    subsets = (table.groupby(["modalities", "label"], sort=False)
+               .agg(dice=("dice", "mean"), n=("subject", "nunique")).reset_index())
+    subset_rows = []
+    for modalities, group in subsets.groupby("modalities", sort=False):
+        by_label = group.set_index("label")
+        subset_rows.append([modalities.replace("+", " + "), int(by_label["n"].iloc[0])]
+                           + [_fmt(by_label.loc[label, "dice"]) for label in LABELS])
+    parts.append("Mean Dice per input subset (each held-out subject scored with every "
+                 "subset of the modalities it has):")
+    parts.append(_table(["inputs", "subjects", "GM", "WM", "CSF"], subset_rows))
+
+    if len(budget):
+        done = budget[budget["subject"].isin(set(table["subject"]))]
+        iterations = done.groupby("plane")["iterations"].max().to_dict()
+        per_fold = done.groupby("subject")["seconds"].sum()
+        parts.append(
+            f"Compute: {len(per_fold)} folds; iterations per plane "
+            + ", ".join(f"{plane} {its}" for plane, its in sorted(iterations.items()))
+            + f"; training {per_fold.sum() / 3600:.1f} h of the 2-core CPU in all "
+            f"({per_fold.median() / 60:.0f} min median per fold).")
+    return "\n\n".join(parts)
+
+
+def cv_markdown(out: Path, task: str = "3label") -> str:
+    """Markdown for every version found in ``out`` (empty string when there is none)."""
+    sections = []
+    for path in sorted(Path(out).glob(f"cv_{task}_*.tsv")):
+        version = path.stem.rsplit("_", 1)[-1]
+        table = load_table(path)
+        budget = fold_budget(Path(out) / f"{task}_{version}")
+        sections.append(version_markdown(table, version, budget))
+    return "\n\n".join(sections)

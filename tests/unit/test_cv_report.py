@@ -1,0 +1,57 @@
+"""The cross-validation Markdown report, from small hand-made fold tables."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from mixnet_bids.evaluation.cv_report import cv_markdown, fold_budget
+from mixnet_bids.training.crossval import main as cv_main
+
+DICE = {  # subject -> (modalities, GM, WM, CSF) with all of the subject's modalities
+    "sub-1": ("T1w+IR+FLAIR", 0.80, 0.90, 0.84),
+    "sub-4": ("T1w+IR+FLAIR", 0.86, 0.86, 0.80),
+    "sub-7": ("IR+FLAIR", 0.50, 0.50, 0.50),
+}
+
+
+def write_fold_table(out):
+    rows = []
+    for subject, (modalities, *dice) in DICE.items():
+        for keep, scale in ((modalities, 1.0), ("IR", 0.5)):
+            for label, value in zip(("GM", "WM", "CSF"), dice):
+                rows.append({"subject": subject, "modalities": keep,
+                             "all_modalities": modalities, "label": label, "index": 1,
+                             "dice": value * scale, "hd95_mm": 2.0, "vs": 0.9,
+                             "volume_pred_ml": 1.0, "volume_ref_ml": 1.0})
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "cv_3label_v3.tsv", sep="\t", index=False)
+    for subject in DICE:
+        for plane, its, seconds in (("axial", 400, 600), ("coronal", 200, 300)):
+            folder = out / "3label_v3" / subject / plane
+            folder.mkdir(parents=True)
+            (folder / f"mixnet_v3_3label_{plane}.json").write_text(json.dumps(
+                {"plane": plane, "iterations": its, "wall_time_s": seconds}))
+
+
+def test_report_means_floors_subsets_and_budget(tmp_path):
+    write_fold_table(tmp_path)
+    text = cv_markdown(tmp_path)
+    lines = text.splitlines()
+    three = next(line for line in lines if line.startswith("| **mean, all three"))
+    assert "(n=2)" in three and "| 0.830 | 0.880 | 0.820 |" in three
+    everyone = next(line for line in lines if line.startswith("| **mean, all subjects"))
+    assert "(n=3)" in everyone and "| 0.720 | 0.753 | 0.713 |" in everyone
+    assert "GM 0.830 >= 0.83, WM 0.880 >= 0.87, CSF 0.820 < 0.83" in text
+    assert "| IR | 3 | 0.360 | 0.377 | 0.357 |" in text
+    assert "Compute: 3 folds; iterations per plane axial 400, coronal 200" in text
+    assert "training 0.8 h" in text and "15 min median per fold" in text
+    assert len(fold_budget(tmp_path / "3label_v3")) == 6
+
+
+def test_report_cli_without_tables_fails_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cv_main(["--mrbrains", str(tmp_path), "--cache", str(tmp_path), "--out",
+                 str(tmp_path), "--report"])
+    assert exc.value.code == 1
+    assert "no cv_3label_*.tsv" in capsys.readouterr().err
