@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -31,3 +33,25 @@ def atomic_write(dst: str | Path, write: Callable[[str], object]) -> Path:
 
 def atomic_write_text(dst: str | Path, text: str) -> Path:
     return atomic_write(dst, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange(a: str | Path, b: str | Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Readers see either both old or both new names, never a missing one. Returns False,
+    touching nothing, when the kernel, C library or file system cannot do it (e.g. NFS);
+    other errors raise ``OSError``.
+    """
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))

@@ -19,7 +19,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mixnet_bids.io import atomic_write, atomic_write_text
+from mixnet_bids.io import atomic_write, atomic_write_text, exchange
 
 #: Entities in BIDS order that derivative names may carry.
 ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "space", "res", "label", "desc")
@@ -75,7 +75,9 @@ def publish_subject(staging: Path, output_dir: Path, subject: str,
     The ``anat`` folder is assembled beside its destination under a hidden name and
     renamed in one step, so a subject's derivatives appear complete or not at all (an
     interrupted publish leaves only a hidden ``.anat.partial-*`` folder, removed by the
-    next run). The report is copied first: ``anat`` is the mark of a finished subject.
+    next run). With ``--overwrite`` the old ``anat`` is swapped out in the same step where
+    the file system allows it. The report is copied first: ``anat`` is the mark of a
+    finished subject.
     Returns the report's path.
     """
     src = subject_folder(staging, subject, session) / "anat"
@@ -92,14 +94,15 @@ def publish_subject(staging: Path, output_dir: Path, subject: str,
             shutil.copyfile(path, partial / path.name)
             os.chmod(partial / path.name, 0o644)
         os.chmod(partial, 0o755)
-        if (parent / "anat").exists():
-            os.replace(parent / "anat", old)
-        try:
+        if not (parent / "anat").exists():
             os.replace(partial, parent / "anat")
-        except OSError:
-            if old.exists():  # put the previous results back
-                os.replace(old, parent / "anat")
-            raise
+        elif not exchange(partial, parent / "anat"):  # file systems without the swap:
+            os.replace(parent / "anat", old)           # a moment without ``anat``
+            try:
+                os.replace(partial, parent / "anat")
+            except OSError:
+                os.replace(old, parent / "anat")  # put the previous results back
+                raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
