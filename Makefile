@@ -11,7 +11,8 @@ export NIPYPE_NO_ET := 1
 .PHONY: install install-test system-test-deps demo test bench bench-cohort image weights cv cv-report accuracy-shipped clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
+	  && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 
 install: $(BIN)/python

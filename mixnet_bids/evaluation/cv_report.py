@@ -109,7 +109,7 @@ def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) ->
         iterations = done.groupby("plane")["iterations"].max().to_dict()
         per_fold = done.groupby("subject")["seconds"].sum()
         parts.append(
-            f"Compute: {len(per_fold)} folds; iterations per plane "
+            f"Compute: {len(per_fold)} fold{'s' * (len(per_fold) != 1)}; iterations per plane "
             + ", ".join(f"{plane} {its}" for plane, its in sorted(iterations.items()))
             + f"; training {per_fold.sum() / 3600:.1f} h of the 2-core CPU in all "
             f"({per_fold.median() / 60:.0f} min median per fold).")
