@@ -75,7 +75,7 @@ cv: install
 
 # The cross-validation tables (Markdown, as in docs/results.md) of the folds finished so far.
 cv-report: install
-	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv --report
+	$(BIN)/mixnet-bids-cv --out runs/cv --report
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install

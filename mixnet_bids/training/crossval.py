@@ -94,8 +94,8 @@ def score_subject(subject: CachedSubject, weight_files: dict[str, Path], task: s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mixnet-bids-cv", description=__doc__.split("\n")[0])
-    parser.add_argument("--mrbrains", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--mrbrains", type=Path, help="MRBrainS18 folder (not for --report)")
+    parser.add_argument("--cache", type=Path, help="preprocessing cache (not for --report)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--task", default="3label")
     parser.add_argument("--versions", nargs="+", default=["v3", "v1"])
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                            "run the cross-validation first (make cv)\n")
         print(text)
         return 0
+    if args.mrbrains is None or args.cache is None:
+        parser.error("--mrbrains and --cache are required (except with --report)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached

@@ -51,7 +51,13 @@ def test_report_means_floors_subsets_and_budget(tmp_path):
 
 def test_report_cli_without_tables_fails_clearly(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        cv_main(["--mrbrains", str(tmp_path), "--cache", str(tmp_path), "--out",
-                 str(tmp_path), "--report"])
+        cv_main(["--out", str(tmp_path), "--report"])
     assert exc.value.code == 1
     assert "no cv_3label_*.tsv" in capsys.readouterr().err
+
+
+def test_training_needs_the_data_folders(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cv_main(["--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--mrbrains and --cache are required" in capsys.readouterr().err
