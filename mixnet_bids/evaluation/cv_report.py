@@ -57,9 +57,14 @@ def fold_budget(folds_dir: Path) -> pd.DataFrame:
 def subject_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Dice, HD95 and VS per subject (with all of its modalities) and label, wide."""
     full = table[table["modalities"] == table["all_modalities"]]
-    wide = full.pivot_table(index=["subject", "all_modalities"], columns="label",
+    return full.pivot_table(index=["subject", "all_modalities"], columns="label",
                             values=["dice", "hd95_mm", "vs"], sort=False)
-    return wide
+
+
+def _metric_cells(values: pd.Series) -> list[str]:
+    """Dice, HD95 (mm, 2 decimals) and VS of GM, WM, CSF from one wide row."""
+    return [_fmt(values[(metric, label)], 2 if metric == "hd95_mm" else 3)
+            for metric in ("dice", "hd95_mm", "vs") for label in LABELS]
 
 
 def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) -> str:
@@ -67,18 +72,13 @@ def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) ->
     wide = subject_rows(table)
     header = ["held-out subject", "inputs"] + [f"{label} {metric}" for metric in
                                                ("Dice", "HD95 mm", "VS") for label in LABELS]
-    metrics = [(metric, label) for metric in ("dice", "hd95_mm", "vs") for label in LABELS]
-    rows = []
-    for (subject, modalities), values in wide.iterrows():
-        rows.append([subject, modalities.replace("+", " + ")]
-                    + [_fmt(values[key], 2 if key[0] == "hd95_mm" else 3) for key in metrics])
+    rows = [[subject, modalities.replace("+", " + ")] + _metric_cells(values)
+            for (subject, modalities), values in wide.iterrows()]
     three = wide[[m.count("+") == 2 for _, m in wide.index]]
     for name, chosen in (("all three modalities", three), ("all subjects", wide)):
         if len(chosen):
-            mean = chosen.mean()
             rows.append([f"**mean, {name}** (n={len(chosen)})", ""]
-                        + [_fmt(mean[key], 2 if key[0] == "hd95_mm" else 3)
-                           for key in metrics])
+                        + _metric_cells(chosen.mean()))
     parts.append(_table(header, rows))
 
     if len(three):
