@@ -36,6 +36,9 @@ class AugmentConfig:
     p_translate: float = 0.3
     p_flip: float = 0.5
     p_drop_modality: float = 0.5
+    #: extra chance to keep the T1w channel alone (the input most users have); drawn
+    #: before the general dropout, only when T1w and another modality are present
+    p_t1w_only: float = 0.0
     p_intensity: float = 0.5
     p_skull_strip: float = 0.15
     p_resolution: float = 0.15
@@ -81,11 +84,19 @@ def spatial(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 
 def drop_modalities(image: np.ndarray, rng: np.random.Generator,
                     cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
-    """Zero a random proper subset of the present channels (keep at least one)."""
+    """Zero a random proper subset of the present channels (keep at least one).
+
+    Channel 0 is T1w (``MODALITIES`` order); ``cfg.p_t1w_only`` keeps it alone.
+    """
     present = [c for c in range(image.shape[0]) if np.any(image[c])]
-    if len(present) < 2 or rng.random() >= cfg.p_drop_modality:
+    if len(present) < 2:
         return image
-    keep = rng.choice(present, size=rng.integers(1, len(present)), replace=False)
+    if cfg.p_t1w_only > 0 and 0 in present and rng.random() < cfg.p_t1w_only:
+        keep = [0]
+    elif rng.random() >= cfg.p_drop_modality:
+        return image
+    else:
+        keep = rng.choice(present, size=rng.integers(1, len(present)), replace=False)
     out = np.zeros_like(image)
     out[keep] = image[keep]
     return out

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: 8 axial, 16 sagittal/coronal (similar pixel counts)")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--class-weights", type=float, nargs="+", default=None)
+    parser.add_argument("--p-t1w-only", type=float, default=0.0,
+                        help="augmentation: extra probability of keeping T1w alone")
     parser.add_argument("--exclude", nargs="*", default=[],
                         help="subjects left out (cross-validation)")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = args.batch_size or DEFAULT_BATCH[plane]
         cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
                           iterations=args.iterations, batch_size=batch, lr=args.lr,
-                          class_weights=args.class_weights, seed=args.seed,
+                          class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
+                          seed=args.seed,
                           threads=args.threads, checkpoint_every=args.checkpoint_every,
                           stop_after=args.stop_after)
         path = train_plane(subjects, cfg, args.out / f"{args.task}_{args.version}_{plane}",

@@ -24,6 +24,7 @@ from mixnet_bids.inference.weights import save_weights, weight_path
 from mixnet_bids.io import atomic_write
 from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, n_classes
 from mixnet_bids.model import MODALITIES, build_mixnet
+from mixnet_bids.training.augment import AugmentConfig
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.dataset import SliceSampler
 
@@ -45,6 +46,8 @@ class TrainConfig:
     momentum: float = 0.99
     weight_decay: float = 1e-3
     class_weights: list[float] | None = None
+    #: augmentation: extra probability of keeping T1w alone (see ``AugmentConfig``)
+    p_t1w_only: float = 0.0
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 50
@@ -81,7 +84,8 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     cfg.subjects = [s.name for s in subjects]
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
-    sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop, seed=cfg.seed)
+    sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop,
+                           AugmentConfig(p_t1w_only=cfg.p_t1w_only), seed=cfg.seed)
     model = build_mixnet(cfg.version, n_classes(cfg.task)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=True, weight_decay=cfg.weight_decay)
@@ -151,6 +155,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         "iterations": cfg.iterations,
         "batch_size": cfg.batch_size,
         "crop": list(sampler.crop),
+        "p_t1w_only": cfg.p_t1w_only,
         "seed": cfg.seed,
         "wall_time_s": round(elapsed),
         "git_commit": git_commit(),

@@ -56,6 +56,23 @@ def test_drop_modalities_keeps_at_least_one_present_channel():
     assert np.array_equal(drop_modalities(single, np.random.default_rng(0), ALWAYS), single)
 
 
+def t1w_alone_rate(cfg, present=(0, 1, 2), n=4000):
+    image = np.zeros((3, 4, 4), np.float32)
+    image[list(present)] = 1
+    rng = np.random.default_rng(0)
+    outs = [drop_modalities(image, rng, cfg) for _ in range(n)]
+    return np.mean([o[0].any() and not o[1:].any() for o in outs])
+
+
+def test_p_t1w_only_raises_the_t1w_alone_rate():
+    # general dropout alone: p 0.5 x size 1 of {1, 2} x T1w 1 of 3 = 1/12
+    assert t1w_alone_rate(AugmentConfig()) == pytest.approx(1 / 12, abs=0.015)
+    # plus 0.25 first: 0.25 + 0.75 / 12 = 0.3125
+    assert t1w_alone_rate(AugmentConfig(p_t1w_only=0.25)) == pytest.approx(0.3125, abs=0.025)
+    # no T1w, nothing to keep alone: IR + FLAIR follow the general dropout only
+    assert t1w_alone_rate(AugmentConfig(p_t1w_only=1.0), present=(1, 2)) == 0
+
+
 def test_intensity_keeps_background_and_changes_foreground():
     image, _ = blobs()
     out = intensity(image, np.random.default_rng(1), ALWAYS)
