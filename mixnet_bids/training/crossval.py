@@ -27,7 +27,7 @@ import pandas as pd
 from mixnet_bids.evaluation.metrics import evaluate
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_plane
-from mixnet_bids.inference.weights import load_model, weight_path
+from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
 
@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shipped", action="store_true",
                         help="no training: score the shipped weights on every subject "
                              "(training subjects: optimistic) -> <out>/shipped_<task>.tsv")
+    parser.add_argument("--weights", type=Path, nargs="+", metavar="FILE",
+                        help="no training: score these weight files (each sidecar names "
+                             "its plane; the planes given are fused) -> "
+                             "<out>/scores_<task>.tsv")
+    parser.add_argument("--subjects", nargs="+", metavar="LABEL",
+                        help="with --shipped/--weights: score only these subjects")
     parser.add_argument("--report", action="store_true",
                         help="no training: print the Markdown tables of the folds finished "
                              "in --out (what docs/results.md shows)")
@@ -138,13 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",
                         args.cache / "work")
     subjects = [load_cached(f) for f in files]
-    if args.shipped:
-        files = {p: weight_path(args.task, p, args.versions[0]) for p in PLANES}
+    if args.shipped or args.weights:
+        if args.shipped:
+            files = {p: weight_path(args.task, p, args.versions[0]) for p in PLANES}
+        else:
+            files = {read_metadata(f)["plane"]: f for f in args.weights}
+        if args.subjects:
+            wanted = {f"sub-{s.removeprefix('sub-')}" for s in args.subjects}
+            subjects = [s for s in subjects if s.name in wanted]
         rows = [r for s in subjects
                 for r in score_subject(s, files, args.task, subsets=not args.no_subsets)]
         args.out.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame(rows)
-        table.to_csv(args.out / f"shipped_{args.task}.tsv", sep="\t", index=False,
+        name = "shipped" if args.shipped else "scores"
+        table.to_csv(args.out / f"{name}_{args.task}.tsv", sep="\t", index=False,
                      float_format="%.4f")
         print(table.groupby(["modalities", "label"], sort=False)[["dice", "hd95_mm", "vs"]]
               .mean().round(4).to_string())

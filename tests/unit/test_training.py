@@ -5,9 +5,10 @@ import json
 import numpy as np
 import torch
 
-from mixnet_bids.inference.weights import load_model
+from mixnet_bids.inference.weights import load_model, read_metadata
 from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
+from mixnet_bids.training.crossval import score_subject
 from mixnet_bids.training.dataset import SliceSampler
 from mixnet_bids.training.train import TrainConfig, train_plane
 
@@ -57,3 +58,17 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     log = (tmp_path / "b" / "log.tsv").read_text().splitlines()
     assert log[0].startswith("iteration") and log[-1].startswith("6\t")
     assert json.loads((tmp_path / "b" / "config.json").read_text())["subjects"] == ["sub-1"]
+
+
+def test_score_subject_scores_every_subset_of_the_present_modalities(tmp_path):
+    subject = synthetic_subject()
+    subject.image[..., 1] = 0  # no IR
+    subject.modalities = ("T1w", "FLAIR")
+    weights = _train(tmp_path, 2, p_t1w_only=0.5)
+    assert read_metadata(weights)["p_t1w_only"] == 0.5
+    rows = score_subject(subject, {"axial": weights}, "3label")
+    assert [(r["modalities"], r["label"]) for r in rows] == [
+        (keep, label) for keep in ("T1w+FLAIR", "T1w", "FLAIR")
+        for label in ("GM", "WM", "CSF")]
+    assert all(r["all_modalities"] == "T1w+FLAIR" and 0 <= r["dice"] <= 1 for r in rows)
+    assert len(score_subject(subject, {"axial": weights}, "3label", subsets=False)) == 3
