@@ -59,7 +59,7 @@ def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
 
 def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, task: str, version: str,
              iterations: dict[str, int], lr: float, out: Path, threads: int, seed: int,
-             command: str) -> list[dict]:
+             command: str, p_t1w_only: float = 0.0) -> list[dict]:
     """Train the three planes without ``held_out`` (``iterations`` per plane) and score it."""
     from mixnet_bids.training.dataset import DEFAULT_BATCH
     from mixnet_bids.training.train import TrainConfig, train_plane
@@ -72,8 +72,8 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, task: str, 
         if not path.exists():
             cfg = TrainConfig(plane=plane, task=task, version=version,
                               iterations=iterations[plane],
-                              batch_size=DEFAULT_BATCH[plane], lr=lr, seed=seed,
-                              threads=threads)
+                              batch_size=DEFAULT_BATCH[plane], lr=lr,
+                              p_t1w_only=p_t1w_only, seed=seed, threads=threads)
             path = train_plane(train, cfg, run_dir, command=command)
         weight_files[plane] = path
     return score_subject(held_out, weight_files, task)
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-4,
                         help="initial learning rate (the paper's 2e-4; make cv uses the "
                              "shipped recipe's 2e-3)")
+    parser.add_argument("--p-t1w-only", type=float, default=0.0,
+                        help="augmentation: extra probability of keeping T1w alone (use a "
+                             "new --out: finished folds in --out are not retrained)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-subsets", action="store_true",
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.monotonic()
             rows = run_fold(subjects, held_out, args.task, version, iterations, args.lr,
-                            args.out, args.threads, args.seed, command)
+                            args.out, args.threads, args.seed, command,
+                            p_t1w_only=args.p_t1w_only)
             LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,
                         time.monotonic() - t0)
             done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)

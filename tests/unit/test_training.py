@@ -8,7 +8,7 @@ import torch
 from mixnet_bids.inference.weights import load_model, read_metadata
 from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
-from mixnet_bids.training.crossval import score_subject
+from mixnet_bids.training.crossval import run_fold, score_subject
 from mixnet_bids.training.dataset import SliceSampler
 from mixnet_bids.training.train import TrainConfig, train_plane
 
@@ -72,3 +72,18 @@ def test_score_subject_scores_every_subset_of_the_present_modalities(tmp_path):
         for label in ("GM", "WM", "CSF")]
     assert all(r["all_modalities"] == "T1w+FLAIR" and 0 <= r["dice"] <= 1 for r in rows)
     assert len(score_subject(subject, {"axial": weights}, "3label", subsets=False)) == 3
+
+
+def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_out(tmp_path):
+    subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
+    subjects[1].modalities = ("T1w",)  # one subset to score: keeps the test short
+    subjects[1].image[..., 1:] = 0
+    rows = run_fold(subjects, subjects[1], "3label", "v3",
+                    {"axial": 1, "coronal": 1, "sagittal": 1}, lr=1e-3, out=tmp_path,
+                    threads=1, seed=0, command="test", p_t1w_only=0.25)
+    for plane in ("axial", "coronal", "sagittal"):
+        meta = read_metadata(tmp_path / "3label_v3" / "sub-2" / plane /
+                             f"mixnet_v3_3label_{plane}.pt")
+        assert meta["training_data"] == ["sub-1"] and meta["p_t1w_only"] == 0.25
+    assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
+        ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
