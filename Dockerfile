@@ -6,7 +6,9 @@
 # `--build-arg TORCH_REQUIREMENT=torch==2.13.0` for PyPI's CUDA build.
 ARG BASE_IMAGE=localhost/debian-bookworm-minbase:12
 
-FROM ${BASE_IMAGE} AS builder
+# the dependencies in a stage of their own: the final image copies them in a layer that is
+# reused while requirements.txt is unchanged, so a source change rebuilds only a few MB
+FROM ${BASE_IMAGE} AS dependencies
 ARG TORCH_REQUIREMENT=torch==2.13.0+cpu
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
@@ -14,15 +16,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/mixnet-bids
 ENV PATH=/opt/mixnet-bids/bin:$PATH
-# dependencies first: this layer is reused while only the source changes
 COPY requirements.txt /src/requirements.txt
 RUN pip install "${TORCH_REQUIREMENT}" \
     && pip install -r /src/requirements.txt
-COPY setup.py pyproject.toml README.md /src/
-COPY mixnet_bids /src/mixnet_bids
-COPY workflows /src/workflows
-# (pip writes the bytecode, so the read-only image needs no writes at import)
-RUN pip install --no-deps /src
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
@@ -35,11 +31,16 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=builder /opt/mixnet-bids /opt/mixnet-bids
+COPY --from=dependencies /opt/mixnet-bids /opt/mixnet-bids
+ENV PATH=/opt/mixnet-bids/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY requirements.txt setup.py pyproject.toml README.md /src/
+COPY mixnet_bids /src/mixnet_bids
+COPY workflows /src/workflows
+# (pip writes the bytecode, so the read-only image needs no writes at import)
+RUN pip install --no-deps /src && rm -rf /src
 # Any UID, read-only root, no network: nothing is written outside the output and work
 # folders; caches go to /tmp (a tmpfs under `--read-only`) or nowhere.
-ENV PATH=/opt/mixnet-bids/bin:$PATH \
-    TEMPLATEFLOW_HOME=/opt/templateflow \
+ENV TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0 \
     NIPYPE_NO_ET=1 \
     HOME=/tmp \
