@@ -36,6 +36,12 @@ class CachedSubject:
     modalities: tuple[str, ...]
 
 
+def subject_names(labels: list[str]) -> set[str]:
+    """``sub-<label>`` names (as in ``CachedSubject.name``) of labels given with or without
+    the ``sub-`` prefix."""
+    return {f"sub-{label.removeprefix('sub-')}" for label in labels}
+
+
 def run_preproc(images: dict[str, str], work_dir: str | Path, name: str) -> dict[str, str]:
     """Run the app's preprocessing graph on ``{modality: path}``.
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    from mixnet_bids.training.cache import build_cache, load_cached
+    from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
     from mixnet_bids.training.train import TrainConfig, train_plane
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error("--bids needs --labels (a derivatives folder of *_dseg)")
         bids_dir, labels_dir = args.bids, args.labels
     files = build_cache(bids_dir, labels_dir, args.cache / "preproc", args.cache / "work")
-    excluded = {f"sub-{s.removeprefix('sub-')}" for s in args.exclude}
+    excluded = subject_names(args.exclude)
     subjects = [load_cached(f) for f in files if f.stem.split("_")[0] not in excluded]
     command = "mixnet-bids-train " + shlex.join(sys.argv[1:] if argv is None else argv)
     for plane in args.planes:

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mrbrains and --cache are required (except with --report)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    from mixnet_bids.training.cache import build_cache, load_cached
+    from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
 
     bids_dir = args.cache / "mrbrains_bids"
@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             files = {read_metadata(f)["plane"]: f for f in args.weights}
         if args.subjects:
-            wanted = {f"sub-{s.removeprefix('sub-')}" for s in args.subjects}
+            wanted = subject_names(args.subjects)
+            unknown = sorted(wanted - {s.name for s in subjects})
+            if unknown:
+                parser.error(f"--subjects: {', '.join(unknown)} not in {args.mrbrains}")
             subjects = [s for s in subjects if s.name in wanted]
         rows = [r for s in subjects
                 for r in score_subject(s, files, args.task, subsets=not args.no_subsets)]
