@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
                           iterations=args.iterations, batch_size=batch, lr=args.lr,
                           class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
-                          seed=args.seed,
-                          threads=args.threads, checkpoint_every=args.checkpoint_every,
+                          seed=args.seed, threads=args.threads,
+                          checkpoint_every=args.checkpoint_every,
                           stop_after=args.stop_after)
         path = train_plane(subjects, cfg, args.out / f"{args.task}_{args.version}_{plane}",
                            command=command)

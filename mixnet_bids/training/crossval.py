@@ -149,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     subjects = [load_cached(f) for f in files]
     if args.shipped or args.weights:
         if args.shipped:
-            files = {p: weight_path(args.task, p, args.versions[0]) for p in PLANES}
+            name, files = "shipped", {p: weight_path(args.task, p, args.versions[0])
+                                      for p in PLANES}
         else:
-            files = {read_metadata(f)["plane"]: f for f in args.weights}
+            name, files = "scores", {read_metadata(f)["plane"]: f for f in args.weights}
         if args.subjects:
             wanted = subject_names(args.subjects)
             unknown = sorted(wanted - {s.name for s in subjects})
@@ -162,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
                 for r in score_subject(s, files, args.task, subsets=not args.no_subsets)]
         args.out.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame(rows)
-        name = "shipped" if args.shipped else "scores"
         table.to_csv(args.out / f"{name}_{args.task}.tsv", sep="\t", index=False,
                      float_format="%.4f")
         print(table.groupby(["modalities", "label"], sort=False)[["dice", "hd95_mm", "vs"]]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from mixnet_bids.inference.weights import load_model, read_metadata
+from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.crossval import run_fold, score_subject
@@ -82,8 +82,8 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
                     {"axial": 1, "coronal": 1, "sagittal": 1}, lr=1e-3, out=tmp_path,
                     threads=1, seed=0, command="test", p_t1w_only=0.25)
     for plane in ("axial", "coronal", "sagittal"):
-        meta = read_metadata(tmp_path / "3label_v3" / "sub-2" / plane /
-                             f"mixnet_v3_3label_{plane}.pt")
+        meta = read_metadata(weight_path("3label", plane, "v3",
+                                         tmp_path / "3label_v3" / "sub-2" / plane))
         assert meta["training_data"] == ["sub-1"] and meta["p_t1w_only"] == 0.25
     assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
         ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
