@@ -35,8 +35,12 @@ system-test-deps:
 demo: install
 	$(BIN)/mixnet-bids demo demo_output
 
+# Two pytest workers, each taking a whole test file at a time (module fixtures are built
+# once); the slow tests wait on subprocesses, SLURM or podman much of the time. Files go out
+# in collection order, so the slowest (tests/cluster, tests/containers) start first.
+TEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # The container image (podman; a local Debian base, no registry needed).
 image:
