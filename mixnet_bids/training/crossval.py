@@ -142,8 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
 
+    if args.subjects and not (args.shipped or args.weights):
+        parser.error("--subjects needs --shipped or --weights (the cross-validation holds "
+                     "out every subject)")
     bids_dir = args.cache / "mrbrains_bids"
-    mrbrains_to_bids(args.mrbrains, bids_dir)
+    found = subject_names(mrbrains_to_bids(args.mrbrains, bids_dir))
+    unknown = sorted(subject_names(args.subjects or []) - found)
+    if unknown:
+        parser.error(f"--subjects: {', '.join(unknown)} not in {args.mrbrains}")
     files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",
                         args.cache / "work")
     subjects = [load_cached(f) for f in files]
@@ -155,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
             name, files = "scores", {read_metadata(f)["plane"]: f for f in args.weights}
         if args.subjects:
             wanted = subject_names(args.subjects)
-            unknown = sorted(wanted - {s.name for s in subjects})
-            if unknown:
-                parser.error(f"--subjects: {', '.join(unknown)} not in {args.mrbrains}")
             subjects = [s for s in subjects if s.name in wanted]
         rows = [r for s in subjects
                 for r in score_subject(s, files, args.task, subsets=not args.no_subsets)]

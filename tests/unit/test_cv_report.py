@@ -2,6 +2,8 @@
 
 import json
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -61,3 +63,21 @@ def test_training_needs_the_data_folders(tmp_path, capsys):
         cv_main(["--out", str(tmp_path)])
     assert exc.value.code == 2
     assert "--mrbrains and --cache are required" in capsys.readouterr().err
+
+
+def test_unknown_subjects_fail_before_any_preprocessing(tmp_path, capsys):
+    mrbrains = tmp_path / "mrbrains"
+    (mrbrains / "1").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)),
+             mrbrains / "1" / "segm.nii.gz")
+    common = ["--mrbrains", str(mrbrains), "--cache", str(tmp_path / "cache"),
+              "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        cv_main([*common, "--weights", str(tmp_path / "w.pt"), "--subjects", "1", "sub-99"])
+    assert exc.value.code == 2
+    assert f"--subjects: sub-99 not in {mrbrains}" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "preproc").exists() and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:
+        cv_main([*common, "--subjects", "1"])
+    assert exc.value.code == 2
+    assert "--subjects needs --shipped or --weights" in capsys.readouterr().err
