@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test system-test-deps demo test bench bench-cohort image weights cv cv-report cv-t1w accuracy-shipped clean
+.PHONY: install install-test system-test-deps demo test bench bench-cohort bench-train image weights cv cv-report cv-t1w accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
@@ -52,6 +52,10 @@ bench: install
 # Participants per hour per core, 1..ncores parallel single-core jobs (a job array on a node).
 bench-cohort: install
 	$(BIN)/python benchmarks/cohort.py --out benchmarks/results
+
+# One training iteration: batch sampling vs network step, eager vs torch.compile (ratio).
+bench-train: install
+	$(BIN)/python benchmarks/train_step.py --cache $(CACHE) --out benchmarks/results
 
 # Shipped weights: 3 planes x 2 tasks on all 7 MRBrainS subjects (resumable).
 # The learning rate is 10x the paper's 2e-4: with a CPU budget of ~2000 iterations the

@@ -1,0 +1,106 @@
+"""Benchmark one training iteration: batch sampling vs the network step, eager vs compiled.
+
+Times, in one process, the parts of ``train_plane``'s loop: ``SliceSampler.batch`` (real
+cached MRBrainS subjects, augmentation included) and the SGD step (forward, loss, backward,
+update) of an eager network and of the same network under ``torch.compile``. Eager and
+compiled blocks alternate so that a busy machine slows both alike; the ratio is the result.
+Writes ``<out>/train_step_<version>_<plane>.json``.
+
+    python benchmarks/train_step.py --cache cache --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mixnet_bids.labels import IGNORE_INDEX, n_classes
+from mixnet_bids.model.mixnet import build_mixnet
+from mixnet_bids.training.cache import load_cached
+from mixnet_bids.training.dataset import DEFAULT_BATCH, SliceSampler
+
+
+def step_seconds(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                 steps: int) -> tuple[float, float]:
+    """Mean seconds per SGD step over ``steps`` steps, and the last loss."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
+    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = criterion(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - t0) / steps, loss.item()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache", type=Path, required=True,
+                        help="the training cache (make cv / make weights build <cache>/preproc)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--version", default="v3")
+    parser.add_argument("--plane", default="axial")
+    parser.add_argument("--task", default="3label")
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    files = sorted((args.cache / "preproc").glob("*.npz"))
+    if not files:
+        parser.error(f"no cached subjects in {args.cache / 'preproc'}; run make cv or "
+                     "make weights first (they build it)")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    sampler = SliceSampler([load_cached(f) for f in files], args.plane, args.task)
+    batch = DEFAULT_BATCH[args.plane]
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        images, targets = sampler.batch(batch)
+    sample_s = (time.perf_counter() - t0) / args.steps
+    images = images.contiguous(memory_format=torch.channels_last)
+
+    eager = build_mixnet(args.version, n_classes(args.task)).to(memory_format=torch.channels_last)
+    compiled_net = build_mixnet(args.version, n_classes(args.task))
+    compiled_net.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_net.to(memory_format=torch.channels_last))
+    with torch.no_grad():
+        eager.eval(), compiled.eval()
+        max_diff = (eager(images) - compiled(images)).abs().max().item()
+    eager.train(), compiled.train()
+    step_seconds(eager, images, targets, 1)
+    t0 = time.perf_counter()
+    step_seconds(compiled, images, targets, 1)  # compiles the training graphs
+    compile_s = time.perf_counter() - t0
+    times = {"eager": [], "compiled": []}
+    for _ in range(args.blocks):
+        times["eager"].append(step_seconds(eager, images, targets, args.steps)[0])
+        times["compiled"].append(step_seconds(compiled, images, targets, args.steps)[0])
+    eager_s, compiled_s = (statistics.median(times[k]) for k in ("eager", "compiled"))
+
+    report = {
+        "version": args.version, "plane": args.plane, "task": args.task,
+        "batch": [batch, *images.shape[1:]], "threads": args.threads,
+        "torch": torch.__version__, "sample_batch_s": round(sample_s, 4),
+        "eager_step_s": round(eager_s, 4), "compiled_step_s": round(compiled_s, 4),
+        "compile_s": round(compile_s, 1), "eager_over_compiled": round(eager_s / compiled_s, 3),
+        "eval_logits_max_abs_diff": max_diff,
+        "blocks": {k: [round(v, 4) for v in t] for k, t in times.items()},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"train_step_{args.version}_{args.plane}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
