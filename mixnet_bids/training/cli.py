@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: 8 axial, 16 sagittal/coronal (similar pixel counts)")
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                        help="sgd: the paper's Nesterov SGD; adamw: AdamW, same schedule")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
+                             "BF16)")
     parser.add_argument("--class-weights", type=float, nargs="+", default=None)
     parser.add_argument("--p-t1w-only", type=float, default=0.0,
                         help="augmentation: extra probability of keeping T1w alone")
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = args.batch_size or DEFAULT_BATCH[plane]
         cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
                           iterations=args.iterations, batch_size=batch, lr=args.lr,
+                          optimizer=args.optimizer, bf16=args.bf16,
                           class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
                           seed=args.seed, threads=args.threads,
                           checkpoint_every=args.checkpoint_every,

@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_p
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
+from mixnet_bids.training.train import TrainConfig
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,23 +59,25 @@ def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
     return np.argmax(fuse(probs, DEFAULT_PLANE_WEIGHTS), axis=-1).astype(np.uint8)
 
 
-def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, task: str, version: str,
-             iterations: dict[str, int], lr: float, out: Path, threads: int, seed: int,
-             command: str, p_t1w_only: float = 0.0) -> list[dict]:
-    """Train the three planes without ``held_out`` (``iterations`` per plane) and score it."""
+def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
+             iterations: dict[str, int], out: Path, command: str) -> list[dict]:
+    """Train the three planes without ``held_out`` and score it.
+
+    ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
+    takes its ``iterations`` and its default batch from it.
+    """
     from mixnet_bids.training.dataset import DEFAULT_BATCH
-    from mixnet_bids.training.train import TrainConfig, train_plane
+    from mixnet_bids.training.train import train_plane
 
     train = [s for s in subjects if s.name != held_out.name]
+    task, version = recipe.task, recipe.version
     weight_files = {}
     for plane in PLANES:
         run_dir = out / f"{task}_{version}" / held_out.name / plane
         path = weight_path(task, plane, version, run_dir)
         if not path.exists():
-            cfg = TrainConfig(plane=plane, task=task, version=version,
-                              iterations=iterations[plane],
-                              batch_size=DEFAULT_BATCH[plane], lr=lr,
-                              p_t1w_only=p_t1w_only, seed=seed, threads=threads)
+            cfg = replace(recipe, plane=plane, iterations=iterations[plane],
+                          batch_size=DEFAULT_BATCH[plane])
             path = train_plane(train, cfg, run_dir, command=command)
         weight_files[plane] = path
     return score_subject(held_out, weight_files, task)
@@ -110,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p-t1w-only", type=float, default=0.0,
                         help="augmentation: extra probability of keeping T1w alone (use a "
                              "new --out: finished folds in --out are not retrained)")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                        help="sgd: the paper's Nesterov SGD; adamw: AdamW, same schedule")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
+                             "BF16)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-subsets", action="store_true",
@@ -181,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             if len(done) and held_out.name in set(done["subject"]):
                 continue
             t0 = time.monotonic()
-            rows = run_fold(subjects, held_out, args.task, version, iterations, args.lr,
-                            args.out, args.threads, args.seed, command,
-                            p_t1w_only=args.p_t1w_only)
+            recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
+                                 optimizer=args.optimizer, bf16=args.bf16,
+                                 p_t1w_only=args.p_t1w_only, seed=args.seed,
+                                 threads=args.threads)
+            rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
             LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,
                         time.monotonic() - t0)
             done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)

@@ -78,12 +78,14 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
     subjects[1].modalities = ("T1w",)  # one subset to score: keeps the test short
     subjects[1].image[..., 1:] = 0
-    rows = run_fold(subjects, subjects[1], "3label", "v3",
-                    {"axial": 1, "coronal": 1, "sagittal": 1}, lr=1e-3, out=tmp_path,
-                    threads=1, seed=0, command="test", p_t1w_only=0.25)
+    recipe = TrainConfig(plane="axial", lr=1e-3, optimizer="adamw", bf16=True, threads=1,
+                         p_t1w_only=0.25)
+    rows = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
+                    out=tmp_path, command="test")
     for plane in ("axial", "coronal", "sagittal"):
         meta = read_metadata(weight_path("3label", plane, "v3",
                                          tmp_path / "3label_v3" / "sub-2" / plane))
         assert meta["training_data"] == ["sub-1"] and meta["p_t1w_only"] == 0.25
+        assert meta["optimizer"] == "adamw" and meta["bf16"] and meta["iterations"] == 1
     assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
         ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
