@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                         help="sgd: the paper's Nesterov SGD; adamw: AdamW, same schedule")
+    parser.add_argument("--schedule", choices=("paper", "cosine"), default="paper",
+                        help="paper: halve the rate at 0.2, 0.4, 0.6, 0.75, ... of the "
+                             "iterations; cosine: cosine decay to 0")
     parser.add_argument("--bf16", action="store_true",
                         help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
                              "BF16)")
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = args.batch_size or DEFAULT_BATCH[plane]
         cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
                           iterations=args.iterations, batch_size=batch, lr=args.lr,
-                          optimizer=args.optimizer, bf16=args.bf16,
+                          optimizer=args.optimizer, schedule=args.schedule,
+                          bf16=args.bf16,
                           class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
                           seed=args.seed, threads=args.threads,
                           checkpoint_every=args.checkpoint_every,

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                              "new --out: finished folds in --out are not retrained)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                         help="sgd: the paper's Nesterov SGD; adamw: AdamW, same schedule")
+    parser.add_argument("--schedule", choices=("paper", "cosine"), default="paper",
+                        help="paper: halve the rate at 0.2, 0.4, 0.6, 0.75, ... of the "
+                             "iterations; cosine: cosine decay to 0")
     parser.add_argument("--bf16", action="store_true",
                         help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
                              "BF16)")
@@ -191,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.monotonic()
             recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
-                                 optimizer=args.optimizer, bf16=args.bf16,
-                                 p_t1w_only=args.p_t1w_only, seed=args.seed,
+                                 optimizer=args.optimizer, schedule=args.schedule,
+                                 bf16=args.bf16, p_t1w_only=args.p_t1w_only, seed=args.seed,
                                  threads=args.threads)
             rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
             LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,

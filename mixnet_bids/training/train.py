@@ -47,6 +47,9 @@ class TrainConfig:
     lr: float = 2e-4
     #: "sgd" (the paper's, Nesterov) or "adamw"
     optimizer: str = "sgd"
+    #: "paper": halve at LR_MILESTONES; "cosine": cosine decay from lr to 0 (more of a
+    #: short budget spent at a high rate)
+    schedule: str = "paper"
     #: bfloat16 autocast for forward/backward (CPUs with AVX-512 BF16 / AMX gain most)
     bf16: bool = False
     momentum: float = 0.99
@@ -87,6 +90,17 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer,
+                   cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The paper's halvings at fixed fractions of the iterations, or a cosine decay."""
+    if cfg.schedule == "paper":
+        milestones = sorted({max(1, int(f * cfg.iterations)) for f in LR_MILESTONES})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.iterations))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose paper or cosine")
+
+
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                 command: str = "") -> Path:
     """Train (or resume) one plane's network; return the exported weight file.
@@ -104,8 +118,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                            AugmentConfig(p_t1w_only=cfg.p_t1w_only), seed=cfg.seed)
     model = build_mixnet(cfg.version, n_classes(cfg.task)).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    milestones = sorted({max(1, int(f * cfg.iterations)) for f in LR_MILESTONES})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+    scheduler = make_scheduler(optimizer, cfg)
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE_INDEX)
 
@@ -174,6 +187,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         "crop": list(sampler.crop),
         "p_t1w_only": cfg.p_t1w_only,
         "optimizer": cfg.optimizer,
+        "schedule": cfg.schedule,
         "lr": cfg.lr,
         "bf16": cfg.bf16,
         "seed": cfg.seed,
