@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
@@ -10,7 +11,7 @@ from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.crossval import run_fold, score_subject
 from mixnet_bids.training.dataset import SliceSampler
-from mixnet_bids.training.train import TrainConfig, train_plane
+from mixnet_bids.training.train import TrainConfig, make_optimizer, make_scheduler, train_plane
 
 
 def synthetic_subject(name="sub-1", shape=(40, 44, 12), seed=0):
@@ -89,3 +90,36 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
         assert meta["optimizer"] == "adamw" and meta["bf16"] and meta["iterations"] == 1
     assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
         ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
+
+
+def _rates(cfg, steps):
+    model = torch.nn.Linear(2, 2)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return optimizer, rates
+
+
+def test_paper_schedule_halves_at_the_milestones_and_cosine_decays_to_zero():
+    optimizer, rates = _rates(TrainConfig(plane="axial", iterations=100, lr=1.0), 100)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
+    # halved at 20, 40, 60, 75, 80, 85, 90, 95 % of the iterations
+    assert rates[19] == 1.0 and rates[20] == 0.5 and rates[40] == 0.25 and rates[99] == 2 ** -8
+    optimizer, rates = _rates(TrainConfig(plane="axial", iterations=100, lr=1.0,
+                                          optimizer="adamw", schedule="cosine"), 101)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert rates[0] == 1.0 and abs(rates[50] - 0.5) < 1e-9 and abs(rates[100]) < 1e-12
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_unknown_optimizer_or_schedule_is_named():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="'adam'"):
+        make_optimizer(model, TrainConfig(plane="axial", optimizer="adam"))
+    with pytest.raises(ValueError, match="'step'"):
+        make_scheduler(make_optimizer(model, TrainConfig(plane="axial")),
+                       TrainConfig(plane="axial", schedule="step"))
