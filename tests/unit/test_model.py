@@ -72,6 +72,21 @@ def test_v3_streams_are_independent_until_output():
         x2 = x.clone()
         x2[:, 0] += 1.0  # change T1w only
         changed = model.features(x2)
-    per_stream = base.shape[1] // 3
-    assert not torch.allclose(base[:, :per_stream], changed[:, :per_stream])
-    assert torch.allclose(base[:, per_stream:], changed[:, per_stream:])
+    # InitUnit and levels 1-5, each 72 channels: T1w, IR, FLAIR blocks of 24
+    assert base.shape[1] == 6 * 72
+    t1w = (torch.arange(base.shape[1]) % 72) < 24
+    assert not torch.allclose(base[:, t1w], changed[:, t1w])
+    assert torch.equal(base[:, ~t1w], changed[:, ~t1w])
+
+
+def test_v3_stream_widths():
+    v3 = build_mixnet("v3", 4)
+    assert v3.init.conv.groups == 3 and v3.init.conv.out_channels == 3 * 24
+    for level, dilation in zip(v3.levels, [2, 1, 4, 1, 8]):
+        convs = [block[2] for block in level.body]
+        assert all(c.groups == 3 for c in convs)
+        # per stream: 24 -> 12 -> 12 (3x3, dilated) -> 24
+        assert [(c.in_channels // 3, c.out_channels // 3) for c in convs] == [
+            (24, 12), (12, 12), (12, 24)]
+        assert convs[1].dilation == (dilation, dilation)
+        assert isinstance(level.shortcut, torch.nn.Identity)
