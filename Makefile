@@ -53,7 +53,8 @@ bench: install
 bench-cohort: install
 	$(BIN)/python benchmarks/cohort.py --out benchmarks/results
 
-# One training iteration: batch sampling vs network step, eager vs torch.compile (ratio).
+# One training iteration: batch sampling vs network step; float32 vs bfloat16, eager vs
+# torch.compile (ratios).
 bench-train: install
 	$(BIN)/python benchmarks/train_step.py --cache $(CACHE) --out benchmarks/results
 

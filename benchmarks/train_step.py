@@ -1,9 +1,11 @@
-"""Benchmark one training iteration: batch sampling vs the network step, eager vs compiled.
+"""Benchmark one training iteration: batch sampling vs the network step, float32 vs
+bfloat16 autocast, eager vs compiled.
 
 Times, in one process, the parts of ``train_plane``'s loop: ``SliceSampler.batch`` (real
-cached MRBrainS subjects, augmentation included) and the SGD step (forward, loss, backward,
-update) of an eager network and of the same network under ``torch.compile``. Eager and
-compiled blocks alternate so that a busy machine slows both alike; the ratio is the result.
+cached MRBrainS subjects, augmentation included) and the optimiser step (forward, loss,
+backward, AdamW update) of an eager network in float32 and under bfloat16 autocast, and of
+the same network under ``torch.compile`` with bfloat16. The variants' blocks alternate so
+that a busy machine slows them alike; the ratios are the result.
 Writes ``<out>/train_step_<version>_<plane>.json``.
 
     python benchmarks/train_step.py --cache cache --out benchmarks/results
@@ -25,16 +27,19 @@ from mixnet_bids.labels import IGNORE_INDEX, n_classes
 from mixnet_bids.model.mixnet import build_mixnet
 from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.dataset import DEFAULT_BATCH, SliceSampler
+from mixnet_bids.training.train import TrainConfig, make_optimizer
 
 
 def step_seconds(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                 steps: int) -> float:
-    """Mean seconds per SGD step over ``steps`` steps."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
+                 steps: int, bf16: bool) -> float:
+    """Mean seconds per training step over ``steps`` steps."""
+    optimizer = make_optimizer(model, TrainConfig(plane="axial", optimizer="adamw"))
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = criterion(model(images), targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images)
+        loss = criterion(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -78,22 +83,27 @@ def main(argv: list[str] | None = None) -> int:
         max_diff = (eager(images) - compiled(images)).abs().max().item()
     eager.train()
     compiled.train()
-    step_seconds(eager, images, targets, 1)
+    variants = {"eager_fp32": (eager, False), "eager_bf16": (eager, True),
+                "compiled_bf16": (compiled, True)}
+    for bf16 in (False, True):
+        step_seconds(eager, images, targets, 1, bf16)
     t0 = time.perf_counter()
-    step_seconds(compiled, images, targets, 1)  # compiles the training graphs
+    step_seconds(compiled, images, targets, 1, True)  # compiles the bf16 training graphs
     compile_s = time.perf_counter() - t0
-    times = {"eager": [], "compiled": []}
+    times = {name: [] for name in variants}
     for _ in range(args.blocks):
-        times["eager"].append(step_seconds(eager, images, targets, args.steps))
-        times["compiled"].append(step_seconds(compiled, images, targets, args.steps))
-    eager_s, compiled_s = (statistics.median(times[k]) for k in ("eager", "compiled"))
+        for name, (model, bf16) in variants.items():
+            times[name].append(step_seconds(model, images, targets, args.steps, bf16))
+    step_s = {name: statistics.median(t) for name, t in times.items()}
 
     report = {
         "version": args.version, "plane": args.plane, "task": args.task,
         "batch": [batch, *images.shape[1:]], "threads": args.threads,
         "torch": torch.__version__, "sample_batch_s": round(sample_s, 4),
-        "eager_step_s": round(eager_s, 4), "compiled_step_s": round(compiled_s, 4),
-        "compile_s": round(compile_s, 1), "eager_over_compiled": round(eager_s / compiled_s, 3),
+        "step_s": {name: round(t, 4) for name, t in step_s.items()},
+        "fp32_over_bf16": round(step_s["eager_fp32"] / step_s["eager_bf16"], 3),
+        "eager_over_compiled_bf16": round(step_s["eager_bf16"] / step_s["compiled_bf16"], 3),
+        "compile_s": round(compile_s, 1),
         "eval_logits_max_abs_diff": max_diff,
         "blocks": {k: [round(v, 4) for v in t] for k, t in times.items()},
     }
