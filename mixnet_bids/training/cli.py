@@ -21,6 +21,20 @@ from mixnet_bids.labels import TASK_CLASSES
 from mixnet_bids.training.dataset import DEFAULT_BATCH
 
 
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Optimiser, schedule and precision options (``TrainConfig`` fields of the same names),
+    shared by mixnet-bids-train and mixnet-bids-cv."""
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                        help="sgd: the paper's Nesterov SGD; adamw: AdamW (decoupled weight "
+                             "decay)")
+    parser.add_argument("--schedule", choices=("paper", "cosine"), default="paper",
+                        help="paper: halve the rate at 0.2, 0.4, 0.6, 0.75, ... of the "
+                             "iterations; cosine: cosine decay to 0")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
+                             "BF16)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixnet-bids-train", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -39,14 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: 8 axial, 16 sagittal/coronal (similar pixel counts)")
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                        help="sgd: the paper's Nesterov SGD; adamw: AdamW, same schedule")
-    parser.add_argument("--schedule", choices=("paper", "cosine"), default="paper",
-                        help="paper: halve the rate at 0.2, 0.4, 0.6, 0.75, ... of the "
-                             "iterations; cosine: cosine decay to 0")
-    parser.add_argument("--bf16", action="store_true",
-                        help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
-                             "BF16)")
+    add_recipe_arguments(parser)
     parser.add_argument("--class-weights", type=float, nargs="+", default=None)
     parser.add_argument("--p-t1w-only", type=float, default=0.0,
                         help="augmentation: extra probability of keeping T1w alone")

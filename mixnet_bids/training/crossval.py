@@ -31,6 +31,7 @@ from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_p
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
+from mixnet_bids.training.cli import add_recipe_arguments
 from mixnet_bids.training.train import TrainConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -114,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p-t1w-only", type=float, default=0.0,
                         help="augmentation: extra probability of keeping T1w alone (use a "
                              "new --out: finished folds in --out are not retrained)")
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                        help="sgd: the paper's Nesterov SGD; adamw: AdamW, same schedule")
-    parser.add_argument("--schedule", choices=("paper", "cosine"), default="paper",
-                        help="paper: halve the rate at 0.2, 0.4, 0.6, 0.75, ... of the "
-                             "iterations; cosine: cosine decay to 0")
-    parser.add_argument("--bf16", action="store_true",
-                        help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
-                             "BF16)")
+    add_recipe_arguments(parser)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-subsets", action="store_true",
