@@ -32,7 +32,8 @@ from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import add_recipe_arguments
-from mixnet_bids.training.train import TrainConfig
+from mixnet_bids.training.dataset import DEFAULT_BATCH
+from mixnet_bids.training.train import TrainConfig, train_plane
 
 LOGGER = logging.getLogger(__name__)
 
@@ -67,9 +68,6 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
     takes its ``iterations`` and its default batch from it.
     """
-    from mixnet_bids.training.dataset import DEFAULT_BATCH
-    from mixnet_bids.training.train import train_plane
-
     train = [s for s in subjects if s.name != held_out.name]
     task, version = recipe.task, recipe.version
     weight_files = {}

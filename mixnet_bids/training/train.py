@@ -2,9 +2,10 @@
 
 Optimiser as in the paper: SGD with Nesterov momentum 0.99, initial learning rate 2e-4
 halved at 0.2, 0.4, 0.6, 0.75, 0.8, 0.85, 0.9 and 0.95 of the iterations, L2 weight decay
-1e-3; pixel-wise cross-entropy with the ignored labels (9, 10) masked. ``optimizer="adamw"``
-swaps SGD for AdamW (same schedule, decoupled weight decay) for short CPU budgets, and
-``bf16`` runs forward and backward under bfloat16 autocast (weights and loss stay float32).
+1e-3; pixel-wise cross-entropy with the ignored labels (9, 10) masked. For short CPU budgets,
+``optimizer="adamw"`` swaps SGD for AdamW (decoupled weight decay), ``schedule="cosine"``
+the halvings for a cosine decay, and ``bf16`` runs forward and backward under bfloat16
+autocast (weights and loss stay float32).
 """
 
 from __future__ import annotations
