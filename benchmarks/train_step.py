@@ -27,7 +27,7 @@ from mixnet_bids.labels import IGNORE_INDEX, n_classes
 from mixnet_bids.model.mixnet import build_mixnet
 from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.dataset import DEFAULT_BATCH, SliceSampler
-from mixnet_bids.training.train import TrainConfig, make_optimizer
+from mixnet_bids.training.train import TrainConfig, make_optimizer, step_loss
 
 
 def step_seconds(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
@@ -37,9 +37,7 @@ def step_seconds(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     t0 = time.perf_counter()
     for _ in range(steps):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(images)
-        loss = criterion(logits.float(), targets)
+        loss = step_loss(model, criterion, images, targets, bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

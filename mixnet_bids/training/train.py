@@ -102,6 +102,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose paper or cosine")
 
 
+def step_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor,
+              targets: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Forward pass (under bfloat16 autocast if asked) and the float32 loss of one batch."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(images)
+    return criterion(logits.float(), targets)
+
+
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                 command: str = "") -> Path:
     """Train (or resume) one plane's network; return the exported weight file.
@@ -145,9 +153,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     for iteration in range(start, end):
         images, targets = sampler.batch(cfg.batch_size)
         images = images.to(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = model(images)
-        loss = criterion(logits.float(), targets)
+        loss = step_loss(model, criterion, images, targets, cfg.bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
