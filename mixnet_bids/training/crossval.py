@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                              "its plane; the planes given are fused) -> "
                              "<out>/scores_<task>.tsv")
     parser.add_argument("--subjects", nargs="+", metavar="LABEL",
-                        help="with --shipped/--weights: score only these subjects")
+                        help="score only these subjects; in the cross-validation, run only "
+                             "their folds (training still uses all the others), e.g. one "
+                             "fold per cluster job")
     parser.add_argument("--report", action="store_true",
                         help="no training: print the Markdown tables of the folds finished "
                              "in --out (what docs/results.md shows)")
@@ -146,9 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
 
-    if args.subjects and not (args.shipped or args.weights):
-        parser.error("--subjects needs --shipped or --weights (the cross-validation holds "
-                     "out every subject)")
     bids_dir = args.cache / "mrbrains_bids"
     found = subject_names(mrbrains_to_bids(args.mrbrains, bids_dir))
     wanted = subject_names(args.subjects or [])
@@ -182,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         table = args.out / f"cv_{args.task}_{version}.tsv"
         done = pd.read_csv(table, sep="\t") if table.exists() else pd.DataFrame()
         for held_out in subjects:
+            if wanted and held_out.name not in wanted:
+                continue
             if len(done) and held_out.name in set(done["subject"]):
                 continue
             t0 = time.monotonic()
