@@ -96,13 +96,17 @@ cv-t1w: install
 
 # The MixNetv3 cross-validation with the CPU recipe: AdamW, cosine decay, bfloat16 autocast,
 # T1w kept alone more often, 2.5x the axial iterations of make cv -> runs/cv_adamw.
+# CV_SUBJECTS runs only those folds (e.g. 1 4 5 14, the subjects with all modalities).
 CV_FAST_ITER ?= 1000
 CV_FAST_ITER_OTHER ?= 300
+CV_FAST_OUT ?= runs/cv_adamw
+CV_SUBJECTS ?=
 cv-adamw: install
-	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv_adamw \
+	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out $(CV_FAST_OUT) \
 	  --versions v3 --iterations $(CV_FAST_ITER) --iterations-other $(CV_FAST_ITER_OTHER) \
-	  --lr 1e-3 --optimizer adamw --schedule cosine --bf16 --p-t1w-only 0.25
-	$(BIN)/mixnet-bids-cv --out runs/cv_adamw --report
+	  --lr 1e-3 --optimizer adamw --schedule cosine --bf16 --p-t1w-only 0.25 \
+	  $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
+	$(BIN)/mixnet-bids-cv --out $(CV_FAST_OUT) --report
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install
