@@ -76,9 +76,9 @@ weights: install
 
 # Leave-one-subject-out cross-validation (resumable), then docs/results.md.
 # Folds are shorter than the shipped recipe (2 cores: ~13 min per fold and version).
-CV_ITER ?= 400
-# make cv: the SGD recipe of the first shipped weights (10x the paper's rate, 2e-3)
+# make cv and cv-t1w: the SGD recipe of the first shipped weights (10x the paper's rate).
 LR ?= 2e-3
+CV_ITER ?= 400
 CV_ITER_OTHER ?= 200
 cv: install
 	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv \
