@@ -80,4 +80,5 @@ def test_unknown_subjects_fail_before_any_preprocessing(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # the folds to run are checked the same way
         cv_main([*common, "--subjects", "sub-99"])
     assert exc.value.code == 2
+    assert f"--subjects: sub-99 not in {mrbrains}" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "preproc").exists()
