@@ -39,7 +39,7 @@ def save_weights(model: MixNet, path: Path, metadata: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
-    meta = dict(metadata, version=model.version, sha256=sha256(path))
+    meta = dict(metadata, version=model.version, pool=model.pool, sha256=sha256(path))
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return path
 
@@ -61,7 +61,8 @@ def load_model(path: Path) -> tuple[MixNet, dict]:
     if sha256(path) != meta.get("sha256"):
         raise WeightsError(f"{path}: SHA-256 does not match its metadata (corrupted or "
                            "tampered); reinstall mixnet-bids")
-    model = build_mixnet(meta["version"], n_classes(meta["task"]))
+    # sidecars written before the pooling became an option are pooled networks
+    model = build_mixnet(meta["version"], n_classes(meta["task"]), pool=meta.get("pool", True))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval(), meta

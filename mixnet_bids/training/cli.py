@@ -33,6 +33,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
                              "BF16)")
+    parser.add_argument("--no-pool", dest="pool", action="store_false",
+                        help="no 2x2 max pooling in the InitUnit: full-resolution features, "
+                             "about twice the training time")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
                           iterations=args.iterations, batch_size=batch, lr=args.lr,
                           optimizer=args.optimizer, schedule=args.schedule,
-                          bf16=args.bf16,
+                          bf16=args.bf16, pool=args.pool,
                           class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
                           seed=args.seed, threads=args.threads,
                           checkpoint_every=args.checkpoint_every,

@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
                                  optimizer=args.optimizer, schedule=args.schedule,
-                                 bf16=args.bf16, p_t1w_only=args.p_t1w_only, seed=args.seed,
-                                 threads=args.threads)
+                                 bf16=args.bf16, pool=args.pool, p_t1w_only=args.p_t1w_only,
+                                 seed=args.seed, threads=args.threads)
             rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
             LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,
                         time.monotonic() - t0)

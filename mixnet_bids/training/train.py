@@ -53,6 +53,9 @@ class TrainConfig:
     schedule: str = "paper"
     #: bfloat16 autocast for forward/backward (CPUs with AVX-512 BF16 / AMX gain most)
     bf16: bool = False
+    #: the InitUnit's 2x2 max pooling (the paper's memory saver); False trains at full
+    #: resolution, about twice the time per iteration here
+    pool: bool = True
     momentum: float = 0.99
     weight_decay: float = 1e-3
     class_weights: list[float] | None = None
@@ -125,7 +128,8 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
 
     sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop,
                            AugmentConfig(p_t1w_only=cfg.p_t1w_only), seed=cfg.seed)
-    model = build_mixnet(cfg.version, n_classes(cfg.task)).to(memory_format=torch.channels_last)
+    model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
+    model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None

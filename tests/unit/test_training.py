@@ -61,6 +61,16 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert json.loads((tmp_path / "b" / "config.json").read_text())["subjects"] == ["sub-1"]
 
 
+def test_a_network_trained_without_pooling_loads_without_pooling(tmp_path):
+    path = _train(tmp_path, 2, pool=False)
+    model, meta = load_model(path)
+    assert meta["pool"] is False and model.pool is False
+    assert isinstance(model.init.pool, torch.nn.Identity)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 21, 17)).shape == (1, 4, 21, 17)
+    assert load_model(_train(tmp_path / "pooled", 2))[0].pool is True
+
+
 def test_score_subject_scores_every_subset_of_the_present_modalities(tmp_path):
     subject = synthetic_subject()
     subject.image[..., 1] = 0  # no IR
