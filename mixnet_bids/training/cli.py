@@ -35,7 +35,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                              "BF16)")
     parser.add_argument("--no-pool", dest="pool", action="store_false",
                         help="no 2x2 max pooling in the InitUnit: full-resolution features, "
-                             "about twice the training time")
+                             "2-3x the training time")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
-    from mixnet_bids.training.train import TrainConfig, train_plane
+    from mixnet_bids.training.train import RecipeMismatch, TrainConfig, train_plane
 
     if args.mrbrains:
         bids_dir = args.cache / "mrbrains_bids"
@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                           seed=args.seed, threads=args.threads,
                           checkpoint_every=args.checkpoint_every,
                           stop_after=args.stop_after)
-        path = train_plane(subjects, cfg, args.out / f"{args.task}_{args.version}_{plane}",
-                           command=command)
+        try:
+            path = train_plane(subjects, cfg, args.out / f"{args.task}_{args.version}_{plane}",
+                               command=command)
+        except RecipeMismatch as err:
+            build_parser().exit(2, f"mixnet-bids-train: {err}\n")
         print(f"{plane}: wrote {path}")
     return 0
 

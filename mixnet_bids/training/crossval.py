@@ -33,7 +33,7 @@ from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import add_recipe_arguments
 from mixnet_bids.training.dataset import DEFAULT_BATCH
-from mixnet_bids.training.train import TrainConfig, train_plane
+from mixnet_bids.training.train import RecipeMismatch, TrainConfig, train_plane
 
 LOGGER = logging.getLogger(__name__)
 
@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                                  optimizer=args.optimizer, schedule=args.schedule,
                                  bf16=args.bf16, pool=args.pool, p_t1w_only=args.p_t1w_only,
                                  seed=args.seed, threads=args.threads)
-            rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
+            try:
+                rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
+            except RecipeMismatch as err:
+                parser.exit(2, f"mixnet-bids-cv: {err}\n")
             LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,
                         time.monotonic() - t0)
             done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)

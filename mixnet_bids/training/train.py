@@ -54,7 +54,7 @@ class TrainConfig:
     #: bfloat16 autocast for forward/backward (CPUs with AVX-512 BF16 / AMX gain most)
     bf16: bool = False
     #: the InitUnit's 2x2 max pooling (the paper's memory saver); False trains at full
-    #: resolution, about twice the time per iteration here
+    #: resolution, 2-3x the time per iteration here
     pool: bool = True
     momentum: float = 0.99
     weight_decay: float = 1e-3
@@ -105,6 +105,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose paper or cosine")
 
 
+#: TrainConfig fields that may change between a run and its resumption
+RESUMABLE_CHANGES = {"threads", "checkpoint_every", "stop_after"}
+
+
+def _as_json(cfg: TrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
+
+
+class RecipeMismatch(ValueError):
+    """A checkpoint that a different recipe trained."""
+
+
+def check_same_recipe(config_file: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a checkpoint that was trained with a different recipe."""
+    if not config_file.exists():
+        return
+    # fields added after the checkpoint was written held their defaults
+    before = {**_as_json(TrainConfig(plane=cfg.plane)), **json.loads(config_file.read_text())}
+    now = _as_json(cfg)
+    changed = sorted(k for k in now.keys() - RESUMABLE_CHANGES if before[k] != now[k])
+    if changed:
+        raise RecipeMismatch(f"{config_file.parent}: its checkpoint was trained with other "
+                         f"settings ({', '.join(f'{k}={before[k]!r}' for k in changed)}); "
+                         "use a new --out, or delete the folder to start over")
+
+
 def step_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor,
               targets: torch.Tensor, bf16: bool) -> torch.Tensor:
     """Forward pass (under bfloat16 autocast if asked) and the float32 loss of one batch."""
@@ -124,6 +150,9 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     cfg.subjects = [s.name for s in subjects]
+    checkpoint = out_dir / "checkpoint.pt"
+    if checkpoint.exists():
+        check_same_recipe(out_dir / "config.json", cfg)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop,
@@ -135,7 +164,6 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE_INDEX)
 
-    checkpoint = out_dir / "checkpoint.pt"
     start, elapsed = 0, 0.0
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)

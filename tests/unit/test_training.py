@@ -11,7 +11,13 @@ from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.crossval import run_fold, score_subject
 from mixnet_bids.training.dataset import SliceSampler
-from mixnet_bids.training.train import TrainConfig, make_optimizer, make_scheduler, train_plane
+from mixnet_bids.training.train import (
+    RecipeMismatch,
+    TrainConfig,
+    make_optimizer,
+    make_scheduler,
+    train_plane,
+)
 
 
 def synthetic_subject(name="sub-1", shape=(40, 44, 12), seed=0):
@@ -69,6 +75,20 @@ def test_a_network_trained_without_pooling_loads_without_pooling(tmp_path):
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 21, 17)).shape == (1, 4, 21, 17)
     assert load_model(_train(tmp_path / "pooled", 2))[0].pool is True
+
+
+def test_a_checkpoint_only_resumes_with_the_recipe_it_was_trained_with(tmp_path):
+    _train(tmp_path, 4, stop_after=2)
+    with pytest.raises(RecipeMismatch, match=r"pool=True.*use a new --out"):
+        _train(tmp_path, 4, pool=False)
+    with pytest.raises(RecipeMismatch, match=r"lr=0.0002"):
+        _train(tmp_path, 4, lr=1e-3)
+    # a config written before a field existed: that field counts as its default
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["pool"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    # the stopping point may change (so may threads and checkpoint_every): the run finishes
+    assert _train(tmp_path, 4).name.startswith("mixnet_")
 
 
 def test_score_subject_scores_every_subset_of_the_present_modalities(tmp_path):
