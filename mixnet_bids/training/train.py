@@ -126,9 +126,10 @@ def check_same_recipe(config_file: Path, cfg: TrainConfig) -> None:
     now = _as_json(cfg)
     changed = sorted(k for k in now.keys() - RESUMABLE_CHANGES if before[k] != now[k])
     if changed:
+        settings = ", ".join(f"{k}={before[k]!r}" for k in changed)
         raise RecipeMismatch(f"{config_file.parent}: its checkpoint was trained with other "
-                         f"settings ({', '.join(f'{k}={before[k]!r}' for k in changed)}); "
-                         "use a new --out, or delete the folder to start over")
+                             f"settings ({settings}); use a new --out, or delete the folder "
+                             "to start over")
 
 
 def step_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor,
