@@ -33,7 +33,7 @@ from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import add_recipe_arguments
 from mixnet_bids.training.dataset import DEFAULT_BATCH
-from mixnet_bids.training.train import RecipeMismatch, TrainConfig, train_plane
+from mixnet_bids.training.train import RecipeMismatch, TrainConfig, check_same_recipe, train_plane
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,17 +69,25 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     takes its ``iterations`` and its default batch from it.
     """
     train = [s for s in subjects if s.name != held_out.name]
-    task, version = recipe.task, recipe.version
     weight_files = {}
-    for plane in PLANES:
-        run_dir = out / f"{task}_{version}" / held_out.name / plane
-        path = weight_path(task, plane, version, run_dir)
-        if not path.exists():
-            cfg = replace(recipe, plane=plane, iterations=iterations[plane],
-                          batch_size=DEFAULT_BATCH[plane])
+    for plane, (run_dir, cfg) in fold_plans(train, held_out, recipe, iterations, out).items():
+        path = weight_path(cfg.task, plane, cfg.version, run_dir)
+        if path.exists():
+            check_same_recipe(run_dir / "config.json", cfg)
+        else:
             path = train_plane(train, cfg, run_dir, command=command)
         weight_files[plane] = path
-    return score_subject(held_out, weight_files, task)
+    return score_subject(held_out, weight_files, recipe.task)
+
+
+def fold_plans(train: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
+               iterations: dict[str, int], out: Path) -> dict[str, tuple[Path, TrainConfig]]:
+    """Each plane's run folder and training config in the fold of ``held_out``."""
+    return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
+                    replace(recipe, plane=plane, iterations=iterations[plane],
+                            batch_size=DEFAULT_BATCH[plane],
+                            subjects=[s.name for s in train]))
+            for plane in PLANES}
 
 
 def score_subject(subject: CachedSubject, weight_files: dict[str, Path], task: str,
@@ -111,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="initial learning rate (the paper's 2e-4; make cv uses the "
                              "shipped recipe's 2e-3)")
     parser.add_argument("--p-t1w-only", type=float, default=0.0,
-                        help="augmentation: extra probability of keeping T1w alone (use a "
-                             "new --out: finished folds in --out are not retrained)")
+                        help="augmentation: extra probability of keeping T1w alone")
     add_recipe_arguments(parser)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
@@ -183,14 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         for held_out in subjects:
             if wanted and held_out.name not in wanted:
                 continue
-            if len(done) and held_out.name in set(done["subject"]):
-                continue
             t0 = time.monotonic()
             recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
                                  optimizer=args.optimizer, schedule=args.schedule,
                                  bf16=args.bf16, pool=args.pool, p_t1w_only=args.p_t1w_only,
                                  seed=args.seed, threads=args.threads)
             try:
+                if len(done) and held_out.name in set(done["subject"]):
+                    train = [s for s in subjects if s.name != held_out.name]
+                    for run_dir, cfg in fold_plans(train, held_out, recipe, iterations,
+                                                   args.out).values():
+                        check_same_recipe(run_dir / "config.json", cfg)
+                    continue
                 rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
             except RecipeMismatch as err:
                 parser.exit(2, f"mixnet-bids-cv: {err}\n")

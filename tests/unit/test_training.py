@@ -120,6 +120,16 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
         assert meta["optimizer"] == "adamw" and meta["bf16"] and meta["iterations"] == 1
     assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
         ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
+    # the finished planes are reused with the same recipe, and refused with another
+    axial = weight_path("3label", "axial", "v3", tmp_path / "3label_v3" / "sub-2" / "axial")
+    stamp = axial.stat().st_mtime_ns
+    again = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
+                     out=tmp_path, command="test")
+    assert [r["dice"] for r in again] == [r["dice"] for r in rows]
+    assert axial.stat().st_mtime_ns == stamp
+    with pytest.raises(RecipeMismatch, match=r"iterations=1\b"):
+        run_fold(subjects, subjects[1], recipe, {"axial": 2, "coronal": 1, "sagittal": 1},
+                 out=tmp_path, command="test")
 
 
 def _rates(cfg, steps):
