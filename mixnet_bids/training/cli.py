@@ -36,6 +36,20 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pool", dest="pool", action="store_false",
                         help="no 2x2 max pooling in the InitUnit: full-resolution features, "
                              "2-3x the training time")
+    parser.add_argument("--class-weights", type=float, nargs="+", default=None,
+                        metavar="W", help="cross-entropy weight of each class, background "
+                                          "first (3label: 4 values, 8label: 9)")
+
+
+def check_class_weights(parser: argparse.ArgumentParser, weights: list[float] | None,
+                        task: str) -> None:
+    """Exit with a one-line error unless ``weights`` has one positive value per class."""
+    if weights is None:
+        return
+    wanted = len(TASK_CLASSES[task])
+    if len(weights) != wanted or min(weights) <= 0:
+        parser.error(f"--class-weights: the {task} task needs {wanted} positive values "
+                     f"(background first), got {' '.join(map(str, weights))}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: 8 axial, 16 sagittal/coronal (similar pixel counts)")
     parser.add_argument("--lr", type=float, default=2e-4)
     add_recipe_arguments(parser)
-    parser.add_argument("--class-weights", type=float, nargs="+", default=None)
     parser.add_argument("--p-t1w-only", type=float, default=0.0,
                         help="augmentation: extra probability of keeping T1w alone")
     parser.add_argument("--exclude", nargs="*", default=[],
@@ -72,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_class_weights(build_parser(), args.class_weights, args.task)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names

@@ -31,7 +31,7 @@ from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_p
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
-from mixnet_bids.training.cli import add_recipe_arguments
+from mixnet_bids.training.cli import add_recipe_arguments, check_class_weights
 from mixnet_bids.training.dataset import DEFAULT_BATCH
 from mixnet_bids.training.train import RecipeMismatch, TrainConfig, check_same_recipe, train_plane
 
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.mrbrains is None or args.cache is None:
         parser.error("--mrbrains and --cache are required (except with --report)")
+    check_class_weights(parser, args.class_weights, args.task)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
                                  optimizer=args.optimizer, schedule=args.schedule,
-                                 bf16=args.bf16, pool=args.pool, p_t1w_only=args.p_t1w_only,
+                                 bf16=args.bf16, pool=args.pool,
+                                 class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
                                  seed=args.seed, threads=args.threads)
             try:
                 if len(done) and held_out.name in set(done["subject"]):

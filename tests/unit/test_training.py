@@ -9,6 +9,8 @@ import torch
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
+from mixnet_bids.training.cli import main as train_main
+from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.crossval import run_fold, score_subject
 from mixnet_bids.training.dataset import SliceSampler
 from mixnet_bids.training.train import (
@@ -110,7 +112,7 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     subjects[1].modalities = ("T1w",)  # one subset to score: keeps the test short
     subjects[1].image[..., 1:] = 0
     recipe = TrainConfig(plane="axial", lr=1e-3, optimizer="adamw", bf16=True, threads=1,
-                         p_t1w_only=0.25)
+                         p_t1w_only=0.25, class_weights=[1.0, 1.0, 1.0, 2.0])
     rows = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
                     out=tmp_path, command="test")
     for plane in ("axial", "coronal", "sagittal"):
@@ -118,6 +120,7 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
                                          tmp_path / "3label_v3" / "sub-2" / plane))
         assert meta["training_data"] == ["sub-1"] and meta["p_t1w_only"] == 0.25
         assert meta["optimizer"] == "adamw" and meta["bf16"] and meta["iterations"] == 1
+        assert meta["class_weights"] == [1.0, 1.0, 1.0, 2.0]
     assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
         ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
     # the finished planes are reused with the same recipe, and refused with another
@@ -163,3 +166,18 @@ def test_unknown_optimizer_or_schedule_is_named():
     with pytest.raises(ValueError, match="'step'"):
         make_scheduler(make_optimizer(model, TrainConfig(plane="axial")),
                        TrainConfig(plane="axial", schedule="step"))
+
+
+@pytest.mark.parametrize("task, weights", [("3label", ["1", "2"]), ("8label", ["1"] * 4),
+                                           ("3label", ["1", "1", "0", "2"])])
+def test_class_weights_need_one_positive_value_per_class(tmp_path, capsys, task, weights):
+    common = ["--mrbrains", str(tmp_path / "missing"), "--cache", str(tmp_path / "cache"),
+              "--out", str(tmp_path / "out"), "--task", task, "--class-weights", *weights]
+    for main in (train_main, cv_main):
+        with pytest.raises(SystemExit) as exc:
+            main(common)
+        assert exc.value.code == 2
+        wanted = 4 if task == "3label" else 9
+        assert f"--class-weights: the {task} task needs {wanted} positive values" in \
+            capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
