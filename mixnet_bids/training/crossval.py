@@ -34,6 +34,7 @@ from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import add_recipe_arguments, check_class_weights
 from mixnet_bids.training.dataset import DEFAULT_BATCH
 from mixnet_bids.training.train import RecipeMismatch, TrainConfig, check_same_recipe, train_plane
+from mixnet_bids.volumes import tissue_probabilities
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,18 +48,32 @@ def modality_subsets(present: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
-                    keep: tuple[str, ...]) -> np.ndarray:
-    """Fused labels of a cached subject using only the modalities in ``keep``."""
+                    keep: tuple[str, ...], task: str | None = None) -> np.ndarray:
+    """Fused labels of a cached subject using only the modalities in ``keep``.
+
+    ``task``: the classes wanted, if not the networks' own: 8-label networks give 3-label
+    classes by summing each tissue's probabilities (GM = cortical GM + basal ganglia, ...).
+    """
     image = subject.image.copy()
     for c, name in enumerate(MODALITIES):
         if name not in keep:
             image[..., c] = 0.0
     head = np.any(image != 0, axis=-1)
-    probs = {}
+    probs, tasks = {}, set()
     for plane, path in weight_files.items():
-        model, _ = load_model(path)
+        model, meta = load_model(path)
+        tasks.add(meta["task"])
         probs[plane] = predict_plane(model, image, head, subject.zooms, plane)
-    return np.argmax(fuse(probs, DEFAULT_PLANE_WEIGHTS), axis=-1).astype(np.uint8)
+    if len(tasks) != 1:
+        raise ValueError(f"the planes' networks are of different tasks: {sorted(tasks)}")
+    fused = fuse(probs, DEFAULT_PLANE_WEIGHTS)
+    net_task = tasks.pop()
+    if task is not None and task != net_task:
+        if task != "3label":
+            raise ValueError(f"{net_task} networks cannot be scored as {task}")
+        tissues = list(tissue_probabilities(fused, net_task).values())
+        fused = np.stack([1.0 - sum(tissues), *tissues], axis=-1)
+    return np.argmax(fused, axis=-1).astype(np.uint8)
 
 
 def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
@@ -92,11 +107,11 @@ def fold_plans(train: list[CachedSubject], held_out: CachedSubject, recipe: Trai
 
 def score_subject(subject: CachedSubject, weight_files: dict[str, Path], task: str,
                   subsets: bool = True) -> list[dict]:
-    """Challenge metrics of the fused planes, for every subset of the subject's modalities
-    (or only all of them)."""
+    """Challenge metrics of the fused planes in ``task``'s classes, for every subset of the
+    subject's modalities (or only all of them)."""
     rows = []
     for keep in modality_subsets(subject.modalities)[:None if subsets else 1]:
-        pred = predict_subject(subject, weight_files, keep)
+        pred = predict_subject(subject, weight_files, keep, task)
         for row in evaluate(pred, subject.labels, task, subject.zooms, axial_axis=2):
             rows.append({"subject": subject.name, "modalities": "+".join(keep),
                          "all_modalities": "+".join(subject.modalities), **row})
@@ -130,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(training subjects: optimistic) -> <out>/shipped_<task>.tsv")
     parser.add_argument("--weights", type=Path, nargs="+", metavar="FILE",
                         help="no training: score these weight files (each sidecar names "
-                             "its plane; the planes given are fused) -> "
+                             "its plane; the planes given are fused; 8-label networks with "
+                             "--task 3label are scored in 3-label classes) -> "
                              "<out>/scores_<task>.tsv")
     parser.add_argument("--subjects", nargs="+", metavar="LABEL",
                         help="score only these subjects; in the cross-validation, run only "

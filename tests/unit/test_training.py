@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from mixnet_bids.inference.predict import predict_plane
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import main as train_main
 from mixnet_bids.training.crossval import main as cv_main
-from mixnet_bids.training.crossval import run_fold, score_subject
+from mixnet_bids.training.crossval import predict_subject, run_fold, score_subject
 from mixnet_bids.training.dataset import SliceSampler
 from mixnet_bids.training.train import (
     RecipeMismatch,
@@ -105,6 +106,23 @@ def test_score_subject_scores_every_subset_of_the_present_modalities(tmp_path):
         for label in ("GM", "WM", "CSF")]
     assert all(r["all_modalities"] == "T1w+FLAIR" and 0 <= r["dice"] <= 1 for r in rows)
     assert len(score_subject(subject, {"axial": weights}, "3label", subsets=False)) == 3
+
+
+def test_8label_networks_are_scored_in_3label_classes_by_summing_each_tissue(tmp_path):
+    subject = synthetic_subject()
+    weights = _train(tmp_path, 2, task="8label")
+    model, _ = load_model(weights)
+    head = np.any(subject.image != 0, axis=-1)
+    p = predict_plane(model, subject.image, head, subject.zooms, "axial")
+    expected = np.argmax(np.stack([p[..., [0, 7, 8]].sum(-1), p[..., 1] + p[..., 2],
+                                   p[..., 3] + p[..., 4], p[..., 5] + p[..., 6]], -1), -1)
+    got = predict_subject(subject, {"axial": weights}, subject.modalities, "3label")
+    np.testing.assert_array_equal(got, expected)
+    assert got.max() <= 3 < predict_subject(subject, {"axial": weights}, subject.modalities).max()
+    rows = score_subject(subject, {"axial": weights}, "3label", subsets=False)
+    assert [r["label"] for r in rows] == ["GM", "WM", "CSF"]
+    with pytest.raises(ValueError, match="3label networks cannot be scored as 8label"):
+        predict_subject(subject, {"axial": _train(tmp_path / "3", 1)}, ("T1w",), "8label")
 
 
 def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_out(tmp_path):
