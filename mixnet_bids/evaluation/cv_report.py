@@ -24,7 +24,6 @@ PAPER_TABLE2: dict[str, dict[str, float]] = {
     "v3": {"GM": 0.8557, "WM": 0.9049, "CSF": 0.8609},
 }
 
-LABELS = ("GM", "WM", "CSF")
 
 
 def _row(cells: list) -> str:
@@ -61,27 +60,30 @@ def subject_rows(table: pd.DataFrame) -> pd.DataFrame:
                             values=["dice", "hd95_mm", "vs"], sort=False)
 
 
-def _metric_cells(values: pd.Series) -> list[str]:
-    """Dice, HD95 (mm, 2 decimals) and VS of GM, WM, CSF from one wide row."""
+def _metric_cells(values: pd.Series, labels: list[str]) -> list[str]:
+    """Dice, HD95 (mm, 2 decimals) and VS of each label from one wide row."""
     return [_fmt(values[(metric, label)], 2 if metric == "hd95_mm" else 3)
-            for metric in ("dice", "hd95_mm", "vs") for label in LABELS]
+            for metric in ("dice", "hd95_mm", "vs") for label in labels]
 
 
 def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) -> str:
+    """One version's tables; the floors and the paper's Table 2 only for 3-label tables."""
     parts = [f"### MixNet{version}"]
+    labels = list(table.sort_values("index", kind="stable")["label"].drop_duplicates())
+    three_label = labels == list(FLOORS)
     wide = subject_rows(table)
     header = ["held-out subject", "inputs"] + [f"{label} {metric}" for metric in
-                                               ("Dice", "HD95 mm", "VS") for label in LABELS]
-    rows = [[subject, modalities.replace("+", " + ")] + _metric_cells(values)
+                                               ("Dice", "HD95 mm", "VS") for label in labels]
+    rows = [[subject, modalities.replace("+", " + ")] + _metric_cells(values, labels)
             for (subject, modalities), values in wide.iterrows()]
     three = wide[[m.count("+") == 2 for _, m in wide.index]]
     for name, chosen in (("all three modalities", three), ("all subjects", wide)):
         if len(chosen):
             rows.append([f"**mean, {name}** (n={len(chosen)})", ""]
-                        + _metric_cells(chosen.mean()))
+                        + _metric_cells(chosen.mean(), labels))
     parts.append(_table(header, rows))
 
-    if len(three):
+    if len(three) and three_label:
         dice = three["dice"].mean()
         verdict = ", ".join(
             f"{label} {dice[label]:.3f} {'>=' if dice[label] >= floor else '<'} {floor}"
@@ -89,7 +91,7 @@ def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) ->
         line = f"Floors (mean Dice, all three modalities): {verdict}."
         if version in PAPER_TABLE2:
             line += (f" Paper's Table 2 for MixNet{version}: "
-                     + " / ".join(f"{PAPER_TABLE2[version][label]:.4f}" for label in LABELS)
+                     + " / ".join(f"{PAPER_TABLE2[version][label]:.4f}" for label in labels)
                      + ".")
         parts.append(line)
 
@@ -99,10 +101,10 @@ def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) ->
     for modalities, group in subsets.groupby("modalities", sort=False):
         by_label = group.set_index("label")
         subset_rows.append([modalities.replace("+", " + "), int(by_label["n"].iloc[0])]
-                           + [_fmt(by_label.loc[label, "dice"]) for label in LABELS])
+                           + [_fmt(by_label.loc[label, "dice"]) for label in labels])
     parts.append("Mean Dice per input subset (each held-out subject scored with every "
                  "subset of the modalities it has):")
-    parts.append(_table(["inputs", "subjects", "GM", "WM", "CSF"], subset_rows))
+    parts.append(_table(["inputs", "subjects", *labels], subset_rows))
 
     if len(budget):
         done = budget[budget["subject"].isin(set(table["subject"]))]

@@ -21,9 +21,9 @@ def write_fold_table(out):
     rows = []
     for subject, (modalities, *dice) in DICE.items():
         for keep, scale in ((modalities, 1.0), ("IR", 0.5)):
-            for label, value in zip(("GM", "WM", "CSF"), dice):
+            for index, (label, value) in enumerate(zip(("GM", "WM", "CSF"), dice), 1):
                 rows.append({"subject": subject, "modalities": keep,
-                             "all_modalities": modalities, "label": label, "index": 1,
+                             "all_modalities": modalities, "label": label, "index": index,
                              "dice": value * scale, "hd95_mm": 2.0, "vs": 0.9,
                              "volume_pred_ml": 1.0, "volume_ref_ml": 1.0})
     out.mkdir(parents=True, exist_ok=True)
@@ -49,6 +49,20 @@ def test_report_means_floors_subsets_and_budget(tmp_path):
     assert "Compute: 3 folds; iterations per plane axial 400, coronal 200" in text
     assert "training 0.8 h" in text and "15 min median per fold" in text
     assert len(fold_budget(tmp_path / "3label_v3")) == 6
+
+
+def test_8label_report_has_a_column_per_label_and_no_3label_floors(tmp_path):
+    names = ("cGM", "BG-basal", "WM", "WMH", "eCSF", "VEN", "CB", "BS")
+    rows = [{"subject": "sub-1", "modalities": "T1w+IR+FLAIR", "all_modalities": "T1w+IR+FLAIR",
+             "label": name, "index": index, "dice": index / 10, "hd95_mm": 2.0, "vs": 0.9,
+             "volume_pred_ml": 1.0, "volume_ref_ml": 1.0}
+            for index, name in reversed(list(enumerate(names, 1)))]
+    pd.DataFrame(rows).to_csv(tmp_path / "cv_8label_v3.tsv", sep="\t", index=False)
+    text = cv_markdown(tmp_path, "8label")
+    assert "| inputs | subjects | cGM | BG-basal | WM | WMH | eCSF | VEN | CB | BS |" in text
+    assert "| T1w + IR + FLAIR | 1 | 0.100 | 0.200 | 0.300 | 0.400 | 0.500 | 0.600 | 0.700 |" \
+        " 0.800 |" in text
+    assert "Floors" not in text and "Table 2" not in text
 
 
 def test_report_cli_without_tables_fails_clearly(tmp_path, capsys):
