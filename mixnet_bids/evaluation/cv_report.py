@@ -25,7 +25,6 @@ PAPER_TABLE2: dict[str, dict[str, float]] = {
 }
 
 
-
 def _row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 

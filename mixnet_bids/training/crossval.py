@@ -178,6 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(wanted - found)
     if unknown:
         parser.error(f"--subjects: {', '.join(unknown)} not in {args.mrbrains}")
+    if args.weights:
+        missing = [f for f in args.weights if not f.with_suffix(".json").is_file()]
+        if missing:
+            parser.error(f"--weights: {missing[0]}: its metadata "
+                         f"{missing[0].with_suffix('.json')} is missing")
+        metas = {f: read_metadata(f) for f in args.weights}
+        tasks = {m["task"] for m in metas.values()}
+        if len(tasks) > 1 or tasks - {args.task, "8label"}:
+            parser.error(f"--weights: networks of task {' and '.join(sorted(tasks))} cannot "
+                         f"be scored as {args.task} (use --task)")
     files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",
                         args.cache / "work")
     subjects = [load_cached(f) for f in files]
@@ -186,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             name, files = "shipped", {p: weight_path(args.task, p, args.versions[0])
                                       for p in PLANES}
         else:
-            name, files = "scores", {read_metadata(f)["plane"]: f for f in args.weights}
+            name, files = "scores", {m["plane"]: f for f, m in metas.items()}
         if wanted:
             subjects = [s for s in subjects if s.name in wanted]
         rows = [r for s in subjects

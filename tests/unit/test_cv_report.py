@@ -96,3 +96,26 @@ def test_unknown_subjects_fail_before_any_preprocessing(tmp_path, capsys):
     assert exc.value.code == 2
     assert f"--subjects: sub-99 not in {mrbrains}" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "preproc").exists()
+
+
+def test_weights_of_the_wrong_task_or_without_metadata_fail_before_preprocessing(tmp_path,
+                                                                                 capsys):
+    mrbrains = tmp_path / "mrbrains"
+    (mrbrains / "1").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)),
+             mrbrains / "1" / "segm.nii.gz")
+    weights = tmp_path / "mixnet_v3_3label_axial.pt"
+    weights.write_bytes(b"")
+    common = ["--mrbrains", str(mrbrains), "--cache", str(tmp_path / "cache"),
+              "--out", str(tmp_path / "out"), "--weights", str(weights)]
+    with pytest.raises(SystemExit) as exc:
+        cv_main(common)
+    assert exc.value.code == 2
+    assert f"--weights: {weights}: its metadata {weights.with_suffix('.json')} is missing" \
+        in capsys.readouterr().err
+    weights.with_suffix(".json").write_text(json.dumps({"task": "3label", "plane": "axial"}))
+    with pytest.raises(SystemExit) as exc:
+        cv_main([*common, "--task", "8label"])
+    assert exc.value.code == 2
+    assert "networks of task 3label cannot be scored as 8label" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "preproc").exists()
