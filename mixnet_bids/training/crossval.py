@@ -85,7 +85,8 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     """
     train = [s for s in subjects if s.name != held_out.name]
     weight_files = {}
-    for plane, (run_dir, cfg) in fold_plans(train, held_out, recipe, iterations, out).items():
+    for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations,
+                                            out).items():
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
         if path.exists():
             check_same_recipe(run_dir / "config.json", cfg)
@@ -95,13 +96,14 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     return score_subject(held_out, weight_files, recipe.task)
 
 
-def fold_plans(train: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
+def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
                iterations: dict[str, int], out: Path) -> dict[str, tuple[Path, TrainConfig]]:
-    """Each plane's run folder and training config in the fold of ``held_out``."""
+    """Each plane's run folder and training config in the fold of ``held_out`` (trained on
+    the other ``subjects``)."""
+    train = [s.name for s in subjects if s.name != held_out.name]
     return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
                     replace(recipe, plane=plane, iterations=iterations[plane],
-                            batch_size=DEFAULT_BATCH[plane],
-                            subjects=[s.name for s in train]))
+                            batch_size=DEFAULT_BATCH[plane], subjects=train))
             for plane in PLANES}
 
 
@@ -225,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                                  seed=args.seed, threads=args.threads)
             try:
                 if len(done) and held_out.name in set(done["subject"]):
-                    train = [s for s in subjects if s.name != held_out.name]
-                    for run_dir, cfg in fold_plans(train, held_out, recipe, iterations,
+                    for run_dir, cfg in fold_plans(subjects, held_out, recipe, iterations,
                                                    args.out).values():
                         check_same_recipe(run_dir / "config.json", cfg)
                     continue
