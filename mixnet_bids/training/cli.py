@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
-    from mixnet_bids.training.train import RecipeMismatch, TrainConfig, train_plane
+    from mixnet_bids.training.train import NonFiniteLoss, RecipeMismatch, TrainConfig, train_plane
 
     if args.mrbrains:
         bids_dir = args.cache / "mrbrains_bids"
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                                command=command)
         except RecipeMismatch as err:
             build_parser().exit(2, f"mixnet-bids-train: {err}\n")
+        except NonFiniteLoss as err:
+            build_parser().exit(1, f"mixnet-bids-train: {err}\n")
         print(f"{plane}: wrote {path}")
     return 0
 

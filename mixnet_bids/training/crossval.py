@@ -33,7 +33,13 @@ from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import add_recipe_arguments, check_class_weights
 from mixnet_bids.training.dataset import DEFAULT_BATCH
-from mixnet_bids.training.train import RecipeMismatch, TrainConfig, check_same_recipe, train_plane
+from mixnet_bids.training.train import (
+    NonFiniteLoss,
+    RecipeMismatch,
+    TrainConfig,
+    check_same_recipe,
+    train_plane,
+)
 from mixnet_bids.volumes import tissue_probabilities
 
 LOGGER = logging.getLogger(__name__)
@@ -234,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
             except RecipeMismatch as err:
                 parser.exit(2, f"mixnet-bids-cv: {err}\n")
+            except NonFiniteLoss as err:
+                parser.exit(1, f"mixnet-bids-cv: {err}\n")
             LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,
                         time.monotonic() - t0)
             done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)

@@ -15,6 +15,7 @@ from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.crossval import predict_subject, run_fold, score_subject
 from mixnet_bids.training.dataset import SliceSampler
 from mixnet_bids.training.train import (
+    NonFiniteLoss,
     RecipeMismatch,
     TrainConfig,
     make_optimizer,
@@ -68,6 +69,27 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     log = (tmp_path / "b" / "log.tsv").read_text().splitlines()
     assert log[0].startswith("iteration") and log[-1].startswith("6\t")
     assert json.loads((tmp_path / "b" / "config.json").read_text())["subjects"] == ["sub-1"]
+
+
+def test_a_diverging_run_stops_before_the_bad_step_reaches_the_checkpoint(tmp_path):
+    # AdamW steps of ~lr per weight: after one step of 1e30 the activations overflow
+    cfg = TrainConfig(plane="axial", iterations=20, batch_size=2, crop=(32, 32), threads=1,
+                      checkpoint_every=1, lr=1e30, optimizer="adamw")
+    with pytest.raises(NonFiniteLoss, match=r"axial network: loss .* lower --lr or drop --bf16"):
+        train_plane([synthetic_subject()], cfg, tmp_path, command="test")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not list(tmp_path.glob("mixnet_*.pt"))
+
+
+def test_bfloat16_training_keeps_the_gradients_finite(tmp_path):
+    # 64 x 64 crops give 32 x 32 feature maps: there, in channels-last, the grouped dilated
+    # convolutions' bfloat16 weight gradients were NaN on an AVX-512 BF16 CPU
+    cfg = TrainConfig(plane="axial", iterations=3, batch_size=2, crop=(64, 64), threads=1,
+                      bf16=True, optimizer="adamw", lr=1e-3)
+    model, _ = load_model(train_plane([synthetic_subject()], cfg, tmp_path, command="test"))
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values()
+               if v.is_floating_point())
 
 
 def test_a_network_trained_without_pooling_loads_without_pooling(tmp_path):
