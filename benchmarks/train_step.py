@@ -1,5 +1,5 @@
 """Benchmark one training iteration: batch sampling vs the network step, float32 vs
-bfloat16 autocast, eager vs compiled.
+bfloat16 autocast, eager vs compiled, each in the memory layout training uses.
 
 Times, in one process, the parts of ``train_plane``'s loop: ``SliceSampler.batch`` (real
 cached MRBrainS subjects, augmentation included) and the optimiser step (forward, loss,
@@ -27,7 +27,7 @@ from mixnet_bids.labels import IGNORE_INDEX, n_classes
 from mixnet_bids.model.mixnet import build_mixnet
 from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.dataset import DEFAULT_BATCH, SliceSampler
-from mixnet_bids.training.train import TrainConfig, make_optimizer, step_loss
+from mixnet_bids.training.train import TrainConfig, make_optimizer, memory_layout, step_loss
 
 
 def step_seconds(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
@@ -69,34 +69,40 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.steps):
         images, targets = sampler.batch(batch)
     sample_s = (time.perf_counter() - t0) / args.steps
-    images = images.contiguous(memory_format=torch.channels_last)
-
-    eager = build_mixnet(args.version, n_classes(args.task)).to(memory_format=torch.channels_last)
+    # Each variant in the memory layout training uses for it (memory_layout in train.py).
+    fp32_layout, bf16_layout = memory_layout(False), memory_layout(True)
+    eager = build_mixnet(args.version, n_classes(args.task))
+    eager_bf16 = build_mixnet(args.version, n_classes(args.task))
     compiled_net = build_mixnet(args.version, n_classes(args.task))
+    eager_bf16.load_state_dict(eager.state_dict())
     compiled_net.load_state_dict(eager.state_dict())
-    compiled = torch.compile(compiled_net.to(memory_format=torch.channels_last))
+    eager = eager.to(memory_format=fp32_layout)
+    compiled = torch.compile(compiled_net.to(memory_format=bf16_layout))
+    inputs = {fp32_layout: images.contiguous(memory_format=fp32_layout),
+              bf16_layout: images.contiguous(memory_format=bf16_layout)}
     eager.eval()
     compiled.eval()
     with torch.no_grad():
-        max_diff = (eager(images) - compiled(images)).abs().max().item()
+        max_diff = (eager(inputs[fp32_layout]) - compiled(inputs[bf16_layout])).abs().max().item()
     eager.train()
     compiled.train()
-    variants = {"eager_fp32": (eager, False), "eager_bf16": (eager, True),
+    variants = {"eager_fp32": (eager, False), "eager_bf16": (eager_bf16, True),
                 "compiled_bf16": (compiled, True)}
-    for bf16 in (False, True):
-        step_seconds(eager, images, targets, 1, bf16)
-    t0 = time.perf_counter()
-    step_seconds(compiled, images, targets, 1, True)  # compiles the bf16 training graphs
-    compile_s = time.perf_counter() - t0
+    # The first step of each variant warms it up; the compiled one compiles its bf16 graphs.
+    first_step_s = {name: step_seconds(model, inputs[memory_layout(bf16)], targets, 1, bf16)
+                    for name, (model, bf16) in variants.items()}
+    compile_s = first_step_s["compiled_bf16"]
     times = {name: [] for name in variants}
     for _ in range(args.blocks):
         for name, (model, bf16) in variants.items():
-            times[name].append(step_seconds(model, images, targets, args.steps, bf16))
+            times[name].append(step_seconds(model, inputs[memory_layout(bf16)], targets,
+                                            args.steps, bf16))
     step_s = {name: statistics.median(t) for name, t in times.items()}
 
     report = {
         "version": args.version, "plane": args.plane, "task": args.task,
         "batch": [batch, *images.shape[1:]], "threads": args.threads,
+        "layout": {"fp32": str(fp32_layout), "bf16": str(bf16_layout)},
         "torch": torch.__version__, "sample_batch_s": round(sample_s, 4),
         "step_s": {name: round(t, 4) for name, t in step_s.items()},
         "fp32_over_bf16": round(step_s["eager_fp32"] / step_s["eager_bf16"], 3),

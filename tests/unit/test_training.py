@@ -71,6 +71,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert json.loads((tmp_path / "b" / "config.json").read_text())["subjects"] == ["sub-1"]
 
 
+def _all_finite(state_dict):
+    return all(torch.isfinite(v).all() for v in state_dict.values() if v.is_floating_point())
+
+
 def test_a_diverging_run_stops_before_the_bad_step_reaches_the_checkpoint(tmp_path):
     # AdamW steps of ~lr per weight: after one step of 1e30 the activations overflow
     cfg = TrainConfig(plane="axial", iterations=20, batch_size=2, crop=(32, 32), threads=1,
@@ -78,7 +82,7 @@ def test_a_diverging_run_stops_before_the_bad_step_reaches_the_checkpoint(tmp_pa
     with pytest.raises(NonFiniteLoss, match=r"axial network: loss .* lower --lr or drop --bf16"):
         train_plane([synthetic_subject()], cfg, tmp_path, command="test")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert _all_finite(state["model"])
     assert not list(tmp_path.glob("mixnet_*.pt"))
 
 
@@ -88,8 +92,7 @@ def test_bfloat16_training_keeps_the_gradients_finite(tmp_path):
     cfg = TrainConfig(plane="axial", iterations=3, batch_size=2, crop=(64, 64), threads=1,
                       bf16=True, optimizer="adamw", lr=1e-3)
     model, _ = load_model(train_plane([synthetic_subject()], cfg, tmp_path, command="test"))
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values()
-               if v.is_floating_point())
+    assert _all_finite(model.state_dict())
 
 
 def test_a_network_trained_without_pooling_loads_without_pooling(tmp_path):
