@@ -3,8 +3,9 @@
 For every held-out subject: train the three planes on the others (resuming any
 checkpoint), predict the held-out subject with the app's inference code for every subset
 of the modalities it has, fuse 1:1:4, and score with the challenge metrics. Results go to
-``<out>/cv_<task>_<version>.tsv``; ``--report`` renders them as the Markdown tables of
-``docs/results.md``.
+``<out>/cv_<task>_<version>.tsv`` (8-label networks are also scored in the 3-label
+classes, the app's tissues: ``cv_3label_<version>.tsv``); ``--report`` renders them as the
+Markdown tables of ``docs/results.md``.
 
     mixnet-bids-cv --mrbrains ../shared/data/mrbrains18 --cache cache --out runs/cv \\
         --versions v3 v1 --iterations 600
@@ -60,6 +61,14 @@ def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
     ``task``: the classes wanted, if not the networks' own: 8-label networks give 3-label
     classes by summing each tissue's probabilities (GM = cortical GM + basal ganglia, ...).
     """
+    fused, net_task = fused_probabilities(subject, weight_files, keep)
+    return labels_in(fused, net_task, task or net_task)
+
+
+def fused_probabilities(subject: CachedSubject, weight_files: dict[str, Path],
+                        keep: tuple[str, ...]) -> tuple[np.ndarray, str]:
+    """The planes' class probabilities fused 1:1:4 (x, y, z, class), and the networks' task,
+    using only the modalities in ``keep``."""
     image = subject.image.copy()
     for c, name in enumerate(MODALITIES):
         if name not in keep:
@@ -72,9 +81,12 @@ def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
         probs[plane] = predict_plane(model, image, head, subject.zooms, plane)
     if len(tasks) != 1:
         raise ValueError(f"the planes' networks are of different tasks: {sorted(tasks)}")
-    fused = fuse(probs, DEFAULT_PLANE_WEIGHTS)
-    net_task = tasks.pop()
-    if task is not None and task != net_task:
+    return fuse(probs, DEFAULT_PLANE_WEIGHTS), tasks.pop()
+
+
+def labels_in(fused: np.ndarray, net_task: str, task: str) -> np.ndarray:
+    """Labels of ``task`` from the fused probabilities of ``net_task`` networks."""
+    if task != net_task:
         if task != "3label":
             raise ValueError(f"{net_task} networks cannot be scored as {task}")
         tissues = list(tissue_probabilities(fused, net_task).values())
@@ -82,9 +94,16 @@ def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
     return np.argmax(fused, axis=-1).astype(np.uint8)
 
 
+def scored_tasks(task: str) -> tuple[str, ...]:
+    """The classes a cross-validation of ``task`` networks is scored in: their own, and the
+    3 tissues (what the app reports for every task)."""
+    return tuple(dict.fromkeys((task, "3label")))
+
+
 def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
-             iterations: dict[str, int], out: Path, command: str) -> list[dict]:
-    """Train the three planes without ``held_out`` and score it.
+             iterations: dict[str, int], out: Path, command: str) -> dict[str, list[dict]]:
+    """Train the three planes without ``held_out`` and score it in the classes of
+    ``scored_tasks`` (rows per task).
 
     ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
     takes its ``iterations`` and its default batch from it.
@@ -99,7 +118,7 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
         else:
             path = train_plane(train, cfg, run_dir, command=command)
         weight_files[plane] = path
-    return score_subject(held_out, weight_files, recipe.task)
+    return score_subject(held_out, weight_files, scored_tasks(recipe.task))
 
 
 def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
@@ -113,17 +132,53 @@ def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: T
             for plane in PLANES}
 
 
-def score_subject(subject: CachedSubject, weight_files: dict[str, Path], task: str,
-                  subsets: bool = True) -> list[dict]:
-    """Challenge metrics of the fused planes in ``task``'s classes, for every subset of the
-    subject's modalities (or only all of them)."""
-    rows = []
+def score_subject(subject: CachedSubject, weight_files: dict[str, Path],
+                  tasks: tuple[str, ...], subsets: bool = True) -> dict[str, list[dict]]:
+    """Challenge metrics of the fused planes in each of ``tasks``' classes (one prediction
+    per subset), for every subset of the subject's modalities (or only all of them)."""
+    rows = {task: [] for task in tasks}
     for keep in modality_subsets(subject.modalities)[:None if subsets else 1]:
-        pred = predict_subject(subject, weight_files, keep, task)
-        for row in evaluate(pred, subject.labels, task, subject.zooms, axial_axis=2):
-            rows.append({"subject": subject.name, "modalities": "+".join(keep),
-                         "all_modalities": "+".join(subject.modalities), **row})
+        fused, net_task = fused_probabilities(subject, weight_files, keep)
+        for task in tasks:
+            pred = labels_in(fused, net_task, task)
+            for row in evaluate(pred, subject.labels, task, subject.zooms, axial_axis=2):
+                rows[task].append({"subject": subject.name, "modalities": "+".join(keep),
+                                   "all_modalities": "+".join(subject.modalities), **row})
     return rows
+
+
+def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
+                   recipe: TrainConfig, iterations: dict[str, int], out: Path,
+                   command: str) -> None:
+    """The folds of the ``held_out`` subjects, appended to ``<out>/cv_<task>_<version>.tsv``
+    for each of ``scored_tasks``; a subject already in every table is skipped (its planes'
+    recipe checked), one missing from a table is scored with its fold's finished planes."""
+    tasks = scored_tasks(recipe.task)
+    tables = {task: out / f"cv_{task}_{recipe.version}.tsv" for task in tasks}
+    done = {task: pd.read_csv(t, sep="\t") if t.exists() else pd.DataFrame()
+            for task, t in tables.items()}
+    for subject in held_out:
+        t0 = time.monotonic()
+        todo = [task for task in tasks
+                if not len(done[task]) or subject.name not in set(done[task]["subject"])]
+        if not todo:
+            for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out).values():
+                check_same_recipe(run_dir / "config.json", cfg)
+            continue
+        rows = run_fold(subjects, subject, recipe, iterations, out, command)
+        LOGGER.info("fold %s %s done in %.0f s", recipe.version, subject.name,
+                    time.monotonic() - t0)
+        for task in todo:
+            done[task] = pd.concat([done[task], pd.DataFrame(rows[task])], ignore_index=True)
+            write_atomically(done[task], tables[task])
+
+
+def write_atomically(table: pd.DataFrame, path: Path) -> None:
+    """Write ``table`` as a TSV that appears complete or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,11 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         if wanted:
             subjects = [s for s in subjects if s.name in wanted]
         rows = [r for s in subjects
-                for r in score_subject(s, files, args.task, subsets=not args.no_subsets)]
-        args.out.mkdir(parents=True, exist_ok=True)
+                for r in score_subject(s, files, (args.task,),
+                                       subsets=not args.no_subsets)[args.task]]
         table = pd.DataFrame(rows)
-        table.to_csv(args.out / f"{name}_{args.task}.tsv", sep="\t", index=False,
-                     float_format="%.4f")
+        write_atomically(table, args.out / f"{name}_{args.task}.tsv")
         print(table.groupby(["modalities", "label"], sort=False)[["dice", "hd95_mm", "vs"]]
               .mean().round(4).to_string())
         return 0
@@ -220,35 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     other = args.iterations_other or round(0.4 * args.iterations)
     iterations = {"axial": args.iterations, "coronal": other, "sagittal": other}
     for version in args.versions:
-        table = args.out / f"cv_{args.task}_{version}.tsv"
-        done = pd.read_csv(table, sep="\t") if table.exists() else pd.DataFrame()
-        for held_out in subjects:
-            if wanted and held_out.name not in wanted:
-                continue
-            t0 = time.monotonic()
-            recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
-                                 optimizer=args.optimizer, schedule=args.schedule,
-                                 bf16=args.bf16, pool=args.pool,
-                                 class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
-                                 seed=args.seed, threads=args.threads)
-            try:
-                if len(done) and held_out.name in set(done["subject"]):
-                    for run_dir, cfg in fold_plans(subjects, held_out, recipe, iterations,
-                                                   args.out).values():
-                        check_same_recipe(run_dir / "config.json", cfg)
-                    continue
-                rows = run_fold(subjects, held_out, recipe, iterations, args.out, command)
-            except RecipeMismatch as err:
-                parser.exit(2, f"mixnet-bids-cv: {err}\n")
-            except NonFiniteLoss as err:
-                parser.exit(1, f"mixnet-bids-cv: {err}\n")
-            LOGGER.info("fold %s %s done in %.0f s", version, held_out.name,
-                        time.monotonic() - t0)
-            done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
-            table.parent.mkdir(parents=True, exist_ok=True)
-            tmp = table.with_suffix(".tmp")
-            done.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
-            tmp.replace(table)
+        recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
+                             optimizer=args.optimizer, schedule=args.schedule, bf16=args.bf16,
+                             pool=args.pool, class_weights=args.class_weights,
+                             p_t1w_only=args.p_t1w_only, seed=args.seed, threads=args.threads)
+        held_out = [s for s in subjects if not wanted or s.name in wanted]
+        try:
+            cross_validate(subjects, held_out, recipe, iterations, args.out, command)
+        except RecipeMismatch as err:
+            parser.exit(2, f"mixnet-bids-cv: {err}\n")
+        except NonFiniteLoss as err:
+            parser.exit(1, f"mixnet-bids-cv: {err}\n")
     return 0
 
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -11,8 +12,13 @@ from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import main as train_main
+from mixnet_bids.training.crossval import (
+    cross_validate,
+    predict_subject,
+    run_fold,
+    score_subject,
+)
 from mixnet_bids.training.crossval import main as cv_main
-from mixnet_bids.training.crossval import predict_subject, run_fold, score_subject
 from mixnet_bids.training.dataset import SliceSampler
 from mixnet_bids.training.train import (
     NonFiniteLoss,
@@ -125,12 +131,13 @@ def test_score_subject_scores_every_subset_of_the_present_modalities(tmp_path):
     subject.modalities = ("T1w", "FLAIR")
     weights = _train(tmp_path, 2, p_t1w_only=0.5)
     assert read_metadata(weights)["p_t1w_only"] == 0.5
-    rows = score_subject(subject, {"axial": weights}, "3label")
+    rows = score_subject(subject, {"axial": weights}, ("3label",))["3label"]
     assert [(r["modalities"], r["label"]) for r in rows] == [
         (keep, label) for keep in ("T1w+FLAIR", "T1w", "FLAIR")
         for label in ("GM", "WM", "CSF")]
     assert all(r["all_modalities"] == "T1w+FLAIR" and 0 <= r["dice"] <= 1 for r in rows)
-    assert len(score_subject(subject, {"axial": weights}, "3label", subsets=False)) == 3
+    assert len(score_subject(subject, {"axial": weights}, ("3label",),
+                             subsets=False)["3label"]) == 3
 
 
 def test_8label_networks_are_scored_in_3label_classes_by_summing_each_tissue(tmp_path):
@@ -144,8 +151,9 @@ def test_8label_networks_are_scored_in_3label_classes_by_summing_each_tissue(tmp
     got = predict_subject(subject, {"axial": weights}, subject.modalities, "3label")
     np.testing.assert_array_equal(got, expected)
     assert got.max() <= 3 < predict_subject(subject, {"axial": weights}, subject.modalities).max()
-    rows = score_subject(subject, {"axial": weights}, "3label", subsets=False)
-    assert [r["label"] for r in rows] == ["GM", "WM", "CSF"]
+    rows = score_subject(subject, {"axial": weights}, ("8label", "3label"), subsets=False)
+    assert [r["label"] for r in rows["3label"]] == ["GM", "WM", "CSF"]
+    assert len(rows["8label"]) == 8
     with pytest.raises(ValueError, match="3label networks cannot be scored as 8label"):
         predict_subject(subject, {"axial": _train(tmp_path / "3", 1)}, ("T1w",), "8label")
 
@@ -157,7 +165,7 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     recipe = TrainConfig(plane="axial", lr=1e-3, optimizer="adamw", bf16=True, threads=1,
                          p_t1w_only=0.25, class_weights=[1.0, 1.0, 1.0, 2.0])
     rows = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
-                    out=tmp_path, command="test")
+                    out=tmp_path, command="test")["3label"]
     for plane in ("axial", "coronal", "sagittal"):
         meta = read_metadata(weight_path("3label", plane, "v3",
                                          tmp_path / "3label_v3" / "sub-2" / plane))
@@ -170,12 +178,35 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     axial = weight_path("3label", "axial", "v3", tmp_path / "3label_v3" / "sub-2" / "axial")
     stamp = axial.stat().st_mtime_ns
     again = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
-                     out=tmp_path, command="test")
+                     out=tmp_path, command="test")["3label"]
     assert [r["dice"] for r in again] == [r["dice"] for r in rows]
     assert axial.stat().st_mtime_ns == stamp
     with pytest.raises(RecipeMismatch, match=r"iterations=1\b"):
         run_fold(subjects, subjects[1], recipe, {"axial": 2, "coronal": 1, "sagittal": 1},
                  out=tmp_path, command="test")
+
+
+def test_an_8label_cross_validation_is_also_scored_in_the_3_tissues(tmp_path):
+    subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
+    subjects[1].modalities = ("T1w",)
+    subjects[1].image[..., 1:] = 0
+    recipe = TrainConfig(plane="axial", task="8label", threads=1)
+    iterations = {"axial": 1, "coronal": 1, "sagittal": 1}
+    cross_validate(subjects, subjects[1:], recipe, iterations, tmp_path, "test")
+    tables = {task: tmp_path / f"cv_{task}_v3.tsv" for task in ("8label", "3label")}
+    first = {task: pd.read_csv(t, sep="\t") for task, t in tables.items()}
+    assert list(first["8label"]["label"]) == ["cGM", "BG-basal", "WM", "WMH", "eCSF", "VEN",
+                                              "CB", "BS"]
+    assert list(first["3label"]["label"]) == ["GM", "WM", "CSF"]
+    assert set(first["3label"]["subject"]) == {"sub-2"}
+    # a run from before the 3-label table existed: scored again from the finished planes
+    axial = weight_path("8label", "axial", "v3", tmp_path / "8label_v3" / "sub-2" / "axial")
+    stamp = axial.stat().st_mtime_ns
+    tables["3label"].unlink()
+    cross_validate(subjects, subjects[1:], recipe, iterations, tmp_path, "test")
+    assert axial.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(pd.read_csv(tables["3label"], sep="\t"), first["3label"])
+    pd.testing.assert_frame_equal(pd.read_csv(tables["8label"], sep="\t"), first["8label"])
 
 
 def _rates(cfg, steps):
