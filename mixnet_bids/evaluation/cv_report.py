@@ -65,9 +65,12 @@ def _metric_cells(values: pd.Series, labels: list[str]) -> list[str]:
             for metric in ("dice", "hd95_mm", "vs") for label in labels]
 
 
-def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame) -> str:
-    """One version's tables; the floors and the paper's Table 2 only for 3-label tables."""
-    parts = [f"### MixNet{version}"]
+def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame,
+                     networks: str = "") -> str:
+    """One version's tables; the floors and the paper's Table 2 only for 3-label tables.
+    ``networks``: the task the networks were trained on, when not the table's."""
+    parts = [f"### MixNet{version}"
+             + (f" ({networks} networks, scored in the 3 tissues)" if networks else "")]
     labels = list(table.sort_values("index", kind="stable")["label"].drop_duplicates())
     three_label = labels == list(FLOORS)
     wide = subject_rows(table)
@@ -123,6 +126,9 @@ def cv_markdown(out: Path, task: str = "3label") -> str:
     for path in sorted(Path(out).glob(f"cv_{task}_*.tsv")):
         version = path.stem.rsplit("_", 1)[-1]
         table = load_table(path)
-        budget = fold_budget(Path(out) / f"{task}_{version}")
-        sections.append(version_markdown(table, version, budget))
+        folds = Path(out) / f"{task}_{version}"
+        networks = ""
+        if task == "3label" and not folds.is_dir() and (Path(out) / f"8label_{version}").is_dir():
+            networks, folds = "8-label", Path(out) / f"8label_{version}"  # scored as 3 tissues
+        sections.append(version_markdown(table, version, fold_budget(folds), networks))
     return "\n\n".join(sections)

@@ -17,7 +17,7 @@ DICE = {  # subject -> (modalities, GM, WM, CSF) with all of the subject's modal
 }
 
 
-def write_fold_table(out):
+def write_fold_table(out, networks="3label"):
     rows = []
     for subject, (modalities, *dice) in DICE.items():
         for keep, scale in ((modalities, 1.0), ("IR", 0.5)):
@@ -30,9 +30,9 @@ def write_fold_table(out):
     pd.DataFrame(rows).to_csv(out / "cv_3label_v3.tsv", sep="\t", index=False)
     for subject in DICE:
         for plane, its, seconds in (("axial", 400, 600), ("coronal", 200, 300)):
-            folder = out / "3label_v3" / subject / plane
+            folder = out / f"{networks}_v3" / subject / plane
             folder.mkdir(parents=True)
-            (folder / f"mixnet_v3_3label_{plane}.json").write_text(json.dumps(
+            (folder / f"mixnet_v3_{networks}_{plane}.json").write_text(json.dumps(
                 {"plane": plane, "iterations": its, "wall_time_s": seconds}))
 
 
@@ -49,6 +49,15 @@ def test_report_means_floors_subsets_and_budget(tmp_path):
     assert "Compute: 3 folds; iterations per plane axial 400, coronal 200" in text
     assert "training 0.8 h" in text and "15 min median per fold" in text
     assert len(fold_budget(tmp_path / "3label_v3")) == 6
+
+
+def test_3_tissue_table_of_8label_networks_names_them_and_counts_their_training(tmp_path):
+    write_fold_table(tmp_path, networks="8label")
+    text = cv_markdown(tmp_path)
+    assert text.startswith("### MixNetv3 (8-label networks, scored in the 3 tissues)")
+    assert "GM 0.830 >= 0.83, WM 0.880 >= 0.87, CSF 0.820 < 0.83" in text
+    assert "Compute: 3 folds; iterations per plane axial 400, coronal 200" in text
+    assert cv_markdown(tmp_path, "8label") == ""  # no 8-label table written
 
 
 def test_8label_report_has_a_column_per_label_and_no_3label_floors(tmp_path):
