@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test system-test-deps demo test bench bench-cohort bench-train image weights cv cv-report cv-t1w cv-adamw accuracy-shipped clean
+.PHONY: install install-test system-test-deps demo test bench bench-cohort bench-train image weights cv cv-report cv-t1w cv-adamw cv-8label accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
@@ -106,9 +106,20 @@ CV_SUBJECTS ?=
 cv-adamw: install
 	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out $(CV_FAST_OUT) \
 	  --versions v3 --iterations $(CV_FAST_ITER) --iterations-other $(CV_FAST_ITER_OTHER) \
-	  --lr 1e-3 --optimizer adamw --schedule cosine --bf16 --p-t1w-only 0.25 \
-	  $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
+	  $(RECIPE) $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
 	$(BIN)/mixnet-bids-cv --out $(CV_FAST_OUT) --report
+
+# The same with 8-label networks (cerebellum and brainstem as classes of their own) and the
+# two CSF classes weighted twice, scored in the 8 labels and in the 3 tissues
+# -> runs/cv_adamw_8label_cw; the report is the 3-tissue one.
+CSF_WEIGHTS := 1 1 1 1 1 2 2 1 1
+CV_8LABEL_OUT ?= runs/cv_adamw_8label_cw
+cv-8label: install
+	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out $(CV_8LABEL_OUT) \
+	  --task 8label --versions v3 --iterations $(CV_FAST_ITER) \
+	  --iterations-other $(CV_FAST_ITER_OTHER) $(RECIPE) --class-weights $(CSF_WEIGHTS) \
+	  $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
+	$(BIN)/mixnet-bids-cv --out $(CV_8LABEL_OUT) --task 3label --report
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install
