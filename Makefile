@@ -109,15 +109,14 @@ cv-adamw: install
 	  $(RECIPE) $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
 	$(BIN)/mixnet-bids-cv --out $(CV_FAST_OUT) --report
 
-# The same with 8-label networks (cerebellum and brainstem as classes of their own) and the
-# two CSF classes weighted twice, scored in the 8 labels and in the 3 tissues
-# -> runs/cv_adamw_8label_cw; the report is the 3-tissue one.
-CSF_WEIGHTS := 1 1 1 1 1 2 2 1 1
-CV_8LABEL_OUT ?= runs/cv_adamw_8label_cw
+# The same with 8-label networks (cerebellum and brainstem as classes of their own instead of
+# background), scored in the 8 labels and in the 3 tissues -> runs/cv_adamw_8label; the
+# report is the 3-tissue one.
+CV_8LABEL_OUT ?= runs/cv_adamw_8label
 cv-8label: install
 	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out $(CV_8LABEL_OUT) \
 	  --task 8label --versions v3 --iterations $(CV_FAST_ITER) \
-	  --iterations-other $(CV_FAST_ITER_OTHER) $(RECIPE) --class-weights $(CSF_WEIGHTS) \
+	  --iterations-other $(CV_FAST_ITER_OTHER) $(RECIPE) \
 	  $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
 	$(BIN)/mixnet-bids-cv --out $(CV_8LABEL_OUT) --task 3label --report
 
