@@ -54,17 +54,6 @@ def modality_subsets(present: tuple[str, ...]) -> list[tuple[str, ...]]:
     return subsets
 
 
-def predict_subject(subject: CachedSubject, weight_files: dict[str, Path],
-                    keep: tuple[str, ...], task: str | None = None) -> np.ndarray:
-    """Fused labels of a cached subject using only the modalities in ``keep``.
-
-    ``task``: the classes wanted, if not the networks' own: 8-label networks give 3-label
-    classes by summing each tissue's probabilities (GM = cortical GM + basal ganglia, ...).
-    """
-    fused, net_task = fused_probabilities(subject, weight_files, keep)
-    return labels_in(fused, net_task, task or net_task)
-
-
 def fused_probabilities(subject: CachedSubject, weight_files: dict[str, Path],
                         keep: tuple[str, ...]) -> tuple[np.ndarray, str]:
     """The planes' class probabilities fused 1:1:4 (x, y, z, class), and the networks' task,
@@ -85,7 +74,9 @@ def fused_probabilities(subject: CachedSubject, weight_files: dict[str, Path],
 
 
 def labels_in(fused: np.ndarray, net_task: str, task: str) -> np.ndarray:
-    """Labels of ``task`` from the fused probabilities of ``net_task`` networks."""
+    """Labels of ``task`` from the fused probabilities of ``net_task`` networks: 8-label
+    networks give 3-label classes by summing each tissue's probabilities (GM = cortical GM
+    + basal ganglia, ...)."""
     if task != net_task:
         if task != "3label":
             raise ValueError(f"{net_task} networks cannot be scored as {task}")

@@ -14,7 +14,8 @@ from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import main as train_main
 from mixnet_bids.training.crossval import (
     cross_validate,
-    predict_subject,
+    fused_probabilities,
+    labels_in,
     run_fold,
     score_subject,
 )
@@ -148,14 +149,17 @@ def test_8label_networks_are_scored_in_3label_classes_by_summing_each_tissue(tmp
     p = predict_plane(model, subject.image, head, subject.zooms, "axial")
     expected = np.argmax(np.stack([p[..., [0, 7, 8]].sum(-1), p[..., 1] + p[..., 2],
                                    p[..., 3] + p[..., 4], p[..., 5] + p[..., 6]], -1), -1)
-    got = predict_subject(subject, {"axial": weights}, subject.modalities, "3label")
+    fused, net_task = fused_probabilities(subject, {"axial": weights}, subject.modalities)
+    assert net_task == "8label"
+    got = labels_in(fused, net_task, "3label")
     np.testing.assert_array_equal(got, expected)
-    assert got.max() <= 3 < predict_subject(subject, {"axial": weights}, subject.modalities).max()
+    assert got.max() <= 3 < labels_in(fused, net_task, "8label").max()
     rows = score_subject(subject, {"axial": weights}, ("8label", "3label"), subsets=False)
     assert [r["label"] for r in rows["3label"]] == ["GM", "WM", "CSF"]
     assert len(rows["8label"]) == 8
     with pytest.raises(ValueError, match="3label networks cannot be scored as 8label"):
-        predict_subject(subject, {"axial": _train(tmp_path / "3", 1)}, ("T1w",), "8label")
+        labels_in(*fused_probabilities(subject, {"axial": _train(tmp_path / "3", 1)}, ("T1w",)),
+                  "8label")
 
 
 def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_out(tmp_path):
