@@ -14,6 +14,7 @@ Writes ``<out>/train_step_<version>_<plane>.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -71,13 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     sample_s = (time.perf_counter() - t0) / args.steps
     # Each variant in the memory layout training uses for it (memory_layout in train.py).
     fp32_layout, bf16_layout = memory_layout(False), memory_layout(True)
-    eager = build_mixnet(args.version, n_classes(args.task))
-    eager_bf16 = build_mixnet(args.version, n_classes(args.task))
-    compiled_net = build_mixnet(args.version, n_classes(args.task))
-    eager_bf16.load_state_dict(eager.state_dict())
-    compiled_net.load_state_dict(eager.state_dict())
-    eager = eager.to(memory_format=fp32_layout)
-    compiled = torch.compile(compiled_net.to(memory_format=bf16_layout))
+    net = build_mixnet(args.version, n_classes(args.task))
+    eager = copy.deepcopy(net).to(memory_format=fp32_layout)
+    eager_bf16 = copy.deepcopy(net).to(memory_format=bf16_layout)
+    compiled = torch.compile(net.to(memory_format=bf16_layout))
     inputs = {fp32_layout: images.contiguous(memory_format=fp32_layout),
               bf16_layout: images.contiguous(memory_format=bf16_layout)}
     eager.eval()
