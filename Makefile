@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test system-test-deps demo test bench bench-cohort bench-train image weights cv cv-report cv-t1w cv-adamw cv-8label accuracy-shipped clean
+.PHONY: install install-test system-test-deps demo test bench bench-cohort bench-train image weights train-background curves cv accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
@@ -58,72 +58,40 @@ bench-cohort: install
 bench-train: install
 	$(BIN)/python benchmarks/train_step.py --cache $(CACHE) --out benchmarks/results
 
-# Shipped weights: 3 planes x 2 tasks on all 7 MRBrainS subjects (resumable), with the
-# cross-validated CPU recipe of make cv-adamw (AdamW 1e-3, cosine decay, bfloat16, T1w kept
-# alone more often) at 2x its axial iterations.
-ITER_AXIAL ?= 2000
-ITER_OTHER ?= 800
-RECIPE := --lr 1e-3 --optimizer adamw --schedule cosine --bf16 --p-t1w-only 0.25
+# Training by recipe (mixnet-bids-train --list-recipes). The state of every run lives in
+# checkpoints/<recipe>/ and is committed to git, so `make weights` resumes it on any machine
+# (docs/training.md). TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--planes axial".
+RECIPE ?= cpu-adamw-3label
+BRAINWEB ?= $(SHARED)/data/brainweb20
+TRAIN_ARGS ?=
 weights: install
-	for task in 3label 8label; do \
-	  $(BIN)/mixnet-bids-train --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/default \
-	    --task $$task --planes axial --iterations $(ITER_AXIAL) $(RECIPE) && \
-	  $(BIN)/mixnet-bids-train --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/default \
-	    --task $$task --planes coronal sagittal --iterations $(ITER_OTHER) $(RECIPE) && \
-	  cp runs/default/$${task}_v3_*/mixnet_v3_$${task}_*.{pt,json} mixnet_bids/data/weights/ \
-	    || exit 1; \
-	done
+	$(BIN)/mixnet-bids-train --recipe $(RECIPE) --mrbrains $(MRBRAINS) --brainweb $(BRAINWEB) \
+	  --cache $(CACHE) $(TRAIN_ARGS)
 
-# Leave-one-subject-out cross-validation (resumable), then docs/results.md.
-# Folds are shorter than the shipped recipe (2 cores: ~13 min per fold and version).
-# make cv and cv-t1w: the SGD recipe of the first shipped weights (10x the paper's rate).
-LR ?= 2e-3
-CV_ITER ?= 400
-CV_ITER_OTHER ?= 200
-cv: install
-	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv \
-	  --versions v3 v1 --iterations $(CV_ITER) --iterations-other $(CV_ITER_OTHER) --lr $(LR)
+# The same in the background at low priority, committing its state to git hourly and at the
+# end; its log goes to logs/train-<recipe>.log.
+train-background: install
+	mkdir -p logs
+	nohup nice -n 19 $(MAKE) --no-print-directory weights RECIPE=$(RECIPE) \
+	  TRAIN_ARGS="--commit-every 3600 $(TRAIN_ARGS)" > logs/train-$(RECIPE).log 2>&1 &
+	@echo "training $(RECIPE) in the background: tail -f logs/train-$(RECIPE).log"
 
-# The cross-validation tables (Markdown, as in docs/results.md) of the folds finished so far.
-cv-report: install
-	$(BIN)/mixnet-bids-cv --out runs/cv --report
+# Learning curves of a recipe's run (loss and validation Dice per plane) -> docs/curves/.
+curves: install
+	$(BIN)/python -m mixnet_bids.training.curves checkpoints/$(RECIPE) docs/curves
 
-# The same MixNetv3 cross-validation with T1w kept alone in 25 % more samples (the
-# candidate recipe for T1w-only users, see docs/results.md) -> runs/cv_t1w.
-cv-t1w: install
-	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/cv_t1w \
-	  --versions v3 --iterations $(CV_ITER) --iterations-other $(CV_ITER_OTHER) --lr $(LR) \
-	  --p-t1w-only 0.25
-	$(BIN)/mixnet-bids-cv --out runs/cv_t1w --report
-
-# The MixNetv3 cross-validation with the CPU recipe: AdamW, cosine decay, bfloat16 autocast,
-# T1w kept alone more often, 2.5x the axial iterations of make cv -> runs/cv_adamw.
-# CV_SUBJECTS runs only those folds (e.g. 1 4 5 14, the subjects with all modalities).
-CV_FAST_ITER ?= 1000
-CV_FAST_ITER_OTHER ?= 300
-CV_FAST_OUT ?= runs/cv_adamw
+# Leave-one-subject-out cross-validation of a recipe at its budget (resumable; state in
+# checkpoints/<recipe>/cv), then its tables. CV_SUBJECTS runs only those folds (e.g. 1 4 5 14,
+# the subjects with all modalities).
 CV_SUBJECTS ?=
-cv-adamw: install
-	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out $(CV_FAST_OUT) \
-	  --versions v3 --iterations $(CV_FAST_ITER) --iterations-other $(CV_FAST_ITER_OTHER) \
-	  $(RECIPE) $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
-	$(BIN)/mixnet-bids-cv --out $(CV_FAST_OUT) --report
-
-# The same with 8-label networks (cerebellum and brainstem as classes of their own instead of
-# background), scored in the 8 labels and in the 3 tissues -> runs/cv_adamw_8label; the
-# report is the 3-tissue one.
-CV_8LABEL_OUT ?= runs/cv_adamw_8label
-cv-8label: install
-	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out $(CV_8LABEL_OUT) \
-	  --task 8label --versions v3 --iterations $(CV_FAST_ITER) \
-	  --iterations-other $(CV_FAST_ITER_OTHER) $(RECIPE) \
-	  $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
-	$(BIN)/mixnet-bids-cv --out $(CV_8LABEL_OUT) --task 3label --report
+cv: install
+	$(BIN)/mixnet-bids-cv --recipe $(RECIPE) --mrbrains $(MRBRAINS) --brainweb $(BRAINWEB) \
+	  --cache $(CACHE) $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS)) $(TRAIN_ARGS)
+	$(BIN)/mixnet-bids-cv --recipe $(RECIPE) --report
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install
-	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/shipped \
-	  --versions v3 --shipped
+	$(BIN)/mixnet-bids-cv --mrbrains $(MRBRAINS) --cache $(CACHE) --out runs/shipped --shipped
 
 clean:
 	rm -rf demo_output work_dir

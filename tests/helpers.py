@@ -13,6 +13,7 @@ from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.weights import save_weights, weight_path
 from mixnet_bids.labels import TASK_CLASSES, n_classes
 from mixnet_bids.model import build_mixnet
+from mixnet_bids.training.cache import CachedSubject
 
 
 def tiny_image(path: Path, shape=(20, 24, 16), zooms=(4.0, 4.0, 4.0), seed=0) -> Path:
@@ -44,3 +45,16 @@ def random_weights(folder: Path, task: str = "3label", version: str = "v3") -> P
                      weight_path(task, plane, version, folder),
                      {"task": task, "plane": plane, "labels": list(TASK_CLASSES[task])})
     return folder
+
+
+def synthetic_subject(name="sub-1", shape=(40, 44, 12), seed=0) -> CachedSubject:
+    """A cached training subject: a WM box around a GM box, an ignored core, noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint8)
+    labels[8:32, 8:36, 2:10] = 3
+    labels[12:28, 12:30, 3:9] = 1
+    labels[18:22, 18:22, 4:8] = 9  # ignored label
+    image = np.stack([labels * 0.3 + rng.normal(0, 0.1, shape) for _ in range(3)], -1)
+    image[labels == 0] = 0
+    return CachedSubject(name, image.astype(np.float32), labels, (0.96, 0.96, 3.0),
+                         ("T1w", "IR", "FLAIR"))

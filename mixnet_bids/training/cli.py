@@ -1,10 +1,15 @@
-"""``mixnet-bids-train``: train per-plane MixNets on MRBrainS18 or on a labelled BIDS dataset.
+"""``mixnet-bids-train``: train per-plane MixNets by a named recipe, resuming its saved state.
 
 Examples::
 
-    mixnet-bids-train --mrbrains ../shared/data/mrbrains18 --cache cache \\
-        --out runs/full --task 3label --planes axial coronal sagittal
+    mixnet-bids-train --list-recipes
+    mixnet-bids-train --mrbrains ../shared/data/mrbrains18 --cache cache
+    mixnet-bids-train --recipe wholebrain-synth-v1 --mrbrains ../shared/data/mrbrains18 \\
+        --brainweb ../shared/data/brainweb20 --cache cache --commit-every 3600
     mixnet-bids-train --bids /data --labels /data/derivatives/manual --cache cache --out runs/x
+
+The run folder (default ``checkpoints/<recipe>``) holds one sub-folder per plane with the
+checkpoint, the config, the learning curve (``log.tsv``) and, when finished, the weights.
 """
 
 from __future__ import annotations
@@ -17,80 +22,109 @@ import sys
 from pathlib import Path
 
 from mixnet_bids.inference.planes import PLANES
-from mixnet_bids.labels import TASK_CLASSES
-from mixnet_bids.training.dataset import DEFAULT_BATCH
+from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT, DEFAULT_RECIPE, RECIPES, get_recipe
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """Optimiser, schedule and precision options (``TrainConfig`` fields of the same names),
-    shared by mixnet-bids-train and mixnet-bids-cv."""
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                        help="sgd: the paper's Nesterov SGD; adamw: AdamW (decoupled weight "
-                             "decay)")
-    parser.add_argument("--schedule", choices=("paper", "cosine"), default="paper",
-                        help="paper: halve the rate at 0.2, 0.4, 0.6, 0.75, ... of the "
-                             "iterations; cosine: cosine decay to 0")
-    parser.add_argument("--bf16", action="store_true",
-                        help="train under bfloat16 autocast (faster on CPUs with AMX/AVX-512 "
-                             "BF16)")
-    parser.add_argument("--no-pool", dest="pool", action="store_false",
-                        help="no 2x2 max pooling in the InitUnit: full-resolution features, "
-                             "2-3x the training time")
-    parser.add_argument("--class-weights", type=float, nargs="+", default=None,
-                        metavar="W", help="cross-entropy weight of each class, background "
-                                          "first (3label: 4 values, 8label: 9)")
+    """``--recipe`` and the data options shared by mixnet-bids-train and mixnet-bids-cv."""
+    parser.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                        metavar="NAME",
+                        help=f"training recipe (--list-recipes); default {DEFAULT_RECIPE}, "
+                             "the shipped weights'")
+    parser.add_argument("--list-recipes", action="store_true",
+                        help="print the recipes and exit")
+    parser.add_argument("--brainweb", type=Path, default=None,
+                        help="BrainWeb label maps (sub-*_desc-crisp_dseg.nii.gz): synthetic "
+                             "training images for recipes that use them, and the held-out "
+                             f"anatomies ({', '.join(BRAINWEB_HELD_OUT)}) for validation")
+    parser.add_argument("--iterations", type=int, default=None, metavar="N",
+                        help="probes only: the axial network's iterations instead of the "
+                             "recipe's (the schedule spans them)")
+    parser.add_argument("--iterations-other", type=int, default=None, metavar="N",
+                        help="probes only: the coronal and sagittal networks' iterations")
 
 
-def check_class_weights(parser: argparse.ArgumentParser, weights: list[float] | None,
-                        task: str) -> None:
-    """Exit with a one-line error unless ``weights`` has one positive value per class."""
-    if weights is None:
-        return
-    wanted = len(TASK_CLASSES[task])
-    if len(weights) != wanted or min(weights) <= 0:
-        parser.error(f"--class-weights: the {task} task needs {wanted} positive values "
-                     f"(background first), got {' '.join(map(str, weights))}")
+def recipe_listing() -> str:
+    return "\n".join(f"{name}{' (default)' if name == DEFAULT_RECIPE else ''}\n    "
+                     f"{recipe.summary}" for name, recipe in RECIPES.items())
+
+
+def plane_iterations(recipe, args: argparse.Namespace) -> dict[str, int]:
+    """Iterations per plane: the recipe's, or the probe's overrides."""
+    out = dict(recipe.iterations)
+    if args.iterations:
+        out["axial"] = args.iterations
+    if args.iterations_other:
+        out.update(coronal=args.iterations_other, sagittal=args.iterations_other)
+    elif args.iterations:
+        ratio = recipe.iterations["coronal"] / recipe.iterations["axial"]
+        out.update(coronal=round(ratio * args.iterations), sagittal=round(ratio * args.iterations))
+    return out
+
+
+def load_brainweb(folder: Path | None, recipe, parser: argparse.ArgumentParser):
+    """(training label volumes, held-out validation cases) from ``--brainweb``."""
+    if folder is None:
+        if recipe.synth_fraction > 0:
+            parser.error(f"--recipe {recipe.name} synthesises images from BrainWeb label "
+                         "maps: give their folder with --brainweb")
+        return [], []
+    if not sorted(Path(folder).glob("sub-*_desc-crisp_dseg.nii*")):
+        parser.error(f"--brainweb {folder}: no sub-*_desc-crisp_dseg.nii.gz label maps there")
+    from mixnet_bids.training.synth import load_label_volumes
+    from mixnet_bids.training.validation import brainweb_cases
+
+    volumes = [v for v in load_label_volumes(folder) if v.name not in BRAINWEB_HELD_OUT]
+    cases = brainweb_cases(folder, BRAINWEB_HELD_OUT[:2]) if recipe.validate_every else []
+    return volumes, cases
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixnet-bids-train", description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
+    parser = argparse.ArgumentParser(prog="mixnet-bids-train", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--mrbrains", type=Path, help="MRBrainS18 folder (converted to BIDS)")
     source.add_argument("--bids", type=Path, help="BIDS dataset with T1w/IR/FLAIR images")
     parser.add_argument("--labels", type=Path,
                         help="derivatives folder with manual *_dseg (with --bids)")
-    parser.add_argument("--cache", type=Path, required=True,
+    parser.add_argument("--cache", type=Path,
                         help="folder for converted data, preprocessing work and cached volumes")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="run folder: one sub-folder (checkpoint, log, weights) per plane")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder: one sub-folder (checkpoint, config, log, weights) per "
+                             "plane; default checkpoints/<recipe>")
     parser.add_argument("--planes", nargs="+", choices=PLANES, default=list(PLANES))
-    parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="3label")
-    parser.add_argument("--version", choices=("v1", "v2", "v3"), default="v3")
-    parser.add_argument("--iterations", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: 8 axial, 16 sagittal/coronal (similar pixel counts)")
-    parser.add_argument("--lr", type=float, default=2e-4)
     add_recipe_arguments(parser)
-    parser.add_argument("--p-t1w-only", type=float, default=0.0,
-                        help="augmentation: extra probability of keeping T1w alone")
     parser.add_argument("--exclude", nargs="*", default=[],
-                        help="subjects left out (cross-validation)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--checkpoint-every", type=int, default=50)
-    parser.add_argument("--stop-after", type=int, default=None,
+                        help="subjects left out of training; they are the validation subjects "
+                             "of the learning curve")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random stream")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: every core)")
+    parser.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+                        help="iterations between checkpoints (and learning-curve points)")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="stop after this many iterations (checkpointed); rerun resumes")
+    parser.add_argument("--commit-every", type=float, default=0, metavar="SECONDS",
+                        help="commit the run folder to git at the first checkpoint this long "
+                             "after the last commit, and at the end (0: never)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    check_class_weights(build_parser(), args.class_weights, args.task)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_recipes:
+        print(recipe_listing())
+        return 0
+    if not (args.mrbrains or args.bids) or args.cache is None:
+        parser.error("give the training data (--mrbrains or --bids with --labels) and --cache")
+    recipe = get_recipe(args.recipe)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
     from mixnet_bids.training.train import NonFiniteLoss, RecipeMismatch, TrainConfig, train_plane
+    from mixnet_bids.training.validation import mrbrains_case
 
     if args.mrbrains:
         bids_dir = args.cache / "mrbrains_bids"
@@ -98,29 +132,36 @@ def main(argv: list[str] | None = None) -> int:
         labels_dir = bids_dir / "derivatives" / "manual"
     else:
         if args.labels is None:
-            build_parser().error("--bids needs --labels (a derivatives folder of *_dseg)")
+            parser.error("--bids needs --labels (a derivatives folder of *_dseg)")
         bids_dir, labels_dir = args.bids, args.labels
+    volumes, cases = load_brainweb(args.brainweb, recipe, parser)
     files = build_cache(bids_dir, labels_dir, args.cache / "preproc", args.cache / "work")
     excluded = subject_names(args.exclude)
-    subjects = [load_cached(f) for f in files if f.stem.split("_")[0] not in excluded]
+    cached = [load_cached(f) for f in files]
+    subjects = [s for s in cached if s.name not in excluded]
+    if recipe.validate_every:
+        cases += [mrbrains_case(s) for s in cached if s.name in excluded]
+    out = args.out or Path("checkpoints") / recipe.name
     command = "mixnet-bids-train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    iterations = plane_iterations(recipe, args)
     for plane in args.planes:
-        batch = args.batch_size or DEFAULT_BATCH[plane]
-        cfg = TrainConfig(plane=plane, task=args.task, version=args.version,
-                          iterations=args.iterations, batch_size=batch, lr=args.lr,
-                          optimizer=args.optimizer, schedule=args.schedule,
-                          bf16=args.bf16, pool=args.pool,
-                          class_weights=args.class_weights, p_t1w_only=args.p_t1w_only,
-                          seed=args.seed, threads=args.threads,
-                          checkpoint_every=args.checkpoint_every,
-                          stop_after=args.stop_after)
+        cfg = TrainConfig.from_recipe(recipe, plane, seed=args.seed, threads=args.threads,
+                                      checkpoint_every=args.checkpoint_every,
+                                      stop_after=args.stop_after,
+                                      commit_every=args.commit_every)
+        cfg.iterations = iterations[plane]
+        synth = None
+        if recipe.synth_fraction > 0:
+            from mixnet_bids.training.dataset import DEFAULT_CROPS
+            from mixnet_bids.training.synth import SynthSampler
+            synth = SynthSampler(volumes, plane, DEFAULT_CROPS[plane], seed=args.seed)
         try:
-            path = train_plane(subjects, cfg, args.out / f"{args.task}_{args.version}_{plane}",
-                               command=command)
+            path = train_plane(subjects, cfg, out / f"{recipe.task}_{recipe.version}_{plane}",
+                               command=command, synth=synth, validation=cases)
         except RecipeMismatch as err:
-            build_parser().exit(2, f"mixnet-bids-train: {err}\n")
+            parser.exit(2, f"mixnet-bids-train: {err}\n")
         except NonFiniteLoss as err:
-            build_parser().exit(1, f"mixnet-bids-train: {err}\n")
+            parser.exit(1, f"mixnet-bids-train: {err}\n")
         print(f"{plane}: wrote {path}")
     return 0
 

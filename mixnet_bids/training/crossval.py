@@ -7,8 +7,11 @@ of the modalities it has, fuse 1:1:4, and score with the challenge metrics. Resu
 classes, the app's tissues: ``cv_3label_<version>.tsv``); ``--report`` renders them as the
 Markdown tables of ``docs/results.md``.
 
-    mixnet-bids-cv --mrbrains ../shared/data/mrbrains18 --cache cache --out runs/cv \\
-        --versions v3 v1 --iterations 600
+    mixnet-bids-cv --recipe cpu-adamw-3label --mrbrains ../shared/data/mrbrains18 \\
+        --cache cache --subjects 1 4 5 14
+
+Every fold trains its planes with the recipe (``--recipe``) at the recipe's budget, resuming
+their saved state; the learning curve of each fold's plane scores the held-out subject.
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ from mixnet_bids.evaluation.metrics import evaluate
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_plane
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
+from mixnet_bids.labels import to_convention
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
-from mixnet_bids.training.cli import add_recipe_arguments, check_class_weights
-from mixnet_bids.training.dataset import DEFAULT_BATCH
+from mixnet_bids.training.cli import (
+    add_recipe_arguments,
+    load_brainweb,
+    plane_iterations,
+    recipe_listing,
+)
+from mixnet_bids.training.dataset import DEFAULT_BATCH, DEFAULT_CROPS
+from mixnet_bids.training.recipes import get_recipe
 from mixnet_bids.training.train import (
     NonFiniteLoss,
     RecipeMismatch,
@@ -76,8 +86,10 @@ def fused_probabilities(subject: CachedSubject, weight_files: dict[str, Path],
 def labels_in(fused: np.ndarray, net_task: str, task: str) -> np.ndarray:
     """Labels of ``task`` from the fused probabilities of ``net_task`` networks: 8-label
     networks give 3-label classes by summing each tissue's probabilities (GM = cortical GM
-    + basal ganglia, ...)."""
-    if task != net_task:
+    + basal ganglia, ...); fine networks give any convention by summing fine classes."""
+    if net_task == "fine":
+        fused = to_convention(fused, task)
+    elif task != net_task:
         if task != "3label":
             raise ValueError(f"{net_task} networks cannot be scored as {task}")
         tissues = list(tissue_probabilities(fused, net_task).values())
@@ -87,19 +99,27 @@ def labels_in(fused: np.ndarray, net_task: str, task: str) -> np.ndarray:
 
 def scored_tasks(task: str) -> tuple[str, ...]:
     """The classes a cross-validation of ``task`` networks is scored in: their own, and the
-    3 tissues (what the app reports for every task)."""
+    3 tissues (what the app reports for every task); fine networks in the MRBrainS 3 and 8
+    labels."""
+    if task == "fine":
+        return ("3label", "8label")
     return tuple(dict.fromkeys((task, "3label")))
 
 
 def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
-             iterations: dict[str, int], out: Path, command: str) -> dict[str, list[dict]]:
+             iterations: dict[str, int], out: Path, command: str,
+             synth_volumes: list | None = None) -> dict[str, list[dict]]:
     """Train the three planes without ``held_out`` and score it in the classes of
     ``scored_tasks`` (rows per task).
 
     ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
-    takes its ``iterations`` and its default batch from it.
+    takes its ``iterations`` and its default batch from it. ``synth_volumes``: BrainWeb label
+    maps, for recipes that synthesise images.
     """
+    from mixnet_bids.training.validation import mrbrains_case
+
     train = [s for s in subjects if s.name != held_out.name]
+    validation = [mrbrains_case(held_out)] if recipe.validate_every else None
     weight_files = {}
     for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations,
                                             out).items():
@@ -107,7 +127,13 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
         if path.exists():
             check_same_recipe(run_dir / "config.json", cfg)
         else:
-            path = train_plane(train, cfg, run_dir, command=command)
+            synth = None
+            if cfg.synth_fraction > 0:
+                from mixnet_bids.training.synth import SynthSampler
+                synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
+                                     seed=cfg.seed)
+            path = train_plane(train, cfg, run_dir, command=command, synth=synth,
+                               validation=validation)
         weight_files[plane] = path
     return score_subject(held_out, weight_files, scored_tasks(recipe.task))
 
@@ -140,7 +166,7 @@ def score_subject(subject: CachedSubject, weight_files: dict[str, Path],
 
 def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                    recipe: TrainConfig, iterations: dict[str, int], out: Path,
-                   command: str) -> None:
+                   command: str, synth_volumes: list | None = None) -> None:
     """The folds of the ``held_out`` subjects, appended to ``<out>/cv_<task>_<version>.tsv``
     for each of ``scored_tasks``; a subject already in every table is skipped (its planes'
     recipe checked), one missing from a table is scored with its fold's finished planes."""
@@ -156,7 +182,7 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
             for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out).values():
                 check_same_recipe(run_dir / "config.json", cfg)
             continue
-        rows = run_fold(subjects, subject, recipe, iterations, out, command)
+        rows = run_fold(subjects, subject, recipe, iterations, out, command, synth_volumes)
         LOGGER.info("fold %s %s done in %.0f s", recipe.version, subject.name,
                     time.monotonic() - t0)
         for task in todo:
@@ -173,25 +199,22 @@ def write_atomically(table: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mixnet-bids-cv", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mixnet-bids-cv", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--mrbrains", type=Path, help="MRBrainS18 folder (not for --report)")
     parser.add_argument("--cache", type=Path, help="preprocessing cache (not for --report)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--task", default="3label")
-    parser.add_argument("--versions", nargs="+", default=["v3", "v1"])
-    parser.add_argument("--iterations", type=int, default=600,
-                        help="iterations of each fold's axial network")
-    parser.add_argument("--iterations-other", type=int, default=None,
-                        help="iterations of the coronal and sagittal networks (default: "
-                             "0.4 x --iterations, the shipped recipe's ratio)")
-    parser.add_argument("--lr", type=float, default=2e-4,
-                        help="initial learning rate (the paper's 2e-4; make cv uses the "
-                             "shipped recipe's 2e-3)")
-    parser.add_argument("--p-t1w-only", type=float, default=0.0,
-                        help="augmentation: extra probability of keeping T1w alone")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of the folds and tables; default checkpoints/<recipe>/cv")
     add_recipe_arguments(parser)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", default=None,
+                        help="the classes to score (--report, --shipped, --weights): 3label "
+                             "or 8label; default the recipe's")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: every core)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random stream")
+    parser.add_argument("--commit-every", type=float, default=0, metavar="SECONDS",
+                        help="commit each fold's plane folder to git this often while it "
+                             "trains, and at its end (0: never)")
     parser.add_argument("--no-subsets", action="store_true",
                         help="score only with all of each subject's modalities")
     parser.add_argument("--shipped", action="store_true",
@@ -210,17 +233,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="no training: print the Markdown tables of the folds finished "
                              "in --out (what docs/results.md shows)")
     args = parser.parse_args(argv)
+    if args.list_recipes:
+        print(recipe_listing())
+        return 0
+    recipe = get_recipe(args.recipe)
+    task = args.task or ("3label" if recipe.task == "fine" else recipe.task)
+    out = args.out or Path("checkpoints") / recipe.name / "cv"
     if args.report:
         from mixnet_bids.evaluation.cv_report import cv_markdown
-        text = cv_markdown(args.out, args.task)
+        text = cv_markdown(out, task)
         if not text:
-            parser.exit(1, f"mixnet-bids-cv: no cv_{args.task}_*.tsv in {args.out}; "
+            parser.exit(1, f"mixnet-bids-cv: no cv_{task}_*.tsv in {out}; "
                            "run the cross-validation first (make cv)\n")
         print(text)
         return 0
     if args.mrbrains is None or args.cache is None:
         parser.error("--mrbrains and --cache are required (except with --report)")
-    check_class_weights(parser, args.class_weights, args.task)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
@@ -239,43 +267,38 @@ def main(argv: list[str] | None = None) -> int:
                          f"{missing[0].with_suffix('.json')} is missing")
         metas = {f: read_metadata(f) for f in args.weights}
         tasks = {m["task"] for m in metas.values()}
-        if len(tasks) > 1 or tasks - {args.task, "8label"}:
+        if len(tasks) > 1 or tasks - {task, "8label", "fine"}:
             parser.error(f"--weights: networks of task {' and '.join(sorted(tasks))} cannot "
-                         f"be scored as {args.task} (use --task)")
+                         f"be scored as {task} (use --task)")
     files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",
                         args.cache / "work")
     subjects = [load_cached(f) for f in files]
     if args.shipped or args.weights:
         if args.shipped:
-            name, files = "shipped", {p: weight_path(args.task, p, args.versions[0])
-                                      for p in PLANES}
+            name, files = "shipped", {p: weight_path(task, p, recipe.version) for p in PLANES}
         else:
             name, files = "scores", {m["plane"]: f for f, m in metas.items()}
         if wanted:
             subjects = [s for s in subjects if s.name in wanted]
         rows = [r for s in subjects
-                for r in score_subject(s, files, (args.task,),
-                                       subsets=not args.no_subsets)[args.task]]
+                for r in score_subject(s, files, (task,), subsets=not args.no_subsets)[task]]
         table = pd.DataFrame(rows)
-        write_atomically(table, args.out / f"{name}_{args.task}.tsv")
+        write_atomically(table, out / f"{name}_{task}.tsv")
         print(table.groupby(["modalities", "label"], sort=False)[["dice", "hd95_mm", "vs"]]
               .mean().round(4).to_string())
         return 0
+    volumes, _ = load_brainweb(args.brainweb, replace(recipe, validate_every=0), parser)
     command = "mixnet-bids-cv " + shlex.join(sys.argv[1:] if argv is None else argv)
-    other = args.iterations_other or round(0.4 * args.iterations)
-    iterations = {"axial": args.iterations, "coronal": other, "sagittal": other}
-    for version in args.versions:
-        recipe = TrainConfig(plane="axial", task=args.task, version=version, lr=args.lr,
-                             optimizer=args.optimizer, schedule=args.schedule, bf16=args.bf16,
-                             pool=args.pool, class_weights=args.class_weights,
-                             p_t1w_only=args.p_t1w_only, seed=args.seed, threads=args.threads)
-        held_out = [s for s in subjects if not wanted or s.name in wanted]
-        try:
-            cross_validate(subjects, held_out, recipe, iterations, args.out, command)
-        except RecipeMismatch as err:
-            parser.exit(2, f"mixnet-bids-cv: {err}\n")
-        except NonFiniteLoss as err:
-            parser.exit(1, f"mixnet-bids-cv: {err}\n")
+    template = TrainConfig.from_recipe(recipe, "axial", seed=args.seed, threads=args.threads,
+                                       commit_every=args.commit_every)
+    held_out = [s for s in subjects if not wanted or s.name in wanted]
+    try:
+        cross_validate(subjects, held_out, template, plane_iterations(recipe, args), out,
+                       command, volumes)
+    except RecipeMismatch as err:
+        parser.exit(2, f"mixnet-bids-cv: {err}\n")
+    except NonFiniteLoss as err:
+        parser.exit(1, f"mixnet-bids-cv: {err}\n")
     return 0
 
 

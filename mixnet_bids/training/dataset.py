@@ -1,4 +1,5 @@
-"""Random crops of 2D slices of one plane, drawn from cached subjects."""
+"""Random crops of 2D slices of one plane: real slices of cached subjects, and slices
+synthesised from label maps."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import torch
 
 from mixnet_bids.inference.planes import volume_to_slices
-from mixnet_bids.labels import map_labels
-from mixnet_bids.training.augment import AugmentConfig, augment
+from mixnet_bids.labels import map_labels, target_codes
+from mixnet_bids.training.augment import AugmentConfig, augment, spatial
 from mixnet_bids.training.cache import CachedSubject
 
 #: Default crop (H, W) per plane: axial slices are 240x240 on the MRBrainS grid, sagittal
@@ -33,7 +34,8 @@ class SliceSampler:
     """Draw augmented random crops of one plane's slices.
 
     ``batch()`` returns ``(images (B, 3, h, w) float32, targets (B, h, w) int64)`` with
-    targets mapped to the task's classes (ignored voxels = ``IGNORE_INDEX``).
+    targets mapped to the task's classes, or for the ``fine`` task to target codes (see
+    ``labels.TARGETS``); ignored voxels are ``IGNORE_INDEX``.
     """
 
     def __init__(self, subjects: list[CachedSubject], plane: str, task: str,
@@ -63,13 +65,19 @@ class SliceSampler:
         labels = data.labels[i]
         image, labels = self._crop(image, labels)
         image, labels = augment(image, labels, self.rng, self.plane, self.cfg)
+        if self.task == "fine":
+            return image, target_codes(labels, "mrbrains")
         return image, map_labels(labels, self.task)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [self.sample() for _ in range(size)]
-        images = torch.from_numpy(np.stack([p[0] for p in pairs]))
-        targets = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-        return images, targets
+        return _stack([self.sample() for _ in range(size)])
+
+    def state(self) -> dict:
+        """The random state (checkpointed, so that a resumed run draws what it would have)."""
+        return {"real": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["real"]
 
     def _crop(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crop (zero-padding when needed) centred at a random head voxel."""
@@ -89,3 +97,42 @@ class SliceSampler:
         y0 = int(np.clip(cy - ch // 2, 0, h - ch))
         x0 = int(np.clip(cx - cw // 2, 0, w - cw))
         return image[:, y0:y0 + ch, x0:x0 + cw], labels[y0:y0 + ch, x0:x0 + cw]
+
+
+def _stack(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.from_numpy(np.stack([p[0] for p in pairs]).astype(np.float32))
+    targets = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+    return images, targets
+
+
+class MixedSampler:
+    """Each sample synthesised from a BrainWeb label map with probability ``fraction``
+    (``synth``: a ``synth.SynthSampler``), else a real slice (``real``: a SliceSampler of the
+    ``fine`` task). Synthetic samples get the spatial augmentation of real ones; their
+    intensities, resolution and skull stripping come from the synthesis itself."""
+
+    def __init__(self, real: SliceSampler, synth, fraction: float, seed: int = 0) -> None:
+        if real.task != "fine":
+            raise ValueError("synthetic samples train the fine classes only (task 'fine')")
+        self.real, self.synth, self.fraction = real, synth, fraction
+        self.plane, self.crop = real.plane, real.crop
+        self.rng = np.random.default_rng([seed, 1])
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.rng.random() >= self.fraction:
+            return self.real.sample()
+        image, labels = self.synth.sample()
+        image, labels = spatial(image, labels, self.rng, self.plane, self.real.cfg)
+        return image, target_codes(labels, "brainweb")
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _stack([self.sample() for _ in range(size)])
+
+    def state(self) -> dict:
+        return {**self.real.state(), "mix": self.rng.bit_generator.state,
+                "synth": self.synth.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        self.real.set_state(state)
+        self.rng.bit_generator.state = state["mix"]
+        self.synth.rng.bit_generator.state = state["synth"]

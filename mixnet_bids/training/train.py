@@ -1,19 +1,21 @@
-"""Training loop for one plane's MixNet, with checkpoint/resume.
+"""Training loop for one plane's MixNet, with a compact checkpoint that resumes anywhere.
 
-Optimiser as in the paper: SGD with Nesterov momentum 0.99, initial learning rate 2e-4
-halved at 0.2, 0.4, 0.6, 0.75, 0.8, 0.85, 0.9 and 0.95 of the iterations, L2 weight decay
-1e-3; pixel-wise cross-entropy with the ignored labels (9, 10) masked. For short CPU budgets,
-``optimizer="adamw"`` swaps SGD for AdamW (decoupled weight decay), ``schedule="cosine"``
-the halvings for a cosine decay, and ``bf16`` runs forward and backward under bfloat16
-autocast (weights and loss stay float32).
+The recipe (``recipes.py``) fixes the optimiser, the schedule over the whole budget, the data
+and the precision; ``TrainConfig`` is one plane's recipe plus the settings of this machine.
+The checkpoint keeps everything a run needs to continue as if it had never stopped: weights,
+optimiser (its moments in bfloat16, about 1 MB a network), scheduler, the samplers' and
+torch's random states and the iteration. After each checkpoint the running optimiser takes
+the rounded moments too, so that a run resumed from the checkpoint and one that went on
+compute the same weights, bit for bit on one machine. ``commit_every`` commits the run
+folder to git (``gitstate.py``) so the next machine continues it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import platform
 import random
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +27,16 @@ from torch import nn
 from mixnet_bids.inference.planes import TRAINING_SPACING
 from mixnet_bids.inference.weights import save_weights, weight_path
 from mixnet_bids.io import atomic_write
-from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, n_classes
+from mixnet_bids.labels import TASK_CLASSES, n_classes, target_membership
 from mixnet_bids.model import MODALITIES, build_mixnet
 from mixnet_bids.training.augment import AugmentConfig
 from mixnet_bids.training.cache import CachedSubject
-from mixnet_bids.training.dataset import SliceSampler
+from mixnet_bids.training.dataset import MixedSampler, SliceSampler
+from mixnet_bids.training.gitstate import commit_state, git_commit
+from mixnet_bids.training.losses import CoarseLabelLoss
+from mixnet_bids.training.precision import Precision, choose_precision
+from mixnet_bids.training.recipes import Recipe
+from mixnet_bids.training.validation import ValidationCase, tissue_dice
 
 LOGGER = logging.getLogger(__name__)
 LR_MILESTONES = (0.2, 0.4, 0.6, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -37,9 +44,13 @@ LR_MILESTONES = (0.2, 0.4, 0.6, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 @dataclass
 class TrainConfig:
-    """Everything that defines one training run (dumped into the checkpoint folder)."""
+    """One plane's training run: its recipe's settings plus this machine's (the file
+    ``config.json`` of the run folder). Fields in ``RESUMABLE_CHANGES`` may change between a
+    run and its resumption; any other change is a different recipe."""
 
     plane: str
+    #: the recipe's name (``recipes.RECIPES``); "" for a config built by hand (tests)
+    recipe: str = ""
     task: str = "3label"
     version: str = "v3"
     iterations: int = 2000
@@ -48,40 +59,51 @@ class TrainConfig:
     lr: float = 2e-4
     #: "sgd" (the paper's, Nesterov) or "adamw"
     optimizer: str = "sgd"
-    #: "paper": halve at LR_MILESTONES; "cosine": cosine decay from lr to 0 (more of a
-    #: short budget spent at a high rate)
+    #: "paper": halve at LR_MILESTONES; "cosine": cosine decay from lr to 0
     schedule: str = "paper"
-    #: bfloat16 autocast for forward/backward (CPUs with AVX-512 BF16 / AMX gain most)
-    bf16: bool = False
-    #: the InitUnit's 2x2 max pooling (the paper's memory saver); False trains at full
-    #: resolution, 2-3x the time per iteration here
+    #: "float32", "bfloat16", "auto" (layout, and for auto the precision, chosen by a check
+    #: on the host at every start) or a fixed "<precision>-<layout>" (no check), e.g.
+    #: "float32-default"
+    precision: str = "float32-default"
+    #: the InitUnit's 2x2 max pooling (the paper's memory saver)
     pool: bool = True
     momentum: float = 0.99
     weight_decay: float = 1e-3
     class_weights: list[float] | None = None
     #: augmentation: extra probability of keeping T1w alone (see ``AugmentConfig``)
     p_t1w_only: float = 0.0
+    #: share of samples synthesised from BrainWeb label maps (needs ``synth`` in train_plane)
+    synth_fraction: float = 0.0
+    #: iterations between validation scores (needs ``validation`` in train_plane; 0: never)
+    validate_every: int = 0
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 50
     #: stop (checkpointed) after this many iterations in this invocation, e.g. to fit a
     #: cluster job's time limit; rerunning resumes. None: run to the end.
     stop_after: int | None = None
+    #: commit the run folder to git when this many seconds passed since the last commit
+    #: (at a checkpoint), and at the end; 0: never
+    commit_every: float = 0
     subjects: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, plane: str, **machine) -> "TrainConfig":
+        """One plane of ``recipe``; ``machine``: seed, threads, checkpoint_every, ..."""
+        return cls(plane=plane, recipe=recipe.name, task=recipe.task, version=recipe.version,
+                   iterations=recipe.iterations[plane], batch_size=recipe.batch[plane],
+                   lr=recipe.lr, optimizer=recipe.optimizer, schedule=recipe.schedule,
+                   precision=recipe.precision, pool=recipe.pool, momentum=recipe.momentum,
+                   weight_decay=recipe.weight_decay,
+                   class_weights=list(recipe.class_weights) if recipe.class_weights else None,
+                   p_t1w_only=recipe.p_t1w_only, synth_fraction=recipe.synth_fraction,
+                   validate_every=recipe.validate_every, **machine)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -105,8 +127,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose paper or cosine")
 
 
+def make_loss(cfg: TrainConfig) -> CoarseLabelLoss:
+    """Cross-entropy over the task's classes; for the fine task, over the targets' sets."""
+    membership = (target_membership() if cfg.task == "fine"
+                  else np.eye(n_classes(cfg.task), dtype=bool))
+    return CoarseLabelLoss(membership, cfg.class_weights)
+
+
 #: TrainConfig fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"threads", "checkpoint_every", "stop_after"}
+RESUMABLE_CHANGES = {"threads", "checkpoint_every", "stop_after", "commit_every"}
 
 
 def _as_json(cfg: TrainConfig) -> dict:
@@ -140,16 +169,6 @@ def step_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor,
     return criterion(logits.float(), targets)
 
 
-def memory_layout(bf16: bool) -> torch.memory_format:
-    """Channels-last for float32 (faster on CPU); the default layout under bfloat16.
-
-    Measured with torch 2.13.0 on an AMD EPYC (AVX-512 BF16, no AMX): under bfloat16
-    autocast, the weight gradient of a grouped, dilated 3x3 convolution (MixNetv3's streams) is
-    NaN in channels-last from 32 x 32 feature maps up, finite in the default layout.
-    """
-    return torch.contiguous_format if bf16 else torch.channels_last
-
-
 class NonFiniteLoss(FloatingPointError):
     """Training produced a NaN or infinite loss or gradient."""
 
@@ -162,22 +181,54 @@ def check_finite(loss: torch.Tensor, model: nn.Module, cfg: TrainConfig, iterati
     if not (torch.isfinite(loss) and torch.isfinite(norm)):
         raise NonFiniteLoss(
             f"{cfg.plane} network: loss {loss.item():.4g}, gradient norm {norm.item():.4g} at "
-            f"iteration {iteration} (lr {cfg.lr:g}, bf16 {cfg.bf16}); the weights were not "
-            f"updated (the last checkpoint, if any: {checkpoint}); lower --lr or drop --bf16, "
-            "with a new --out")
+            f"iteration {iteration} (lr {cfg.lr:g}, precision {cfg.precision}); the weights "
+            f"were not updated (the last checkpoint, if any: {checkpoint}); lower the "
+            "learning rate or train in float32 (another recipe), with a new --out")
+
+
+def host_precision(model: nn.Module, criterion: nn.Module, cfg: TrainConfig,
+                   crop: tuple[int, int]) -> tuple[Precision, dict]:
+    """The precision and layout this run trains in on this host (see precision.py); a fixed
+    ``<precision>-<layout>`` is taken as it is."""
+    if "-" in cfg.precision:
+        name, layout = cfg.precision.split("-", 1)
+        return Precision(name == "bfloat16", layout), {}
+    # a random batch from a generator of its own: the run's random streams stay untouched
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator)
+    targets = torch.randint(0, n_classes(cfg.task), (cfg.batch_size, *crop),
+                            generator=generator)
+    return choose_precision(model, criterion, images, targets, cfg.precision)
+
+
+def compact_optimizer_state(state: dict) -> dict:
+    """The optimiser's state dict with its moment tensors in bfloat16 (half the bytes)."""
+    return {**state, "state": {
+        k: {name: v.to(torch.bfloat16) if v.is_floating_point() and v.numel() > 1 else v
+            for name, v in per_param.items()}
+        for k, per_param in state["state"].items()}}
+
+
+def _log_header(log_file: Path) -> None:
+    if not log_file.exists() or log_file.stat().st_size == 0:
+        log_file.write_text("iteration\tloss\tlr\tseconds\tval_GM\tval_WM\tval_CSF\n")
 
 
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
-                command: str = "") -> Path:
+                command: str = "", synth=None,
+                validation: list[ValidationCase] | None = None) -> Path:
     """Train (or resume) one plane's network; return the exported weight file.
 
+    ``synth``: a ``synth.SynthSampler`` of this plane (when ``cfg.synth_fraction`` > 0);
+    ``validation``: volumes scored every ``cfg.validate_every`` iterations (learning curve).
     Returns the checkpoint instead when ``cfg.stop_after`` ends the call early.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    cfg.subjects = [s.name for s in subjects]
+    cfg.subjects = [s.name for s in subjects] + ([v.name for v in synth.volumes] if synth
+                                                 else [])
     checkpoint = out_dir / "checkpoint.pt"
     if checkpoint.exists():
         check_same_recipe(out_dir / "config.json", cfg)
@@ -185,13 +236,18 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
 
     sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop,
                            AugmentConfig(p_t1w_only=cfg.p_t1w_only), seed=cfg.seed)
+    if cfg.synth_fraction > 0:
+        if synth is None:
+            raise ValueError(f"{cfg.recipe or 'this recipe'} synthesises "
+                             f"{cfg.synth_fraction:.0%} of its samples: give the BrainWeb "
+                             "label maps (--brainweb)")
+        sampler = MixedSampler(sampler, synth, cfg.synth_fraction, seed=cfg.seed)
     model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
-    layout = memory_layout(cfg.bf16)
-    model = model.to(memory_format=layout)
+    criterion = make_loss(cfg)
+    precision, report = host_precision(model, criterion, cfg, sampler.crop)
+    model = model.to(memory_format=precision.memory_format)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    weights = torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None
-    criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE_INDEX)
 
     start, elapsed = 0, 0.0
     if checkpoint.exists():
@@ -199,22 +255,27 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        sampler.rng.bit_generator.state = state["sampler_rng"]
+        sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         start, elapsed = int(state["iteration"]), float(state["elapsed"])
         LOGGER.info("resumed %s at iteration %d", checkpoint, start)
+    with open(out_dir / "hosts.jsonl", "a", encoding="utf-8") as hosts:
+        hosts.write(json.dumps({"iteration": start, "cpu": platform.processor() or
+                                platform.machine(), "torch": torch.__version__,
+                                "threads": cfg.threads, "precision": precision.describe(),
+                                "check": report}) + "\n")
+    LOGGER.info("%s %s: training in %s", cfg.plane, cfg.task, precision.describe())
 
-    log = open(out_dir / "log.tsv", "a", encoding="utf-8")
-    if start == 0:
-        log.write("iteration\tloss\tlr\tseconds\n")
+    log_file = out_dir / "log.tsv"
+    _log_header(log_file)
     model.train()
-    running, t0 = [], time.monotonic()
+    running, t0, last_commit = [], time.monotonic(), time.monotonic()
     end = cfg.iterations if cfg.stop_after is None else min(cfg.iterations,
                                                             start + cfg.stop_after)
     for iteration in range(start, end):
         images, targets = sampler.batch(cfg.batch_size)
-        images = images.to(memory_format=layout)
-        loss = step_loss(model, criterion, images, targets, cfg.bf16)
+        images = images.to(memory_format=precision.memory_format)
+        loss = step_loss(model, criterion, images, targets, precision.bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         check_finite(loss, model, cfg, iteration + 1, checkpoint)
@@ -222,23 +283,39 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         scheduler.step()
         running.append(loss.item())
         done = iteration + 1
-        if done % cfg.checkpoint_every == 0 or done == end:
-            elapsed += time.monotonic() - t0
-            t0 = time.monotonic()
+        if done % cfg.checkpoint_every and done != end:
+            continue
+        elapsed += time.monotonic() - t0
+        scores = {}
+        if validation and cfg.validate_every and (done % cfg.validate_every == 0
+                                                  or done == cfg.iterations):
+            scores = tissue_dice(model, cfg.task, validation, cfg.plane)
+        with open(log_file, "a", encoding="utf-8") as log:
+            val = "\t".join(f"{scores[t]:.4f}" if t in scores else "" for t in
+                            ("GM", "WM", "CSF"))
             log.write(f"{done}\t{np.mean(running):.4f}\t{scheduler.get_last_lr()[0]:.3g}\t"
-                      f"{elapsed:.0f}\n")
-            log.flush()
-            LOGGER.info("%s %s it %d/%d loss %.4f (%.0f s)", cfg.plane, cfg.task, done,
-                        cfg.iterations, np.mean(running), elapsed)
-            running = []
-            atomic_write(checkpoint, lambda tmp: torch.save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "iteration": done, "elapsed": elapsed,
-                "sampler_rng": sampler.rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state()}, tmp))
-    log.close()
+                      f"{elapsed:.0f}\t{val}\n")
+        LOGGER.info("%s %s it %d/%d loss %.4f (%.0f s)%s", cfg.plane, cfg.task, done,
+                    cfg.iterations, np.mean(running), elapsed,
+                    "".join(f" {t} {v:.3f}" for t, v in scores.items()))
+        running = []
+        compact = compact_optimizer_state(optimizer.state_dict())
+        atomic_write(checkpoint, lambda tmp: torch.save({
+            "model": model.state_dict(), "optimizer": compact,
+            "scheduler": scheduler.state_dict(), "iteration": done, "elapsed": elapsed,
+            "sampler": sampler.state(), "torch_rng": torch.get_rng_state()}, tmp))
+        # go on from what was saved, so that a resumed run is this run
+        optimizer.load_state_dict(compact)
+        t0 = time.monotonic()
+        if cfg.commit_every and time.monotonic() - last_commit >= cfg.commit_every:
+            commit_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} at iteration "
+                                  f"{done} of {cfg.iterations}")
+            last_commit = time.monotonic()
     if end < cfg.iterations:
         LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, cfg.iterations)
+        if cfg.commit_every:
+            commit_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} stopped at "
+                                  f"iteration {end} of {cfg.iterations}")
         return checkpoint
 
     model = model.to(memory_format=torch.contiguous_format)
@@ -251,19 +328,20 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                          "background 0; absent modality = zero channel",
         "input_spacing_mm": list(TRAINING_SPACING),
         "training_data": cfg.subjects,
+        "recipe": cfg.recipe,
+        "settings": {k: v for k, v in _as_json(cfg).items()
+                     if k not in RESUMABLE_CHANGES | {"subjects", "plane"}},
         "iterations": cfg.iterations,
-        "batch_size": cfg.batch_size,
         "crop": list(sampler.crop),
-        "p_t1w_only": cfg.p_t1w_only,
-        "class_weights": cfg.class_weights,
-        "optimizer": cfg.optimizer,
-        "schedule": cfg.schedule,
-        "lr": cfg.lr,
-        "bf16": cfg.bf16,
-        "seed": cfg.seed,
+        "precision_by_host": [json.loads(line) for line in
+                              (out_dir / "hosts.jsonl").read_text().splitlines()],
         "wall_time_s": round(elapsed),
         "git_commit": git_commit(),
         "command": command,
     }
-    return save_weights(model, weight_path(cfg.task, cfg.plane, cfg.version, out_dir),
+    path = save_weights(model, weight_path(cfg.task, cfg.plane, cfg.version, out_dir),
                         metadata)
+    if cfg.commit_every:
+        commit_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} finished "
+                              f"({cfg.iterations} iterations)")
+    return path

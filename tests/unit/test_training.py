@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import synthetic_subject
 
 from mixnet_bids.inference.predict import predict_plane
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import IGNORE_INDEX
-from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import main as train_main
 from mixnet_bids.training.crossval import (
     cross_validate,
@@ -29,18 +29,6 @@ from mixnet_bids.training.train import (
     make_scheduler,
     train_plane,
 )
-
-
-def synthetic_subject(name="sub-1", shape=(40, 44, 12), seed=0):
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(shape, np.uint8)
-    labels[8:32, 8:36, 2:10] = 3
-    labels[12:28, 12:30, 3:9] = 1
-    labels[18:22, 18:22, 4:8] = 9  # ignored label
-    image = np.stack([labels * 0.3 + rng.normal(0, 0.1, shape) for _ in range(3)], -1)
-    image[labels == 0] = 0
-    return CachedSubject(name, image.astype(np.float32), labels, (0.96, 0.96, 3.0),
-                         ("T1w", "IR", "FLAIR"))
 
 
 def test_sampler_crops_and_maps_labels():
@@ -86,7 +74,7 @@ def test_a_diverging_run_stops_before_the_bad_step_reaches_the_checkpoint(tmp_pa
     # AdamW steps of ~lr per weight: after one step of 1e30 the activations overflow
     cfg = TrainConfig(plane="axial", iterations=20, batch_size=2, crop=(32, 32), threads=1,
                       checkpoint_every=1, lr=1e30, optimizer="adamw")
-    with pytest.raises(NonFiniteLoss, match=r"axial network: loss .* lower --lr or drop --bf16"):
+    with pytest.raises(NonFiniteLoss, match=r"axial network: loss .* lower the learning rate"):
         train_plane([synthetic_subject()], cfg, tmp_path, command="test")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert _all_finite(state["model"])
@@ -97,7 +85,7 @@ def test_bfloat16_training_keeps_the_gradients_finite(tmp_path):
     # 64 x 64 crops give 32 x 32 feature maps: there, in channels-last, the grouped dilated
     # convolutions' bfloat16 weight gradients were NaN on an AVX-512 BF16 CPU
     cfg = TrainConfig(plane="axial", iterations=3, batch_size=2, crop=(64, 64), threads=1,
-                      bf16=True, optimizer="adamw", lr=1e-3)
+                      precision="bfloat16", optimizer="adamw", lr=1e-3)
     model, _ = load_model(train_plane([synthetic_subject()], cfg, tmp_path, command="test"))
     assert _all_finite(model.state_dict())
 
@@ -131,7 +119,7 @@ def test_score_subject_scores_every_subset_of_the_present_modalities(tmp_path):
     subject.image[..., 1] = 0  # no IR
     subject.modalities = ("T1w", "FLAIR")
     weights = _train(tmp_path, 2, p_t1w_only=0.5)
-    assert read_metadata(weights)["p_t1w_only"] == 0.5
+    assert read_metadata(weights)["settings"]["p_t1w_only"] == 0.5
     rows = score_subject(subject, {"axial": weights}, ("3label",))["3label"]
     assert [(r["modalities"], r["label"]) for r in rows] == [
         (keep, label) for keep in ("T1w+FLAIR", "T1w", "FLAIR")
@@ -166,16 +154,19 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
     subjects[1].modalities = ("T1w",)  # one subset to score: keeps the test short
     subjects[1].image[..., 1:] = 0
-    recipe = TrainConfig(plane="axial", lr=1e-3, optimizer="adamw", bf16=True, threads=1,
+    recipe = TrainConfig(plane="axial", lr=1e-3, optimizer="adamw", threads=1,
+                         precision="bfloat16-default",
                          p_t1w_only=0.25, class_weights=[1.0, 1.0, 1.0, 2.0])
     rows = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
                     out=tmp_path, command="test")["3label"]
     for plane in ("axial", "coronal", "sagittal"):
         meta = read_metadata(weight_path("3label", plane, "v3",
                                          tmp_path / "3label_v3" / "sub-2" / plane))
-        assert meta["training_data"] == ["sub-1"] and meta["p_t1w_only"] == 0.25
-        assert meta["optimizer"] == "adamw" and meta["bf16"] and meta["iterations"] == 1
-        assert meta["class_weights"] == [1.0, 1.0, 1.0, 2.0]
+        settings = meta["settings"]
+        assert meta["training_data"] == ["sub-1"] and settings["p_t1w_only"] == 0.25
+        assert settings["optimizer"] == "adamw" and meta["iterations"] == 1
+        assert settings["precision"] == "bfloat16-default"
+        assert settings["class_weights"] == [1.0, 1.0, 1.0, 2.0]
     assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
         ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
     # the finished planes are reused with the same recipe, and refused with another
@@ -246,16 +237,17 @@ def test_unknown_optimizer_or_schedule_is_named():
                        TrainConfig(plane="axial", schedule="step"))
 
 
-@pytest.mark.parametrize("task, weights", [("3label", ["1", "2"]), ("8label", ["1"] * 4),
-                                           ("3label", ["1", "1", "0", "2"])])
-def test_class_weights_need_one_positive_value_per_class(tmp_path, capsys, task, weights):
-    common = ["--mrbrains", str(tmp_path / "missing"), "--cache", str(tmp_path / "cache"),
-              "--out", str(tmp_path / "out"), "--task", task, "--class-weights", *weights]
+def test_recipes_are_chosen_by_name_and_unknown_ones_are_refused(tmp_path, capsys):
     for main in (train_main, cv_main):
+        assert main(["--list-recipes"]) == 0
+        listing = capsys.readouterr().out
+        assert "cpu-adamw-3label (default)" in listing and "\npaper\n" in f"\n{listing}"
         with pytest.raises(SystemExit) as exc:
-            main(common)
-        assert exc.value.code == 2
-        wanted = 4 if task == "3label" else 9
-        assert f"--class-weights: the {task} task needs {wanted} positive values" in \
+            main(["--mrbrains", str(tmp_path), "--cache", str(tmp_path / "c"),
+                  "--recipe", "nope"])
+        assert exc.value.code == 2 and "--recipe: invalid choice: 'nope'" in \
             capsys.readouterr().err
-    assert not (tmp_path / "cache").exists()
+    # options are never abbreviated: --recipe is not --rec
+    with pytest.raises(SystemExit):
+        train_main(["--rec", "paper"])
+    assert not (tmp_path / "c").exists()

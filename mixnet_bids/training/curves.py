@@ -1,0 +1,78 @@
+"""Learning curves of a training run: loss and validation Dice against the iterations.
+
+    python -m mixnet_bids.training.curves checkpoints/<recipe> docs/curves
+
+reads every ``log.tsv`` below the run folder and writes one PNG per network (the training
+loss, smoothed, and each tissue's validation Dice), named after the network's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+TISSUE_COLOURS = {"GM": "tab:green", "WM": "tab:blue", "CSF": "tab:orange"}
+
+
+def plot_curve(log_file: Path, out_file: Path, title: str) -> Path:
+    """One network's curve: loss (left axis) and validation Dice (right axis)."""
+    log = pd.read_csv(log_file, sep="\t")
+    fig, loss_axis = plt.subplots(figsize=(7, 4), dpi=100)
+    loss_axis.plot(log["iteration"], log["loss"], color="0.75", lw=0.8, label="loss")
+    window = max(1, len(log) // 30)
+    loss_axis.plot(log["iteration"], log["loss"].rolling(window, min_periods=1).mean(),
+                   color="0.2", lw=1.2, label=f"loss (mean of {window})")
+    loss_axis.set_xlabel("iteration")
+    loss_axis.set_ylabel("training loss")
+    loss_axis.set_yscale("log")
+    dice_axis = loss_axis.twinx()
+    for tissue, colour in TISSUE_COLOURS.items():
+        column = log.get(f"val_{tissue}")
+        if column is not None and column.notna().any():
+            points = log[column.notna()]
+            dice_axis.plot(points["iteration"], points[f"val_{tissue}"], "o-", ms=3,
+                           color=colour, label=f"validation Dice {tissue}")
+    dice_axis.set_ylabel("validation Dice")
+    handles = [h for axis in (loss_axis, dice_axis) for h in axis.get_legend_handles_labels()[0]]
+    loss_axis.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    loss_axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_file)
+    plt.close(fig)
+    return out_file
+
+
+def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
+    """Every network's curve below ``run_dir`` -> ``out_dir/<run>_<network>.png``."""
+    run_dir = Path(run_dir)
+    written = []
+    for log_file in sorted(run_dir.rglob("log.tsv")):
+        network = "_".join(log_file.parent.relative_to(run_dir).parts)
+        title = f"{run_dir.name}: {network}"
+        written.append(plot_curve(log_file, Path(out_dir) / f"{run_dir.name}_{network}.png",
+                                  title))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("run_dir", type=Path, help="a run folder, e.g. checkpoints/<recipe>")
+    parser.add_argument("out_dir", type=Path, help="where the PNG files go, e.g. docs/curves")
+    args = parser.parse_args(argv)
+    written = plot_run(args.run_dir, args.out_dir)
+    if not written:
+        parser.exit(1, f"no log.tsv below {args.run_dir}: nothing trained there yet\n")
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Training state in git: a run folder is committed as it goes, so the next machine
+continues the run from a fresh clone (see docs/training.md)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True)
+
+
+def git_commit() -> str:
+    """The commit of the code that runs ("unknown" outside a git checkout)."""
+    try:
+        result = _git(Path(__file__).parent, "rev-parse", "HEAD")
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def commit_state(folder: Path, message: str, attempts: int = 5) -> bool:
+    """Commit ``folder`` (and only it) to the git repository it is in; True when committed.
+
+    Other staged or unstaged changes of the repository are left as they are. A busy index
+    (another git command running) is retried; any other failure is logged, and the run goes
+    on: its state is still on disk.
+    """
+    folder = Path(folder).resolve()
+    for attempt in range(attempts):
+        added = _git(folder, "add", "--", ".")
+        if added.returncode == 0:
+            done = _git(folder, "commit", "--quiet", "--message", message, "--", ".")
+            if done.returncode == 0 or "nothing" in done.stdout + done.stderr:
+                return done.returncode == 0
+            error = done.stderr.strip()
+        else:
+            error = added.stderr.strip()
+        if "index.lock" not in error:
+            break
+        time.sleep(2 * (attempt + 1))
+    LOGGER.warning("could not commit %s to git: %s", folder, error)
+    return False

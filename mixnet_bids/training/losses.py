@@ -1,0 +1,42 @@
+"""The training loss: cross-entropy of targets that may cover several output classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixnet_bids.labels import IGNORE_INDEX
+
+
+class CoarseLabelLoss(nn.Module):
+    """Negative log of the summed probability of the classes a target covers.
+
+    ``membership``: ``(n_targets, n_classes)`` booleans, row t = the output classes target t
+    covers. With one class per target (the identity) this is the usual cross-entropy. Pixels
+    whose target is ``IGNORE_INDEX`` do not count; ``weights`` (one per target) weight each
+    pixel's term, and the mean is taken over the weights, as ``nn.CrossEntropyLoss`` does.
+
+    ``forward(logits (N, C, H, W), targets (N, H, W) int64) -> scalar``.
+    """
+
+    def __init__(self, membership: np.ndarray, weights: list[float] | None = None) -> None:
+        super().__init__()
+        member = torch.as_tensor(np.asarray(membership, dtype=bool))
+        # log(1) = 0 for a covered class, -inf for the others
+        log_member = torch.zeros(member.shape).masked_fill(~member, float("-inf"))
+        self.register_buffer("log_member", log_member)
+        weight = torch.ones(len(member)) if weights is None else torch.tensor(weights)
+        if weight.shape != (len(member),):
+            raise ValueError(f"{len(weight)} class weights for {len(member)} targets")
+        self.register_buffer("weight", weight.float())
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        valid = targets != IGNORE_INDEX
+        codes = targets[valid]                                   # (P,)
+        log_probs = F.log_softmax(logits.float(), dim=1)
+        log_probs = log_probs.permute(0, 2, 3, 1)[valid]         # (P, C)
+        covered = torch.logsumexp(log_probs + self.log_member[codes], dim=1)
+        weight = self.weight[codes]
+        return -(weight * covered).sum() / weight.sum().clamp_min(1e-12)

@@ -1,0 +1,92 @@
+"""Validation scores for the learning curves: one plane's network on volumes it never saw.
+
+Two kinds of validation volume:
+- a held-out MRBrainS subject (cross-validation folds), scored in the MRBrainS 3 labels;
+- held-out BrainWeb anatomies rendered as 1 mm MPRAGE-like T1w (``synth.render_volume``, a
+  procedure unlike the training synthesis), scored in the whole-brain tissues. The shipped
+  networks train on every MRBrainS subject, so these are their validation set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mixnet_bids.inference.planes import to_canonical
+from mixnet_bids.inference.predict import predict_plane
+from mixnet_bids.labels import IGNORE_INDEX, TISSUES, map_labels, to_3label, to_convention
+from mixnet_bids.model import MixNet
+from mixnet_bids.preprocessing import head_mask, zscore
+from mixnet_bids.training.cache import CachedSubject
+
+#: BrainWeb label -> whole-brain tissue (1 GM, 2 WM, 3 CSF; everything else background)
+_BRAINWEB_TISSUE = {1: 3, 2: 1, 3: 2}
+
+
+@dataclass
+class ValidationCase:
+    """A volume and its reference tissues (0 background, 1 GM, 2 WM, 3 CSF, IGNORE_INDEX)."""
+
+    name: str
+    image: np.ndarray                  # (X, Y, Z, 3) canonical z-scores, absent channels 0
+    reference: np.ndarray              # (X, Y, Z) uint8
+    zooms: tuple[float, float, float]
+    #: "wholebrain" or "3label" (cerebellum and brainstem background)
+    convention: str
+
+
+def mrbrains_case(subject: CachedSubject) -> ValidationCase:
+    """A cached MRBrainS subject with all its modalities, in the MRBrainS 3 labels."""
+    return ValidationCase(subject.name, subject.image, map_labels(subject.labels, "3label"),
+                          subject.zooms, "3label")
+
+
+def brainweb_cases(folder: Path, subjects: tuple[str, ...], spacing: float = 1.0,
+                   seed: int = 0) -> list[ValidationCase]:
+    """Held-out BrainWeb anatomies as 1 mm MPRAGE-like T1w, z-scored in the app's head mask."""
+    from mixnet_bids.training.synth import load_label_volumes, render_volume
+
+    cases = []
+    for volume in load_label_volumes(Path(folder), list(subjects)):
+        image, labels, affine = render_volume(volume, np.random.default_rng(seed), spacing)
+        image, affine = to_canonical(image, affine)
+        labels, _ = to_canonical(labels, affine)
+        channels = np.zeros(image.shape + (3,), np.float32)
+        channels[..., 0] = zscore(image, head_mask(image))
+        reference = np.zeros(labels.shape, np.uint8)
+        for label, tissue in _BRAINWEB_TISSUE.items():
+            reference[labels == label] = tissue
+        cases.append(ValidationCase(volume.name, channels, reference,
+                                    (spacing, spacing, spacing), "wholebrain"))
+    return cases
+
+
+def in_convention(probs: np.ndarray, task: str, convention: str) -> np.ndarray:
+    """A network's class probabilities ``(..., C)`` as background + the 3 tissues of
+    ``convention`` (MRBrainS networks know only the 3-label convention)."""
+    if task == "fine":
+        return to_convention(probs, convention)
+    if task == "8label":
+        groups = to_3label(np.arange(probs.shape[-1], dtype=np.uint8), task)
+        return np.stack([probs[..., groups == i].sum(-1) for i in range(len(TISSUES) + 1)], -1)
+    return probs
+
+
+def tissue_dice(model: MixNet, task: str, cases: list[ValidationCase],
+                plane: str) -> dict[str, float]:
+    """Mean Dice per tissue of one plane's network over ``cases``."""
+    scores = {t: [] for t in TISSUES}
+    was_training = model.training
+    for case in cases:
+        head = np.any(case.image != 0, axis=-1)
+        probs = predict_plane(model, case.image, head, case.zooms, plane)
+        pred = np.argmax(in_convention(probs, task, case.convention), axis=-1)
+        valid = case.reference != IGNORE_INDEX
+        for index, tissue in enumerate(TISSUES, start=1):
+            a, b = (pred == index) & valid, (case.reference == index) & valid
+            total = a.sum() + b.sum()
+            scores[tissue].append(2.0 * (a & b).sum() / total if total else np.nan)
+    model.train(was_training)
+    return {t: float(np.nanmean(v)) for t, v in scores.items()}

@@ -1,0 +1,199 @@
+"""Training state that continues anywhere: compact checkpoints, a killed run resumed in a fresh
+folder, the per-host precision check, recipes, the fine-class loss and state in git."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import synthetic_subject
+from torch import nn
+
+from mixnet_bids.inference.weights import load_model
+from mixnet_bids.labels import (
+    IGNORE_INDEX,
+    TARGETS,
+    TASK_CLASSES,
+    convention_matrix,
+    target_codes,
+    target_membership,
+    to_convention,
+)
+from mixnet_bids.training.gitstate import commit_state
+from mixnet_bids.training.losses import CoarseLabelLoss
+from mixnet_bids.training.precision import choose_precision
+from mixnet_bids.training.recipes import DEFAULT_RECIPE, RECIPES
+from mixnet_bids.training.train import TrainConfig, train_plane
+
+TESTS = Path(__file__).resolve().parents[1]
+#: a tiny AdamW run of the fine task, as a separate process (so that it can be killed)
+RUN = """
+import sys
+from helpers import synthetic_subject
+from mixnet_bids.training.train import TrainConfig, train_plane
+cfg = TrainConfig(plane="axial", task="fine", iterations=int(sys.argv[2]), batch_size=2,
+                  crop=(32, 32), threads=1, checkpoint_every=1, optimizer="adamw", lr=1e-3,
+                  schedule="cosine", p_t1w_only=0.25)
+train_plane([synthetic_subject()], cfg, sys.argv[1], command="test")
+"""
+
+
+def _run(out: Path, iterations: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    return subprocess.Popen([sys.executable, "-c", RUN, str(out), str(iterations)], env=env)
+
+
+def _iterations_logged(out: Path) -> int:
+    log = out / "log.tsv"
+    lines = log.read_text().splitlines()[1:] if log.exists() else []
+    return int(lines[-1].split("\t")[0]) if lines else 0
+
+
+def test_a_killed_run_resumed_in_a_fresh_folder_gives_the_same_weights(tmp_path):
+    n = 12
+    assert _run(tmp_path / "straight", n).wait(timeout=300) == 0
+    # killed (SIGKILL: no chance to clean up) once half the iterations are checkpointed
+    # (iteration k is logged after checkpoint k - 1 was written)
+    killed = _run(tmp_path / "killed", n)
+    deadline = time.monotonic() + 300
+    while _iterations_logged(tmp_path / "killed") <= n // 2 and killed.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    stopped = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["iteration"]
+    assert n // 2 <= stopped < n
+    # a fresh clone holds what git holds: the run folder's files, copied elsewhere
+    shutil.copytree(tmp_path / "killed", tmp_path / "clone")
+    assert _run(tmp_path / "clone", n).wait(timeout=300) == 0
+    a, meta = load_model(tmp_path / "straight" / "mixnet_v3_fine_axial.pt")
+    b, _ = load_model(tmp_path / "clone" / "mixnet_v3_fine_axial.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert meta["iterations"] == n and meta["labels"] == list(TASK_CLASSES["fine"])
+
+
+def test_the_checkpoint_keeps_optimizer_moments_in_bfloat16_and_stays_small(tmp_path):
+    cfg = TrainConfig(plane="axial", task="fine", iterations=2, batch_size=2, crop=(32, 32),
+                      threads=1, optimizer="adamw", lr=1e-3, stop_after=1)
+    checkpoint = train_plane([synthetic_subject()], cfg, tmp_path, command="test")
+    state = torch.load(checkpoint, weights_only=True)
+    moments = [v for s in state["optimizer"]["state"].values() for k, v in s.items()
+               if k != "step"]
+    assert moments and all(v.dtype == torch.bfloat16 for v in moments)
+    assert all(v.dtype == torch.float32 for v in state["model"].values()
+               if v.is_floating_point())
+    # MixNetv3 with 10 classes: 1.2 MB of float32 weights + 2 x 0.6 MB of moments
+    assert checkpoint.stat().st_size < 2.6e6
+
+
+def test_recipes_name_every_setting_and_the_default_is_the_shipped_weights():
+    shipped = load_model(Path(__file__).resolve().parents[2] / "mixnet_bids" / "data" /
+                         "weights" / "mixnet_v3_3label_axial.pt")[1]
+    default = RECIPES[DEFAULT_RECIPE]
+    assert (default.task, default.optimizer, default.lr, default.schedule) == (
+        shipped["task"], shipped["optimizer"], shipped["lr"], shipped["schedule"])
+    assert (default.iterations["axial"], default.p_t1w_only) == (shipped["iterations"],
+                                                                 shipped["p_t1w_only"])
+    paper = RECIPES["paper"]
+    assert (paper.optimizer, paper.lr, paper.schedule) == ("sgd", 2e-4, "paper")
+    for recipe in RECIPES.values():
+        cfg = TrainConfig.from_recipe(recipe, "coronal", threads=1)
+        assert cfg.recipe == recipe.name and cfg.iterations == recipe.iterations["coronal"]
+        assert cfg.task in TASK_CLASSES and cfg.precision == recipe.precision
+
+
+def test_fine_targets_cover_both_label_sets():
+    fine = TASK_CLASSES["fine"]
+    covers = {t: {fine[k] for k in np.flatnonzero(row)}
+              for t, row in enumerate(target_membership())}
+    mrbrains = target_codes(np.arange(12), "mrbrains")
+    assert covers[mrbrains[7]] == {"cbGM", "cbWM"} and covers[mrbrains[8]] == {"BS"}
+    assert covers[mrbrains[2]] == {"dGM"} and list(mrbrains[9:]) == [IGNORE_INDEX] * 3
+    brainweb = target_codes(np.arange(12), "brainweb")
+    assert covers[brainweb[1]] == {"eCSF", "VEN"}
+    assert covers[brainweb[2]] == {"cGM", "dGM", "cbGM"}
+    assert covers[brainweb[3]] == {"WM", "WMH", "cbWM", "BS"}
+    assert set(brainweb[[0, 4, 7, 10, 11]]) == {0}
+    assert len(covers) == len(TARGETS)
+    # every convention partitions the fine classes
+    for name in ("wholebrain", "3label", "8label"):
+        assert (convention_matrix(name).sum(axis=1) == 1).all(), name
+    p = np.eye(10, dtype=np.float32)
+    whole = np.argmax(to_convention(p, "wholebrain"), -1)
+    mrb = np.argmax(to_convention(p, "3label"), -1)
+    # cerebellar cortex: GM in the whole brain, background in the MRBrainS 3 labels
+    assert whole[fine.index("cbGM")] == 1 and mrb[fine.index("cbGM")] == 0
+    assert whole[fine.index("BS")] == 2 and mrb[fine.index("BS")] == 0
+
+
+def test_the_coarse_label_loss_sums_the_covered_probabilities():
+    # one pixel, three classes with probabilities 0.5, 0.3, 0.2
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2])).reshape(1, 3, 1, 1)
+    membership = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1]], bool)
+    loss = CoarseLabelLoss(membership)
+    assert loss(logits, torch.tensor([[[3]]])).item() == pytest.approx(-np.log(0.5))
+    assert loss(logits, torch.tensor([[[0]]])).item() == pytest.approx(-np.log(0.5))
+    assert loss(logits, torch.tensor([[[2]]])).item() == pytest.approx(-np.log(0.2))
+    # two pixels, one ignored; weights average as in nn.CrossEntropyLoss
+    two = torch.cat([logits, logits], dim=3)
+    weighted = CoarseLabelLoss(membership, weights=[1.0, 1.0, 1.0, 3.0])
+    assert weighted(two, torch.tensor([[[3, IGNORE_INDEX]]])).item() == pytest.approx(
+        -np.log(0.5))
+    assert weighted(two, torch.tensor([[[3, 1]]])).item() == pytest.approx(
+        (3 * -np.log(0.5) + -np.log(0.3)) / 4)
+    # with one class per target it is the cross-entropy
+    x, y = torch.randn(2, 4, 5, 6), torch.randint(0, 4, (2, 5, 6))
+    torch.testing.assert_close(CoarseLabelLoss(np.eye(4, dtype=bool))(x, y),
+                               nn.functional.cross_entropy(x, y))
+
+
+class _BrokenUnderBfloat16(nn.Module):
+    """Finite in float32, NaN under bfloat16 autocast (as a CPU kernel bug would be)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y * float("nan") if torch.is_autocast_enabled("cpu") else y
+
+
+def test_the_precision_check_rejects_candidates_whose_gradients_are_wrong():
+    images, targets = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    loss = nn.CrossEntropyLoss()
+    chosen, report = choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "auto")
+    assert not chosen.bf16 and set(report) == {"float32 default", "float32 channels_last",
+                                               "bfloat16 default", "bfloat16 channels_last"}
+    assert not report["bfloat16 default"]["ok"] and report["float32 default"]["ok"]
+    with pytest.raises(FloatingPointError, match="no bfloat16 candidate"):
+        choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "bfloat16")
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_commit_state_commits_the_run_folder_and_nothing_else(tmp_path):
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "config", "user.email", "t@example.org")
+    _git(tmp_path, "config", "user.name", "t")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "code.py")  # someone's staged work, not the run's
+    run = tmp_path / "checkpoints" / "r" / "axial"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"state")
+    assert commit_state(run, "training state: r axial at iteration 1")
+    assert _git(tmp_path, "show", "--name-only", "--format=%s", "HEAD").split() == [
+        "training", "state:", "r", "axial", "at", "iteration", "1",
+        "checkpoints/r/axial/checkpoint.pt"]
+    assert _git(tmp_path, "diff", "--cached", "--name-only").split() == ["code.py"]
+    assert not commit_state(run, "nothing changed")
