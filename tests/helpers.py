@@ -14,6 +14,7 @@ from mixnet_bids.inference.weights import save_weights, weight_path
 from mixnet_bids.labels import TASK_CLASSES, n_classes
 from mixnet_bids.model import build_mixnet
 from mixnet_bids.training.cache import CachedSubject
+from mixnet_bids.training.synth import LabelVolume
 
 
 def tiny_image(path: Path, shape=(20, 24, 16), zooms=(4.0, 4.0, 4.0), seed=0) -> Path:
@@ -37,10 +38,13 @@ def bids_skeleton(root: Path, subjects: dict[str, list[str]]) -> Path:
     return root
 
 
-def random_weights(folder: Path, task: str = "3label", version: str = "v3") -> Path:
-    """Untrained weights with valid metadata: for mechanics, never for accuracy."""
+def random_weights(folder: Path, task: str = "3label", version: str = "v3",
+                   planes: tuple[str, ...] = PLANES) -> Path:
+    """Untrained weights with valid metadata, for ``task`` (``3label``, ``8label`` or
+    ``fine``, the networks every output convention comes from) and ``planes``: for
+    mechanics, never for accuracy."""
     torch.manual_seed(0)
-    for plane in PLANES:
+    for plane in planes:
         save_weights(build_mixnet(version, n_classes(task)),
                      weight_path(task, plane, version, folder),
                      {"task": task, "plane": plane, "labels": list(TASK_CLASSES[task])})
@@ -58,3 +62,19 @@ def synthetic_subject(name="sub-1", shape=(40, 44, 12), seed=0) -> CachedSubject
     image[labels == 0] = 0
     return CachedSubject(name, image.astype(np.float32), labels, (0.96, 0.96, 3.0),
                          ("T1w", "IR", "FLAIR"))
+
+
+def head_phantom(pad: int = 4) -> LabelVolume:
+    """0.5 mm nested ellipsoids: skin, fat, skull, CSF, GM, WM, ventricles, and a vessel on
+    the right (not symmetric); empty slices around it along every axis."""
+    shape = np.array([128, 144, 120])
+    grid = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    radii = (shape - 1) / 2.0
+    d = np.sqrt(sum(((g - r) / r) ** 2 for g, r in zip(grid, radii)))
+    labels = np.zeros(shape, np.uint8)
+    for level, label in [(1.0, 6), (0.95, 4), (0.88, 7), (0.8, 1), (0.72, 2), (0.6, 3),
+                         (0.15, 1)]:
+        labels[d <= level] = label
+    box = labels[80:100, 20:124, 10:110]
+    box[np.isin(box, (2, 3))] = 8
+    return LabelVolume("sub-ph", np.pad(labels, pad), (0.5, 0.5, 0.5))

@@ -87,6 +87,17 @@ _RECIPES = [
                 "iterations on held-out BrainWeb anatomies",
         task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
         precision="auto", synth_fraction=0.5, validate_every=1000),
+    # probes of the synthetic share (short runs with --iterations; docs/results.md)
+    Recipe(
+        name="wholebrain-real-v1",
+        summary="probe: as wholebrain-synth-v1 without synthetic images (MRBrainS only)",
+        task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
+        precision="auto", validate_every=1000),
+    Recipe(
+        name="wholebrain-synth80-v1",
+        summary="probe: as wholebrain-synth-v1 with 80 % synthetic samples",
+        task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
+        precision="auto", synth_fraction=0.8, validate_every=1000),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.

@@ -227,8 +227,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    cfg.subjects = [s.name for s in subjects] + ([v.name for v in synth.volumes] if synth
-                                                 else [])
+    cfg.subjects = [s.name for s in subjects] + (synth.names if synth else [])
     checkpoint = out_dir / "checkpoint.pt"
     if checkpoint.exists():
         check_same_recipe(out_dir / "config.json", cfg)

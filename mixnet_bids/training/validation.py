@@ -89,4 +89,6 @@ def tissue_dice(model: MixNet, task: str, cases: list[ValidationCase],
             total = a.sum() + b.sum()
             scores[tissue].append(2.0 * (a & b).sum() / total if total else np.nan)
     model.train(was_training)
-    return {t: float(np.nanmean(v)) for t, v in scores.items()}
+    # a tissue absent from every reference and prediction has no Dice (NaN)
+    return {t: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            for t, v in scores.items()}

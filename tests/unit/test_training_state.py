@@ -197,3 +197,40 @@ def test_commit_state_commits_the_run_folder_and_nothing_else(tmp_path):
         "checkpoints/r/axial/checkpoint.pt"]
     assert _git(tmp_path, "diff", "--cached", "--name-only").split() == ["code.py"]
     assert not commit_state(run, "nothing changed")
+
+
+def test_a_fine_network_trains_on_real_and_synthetic_slices_and_logs_validation(tmp_path):
+    from helpers import head_phantom
+
+    from mixnet_bids.training.dataset import MixedSampler, SliceSampler
+    from mixnet_bids.training.synth import SynthSampler
+    from mixnet_bids.training.validation import mrbrains_case
+
+    real = SliceSampler([synthetic_subject()], "axial", "fine", crop=(32, 32), seed=0)
+    synth = SynthSampler([head_phantom()], "axial", (32, 32), seed=0)
+    mixed = MixedSampler(real, synth, fraction=0.5, seed=0)
+    images, targets = mixed.batch(16)
+    assert images.shape == (16, 3, 32, 32) and targets.shape == (16, 32, 32)
+    codes = set(torch.unique(targets).tolist())
+    # real MRBrainS slices give fine codes (1 cortex, 3 WM), synthetic BrainWeb ones their
+    # coarse codes (11 CSF, 12 GM, 13 WM)
+    assert codes & {1, 3} and codes & {11, 12, 13}
+    assert codes <= set(range(len(TARGETS))) | {IGNORE_INDEX}
+    with pytest.raises(ValueError, match="fine classes only"):
+        MixedSampler(SliceSampler([synthetic_subject()], "axial", "3label"), synth, 0.5)
+
+    cfg = TrainConfig(plane="axial", task="fine", iterations=4, batch_size=2, crop=(32, 32),
+                      threads=1, checkpoint_every=2, optimizer="adamw", lr=1e-3,
+                      synth_fraction=0.5, validate_every=2)
+    held_out = synthetic_subject("sub-2", seed=3)
+    path = train_plane([synthetic_subject()], cfg, tmp_path, command="test",
+                       synth=SynthSampler([head_phantom()], "axial", (32, 32), seed=0),
+                       validation=[mrbrains_case(held_out)])
+    _, meta = load_model(path)
+    assert meta["training_data"] == ["sub-1", "sub-ph"] and meta["settings"]["synth_fraction"]
+    log = [line.split("\t") for line in (tmp_path / "log.tsv").read_text().splitlines()]
+    assert log[0][-3:] == ["val_GM", "val_WM", "val_CSF"]
+    assert [row[0] for row in log[1:]] == ["2", "4"]
+    assert all(0.0 <= float(v) <= 1.0 for row in log[1:] for v in row[4:6])
+    with pytest.raises(ValueError, match="give the BrainWeb label maps"):
+        train_plane([synthetic_subject()], cfg, tmp_path / "no_synth", command="test")
