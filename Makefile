@@ -53,10 +53,11 @@ bench: install
 bench-cohort: install
 	$(BIN)/python benchmarks/cohort.py --out benchmarks/results
 
-# One training iteration: batch sampling vs network step; float32 vs bfloat16, eager vs
-# torch.compile (ratios).
+# One training iteration of the long run's recipe: real and synthetic batch sampling vs the
+# network step in every precision and layout that passes the gradient check (ratios).
 bench-train: install
-	$(BIN)/python benchmarks/train_step.py --cache $(CACHE) --out benchmarks/results
+	$(BIN)/python benchmarks/train_step.py --cache $(CACHE) --brainweb $(BRAINWEB) \
+	  --out benchmarks/results
 
 # Training by recipe (mixnet-bids-train --list-recipes). The state of every run lives in
 # checkpoints/<recipe>/ and is committed to git, so `make weights` resumes it on any machine
@@ -68,12 +69,13 @@ weights: install
 	$(BIN)/mixnet-bids-train --recipe $(RECIPE) --mrbrains $(MRBRAINS) --brainweb $(BRAINWEB) \
 	  --cache $(CACHE) $(TRAIN_ARGS)
 
-# The same in the background at low priority, committing its state to git hourly and at the
-# end; its log goes to logs/train-<recipe>.log.
+# The same in the background at low priority, committing its state (and its learning curves
+# in docs/curves) to git hourly and at the end; its log goes to logs/train-<recipe>.log.
 train-background: install
 	mkdir -p logs
 	nohup nice -n 19 $(MAKE) --no-print-directory weights RECIPE=$(RECIPE) \
-	  TRAIN_ARGS="--commit-every 3600 $(TRAIN_ARGS)" > logs/train-$(RECIPE).log 2>&1 &
+	  TRAIN_ARGS="--commit-every 3600 --curves-dir docs/curves $(TRAIN_ARGS)" \
+	  > logs/train-$(RECIPE).log 2>&1 &
 	@echo "training $(RECIPE) in the background: tail -f logs/train-$(RECIPE).log"
 
 # Learning curves of a recipe's run (loss and validation Dice per plane) -> docs/curves/.

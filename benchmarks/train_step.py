@@ -1,14 +1,20 @@
-"""Benchmark one training iteration: batch sampling vs the network step, float32 vs
-bfloat16 autocast, eager vs compiled, each in the memory layout training uses.
+"""Benchmark one training iteration: batch sampling (real, synthetic) beside the network step
+in each precision and memory layout, on this host.
 
-Times, in one process, the parts of ``train_plane``'s loop: ``SliceSampler.batch`` (real
-cached MRBrainS subjects, augmentation included) and the optimiser step (forward, loss,
-backward, AdamW update) of an eager network in float32 and under bfloat16 autocast, and of
-the same network under ``torch.compile`` with bfloat16. The variants' blocks alternate so
-that a busy machine slows them alike; the ratios are the result.
-Writes ``<out>/train_step_<version>_<plane>.json``.
+Times, in one process, the parts of ``train_plane``'s loop for a recipe:
+- a batch of real MRBrainS slices (``SliceSampler``, augmentation included) and, with
+  ``--brainweb``, a batch synthesised from BrainWeb label maps (``SynthSampler``): the
+  synthesis must not keep the step waiting;
+- the optimiser step (forward, loss, backward, AdamW update) of the recipe's network in every
+  precision/layout candidate of ``training.precision``, gradients checked against float32 as
+  the run's start-up check does (a candidate with NaN or wrong gradients is reported, not
+  timed).
+The candidates' blocks alternate so that a busy machine slows them alike; the ratios are the
+result: each candidate against the shipped weights' recipe (bfloat16, default layout) and
+the sampling against the step. Writes ``<out>/train_step_<version>_<plane>.json``.
 
-    python benchmarks/train_step.py --cache cache --out benchmarks/results
+    python benchmarks/train_step.py --cache cache --brainweb ../shared/data/brainweb20 \\
+        --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -17,28 +23,40 @@ import argparse
 import copy
 import json
 import os
+import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from mixnet_bids.labels import IGNORE_INDEX, n_classes
+from mixnet_bids.labels import n_classes
 from mixnet_bids.model.mixnet import build_mixnet
 from mixnet_bids.training.cache import load_cached
-from mixnet_bids.training.dataset import DEFAULT_BATCH, SliceSampler
-from mixnet_bids.training.train import TrainConfig, make_optimizer, memory_layout, step_loss
+from mixnet_bids.training.dataset import DEFAULT_CROPS, SliceSampler
+from mixnet_bids.training.precision import CANDIDATES, Precision, choose_precision
+from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT, RECIPES
+from mixnet_bids.training.train import TrainConfig, make_loss, make_optimizer, step_loss
+
+#: the shipped weights' recipe trains in bfloat16, default layout: the baseline of the ratios
+BASELINE = Precision(True, "default")
 
 
-def step_seconds(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                 steps: int, bf16: bool) -> float:
+def sampling_seconds(draw_batch, repeats: int) -> float:
+    """Mean seconds of ``draw_batch()`` over ``repeats`` calls."""
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        draw_batch()
+    return (time.perf_counter() - t0) / repeats
+
+
+def step_seconds(model, optimizer, criterion, images, targets, precision: Precision,
+                 steps: int) -> float:
     """Mean seconds per training step over ``steps`` steps."""
-    optimizer = make_optimizer(model, TrainConfig(plane="axial", optimizer="adamw"))
-    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    images = images.contiguous(memory_format=precision.memory_format)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = step_loss(model, criterion, images, targets, bf16)
+        loss = step_loss(model, criterion, images, targets, precision.bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -46,71 +64,73 @@ def step_seconds(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--cache", type=Path, required=True,
-                        help="the training cache (make cv / make weights build <cache>/preproc)")
+                        help="the training cache (make weights / make cv build <cache>/preproc)")
+    parser.add_argument("--brainweb", type=Path, default=None,
+                        help="BrainWeb label maps: also time the synthetic batches")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--version", default="v3")
+    parser.add_argument("--recipe", default="wholebrain-synth-v1", choices=list(RECIPES))
     parser.add_argument("--plane", default="axial")
-    parser.add_argument("--task", default="3label")
-    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     files = sorted((args.cache / "preproc").glob("*.npz"))
     if not files:
-        parser.error(f"no cached subjects in {args.cache / 'preproc'}; run make cv or "
-                     "make weights first (they build it)")
+        parser.error(f"no cached subjects in {args.cache / 'preproc'}; run make weights "
+                     "first (it builds it)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    recipe = RECIPES[args.recipe]
+    cfg = TrainConfig.from_recipe(recipe, args.plane, threads=args.threads)
+    batch, crop = cfg.batch_size, DEFAULT_CROPS[args.plane]
 
-    sampler = SliceSampler([load_cached(f) for f in files], args.plane, args.task)
-    batch = DEFAULT_BATCH[args.plane]
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        images, targets = sampler.batch(batch)
-    sample_s = (time.perf_counter() - t0) / args.steps
-    # Each variant in the memory layout training uses for it (memory_layout in train.py).
-    fp32_layout, bf16_layout = memory_layout(False), memory_layout(True)
-    net = build_mixnet(args.version, n_classes(args.task))
-    eager = copy.deepcopy(net).to(memory_format=fp32_layout)
-    eager_bf16 = copy.deepcopy(net).to(memory_format=bf16_layout)
-    compiled = torch.compile(net.to(memory_format=bf16_layout))
-    inputs = {fp32_layout: images.contiguous(memory_format=fp32_layout),
-              bf16_layout: images.contiguous(memory_format=bf16_layout)}
-    eager.eval()
-    compiled.eval()
-    with torch.no_grad():
-        max_diff = (eager(inputs[fp32_layout]) - compiled(inputs[bf16_layout])).abs().max().item()
-    eager.train()
-    compiled.train()
-    variants = {"eager_fp32": (eager, False), "eager_bf16": (eager_bf16, True),
-                "compiled_bf16": (compiled, True)}
-    # The first step of each variant warms it up; the compiled one compiles its bf16 graphs.
-    first_step_s = {name: step_seconds(model, inputs[memory_layout(bf16)], targets, 1, bf16)
-                    for name, (model, bf16) in variants.items()}
-    compile_s = first_step_s["compiled_bf16"]
-    times = {name: [] for name in variants}
+    real = SliceSampler([load_cached(f) for f in files], args.plane, recipe.task, crop)
+    sampling = {"real_batch_s": sampling_seconds(lambda: real.batch(batch), args.steps)}
+    if args.brainweb:
+        from mixnet_bids.training.synth import SynthSampler, load_label_volumes
+        volumes = [v for v in load_label_volumes(args.brainweb)[:4]
+                   if v.name not in BRAINWEB_HELD_OUT]
+        synth = SynthSampler(volumes, args.plane, crop)
+        sampling["synthetic_batch_s"] = sampling_seconds(
+            lambda: [synth.sample() for _ in range(batch)], args.steps)
+    images, targets = real.batch(batch)
+
+    net = build_mixnet(recipe.version, n_classes(recipe.task))
+    criterion = make_loss(cfg)
+    chosen, check = choose_precision(net, criterion, images, targets, "auto")
+    candidates = [Precision(bf16, layout) for bf16, layout in CANDIDATES["auto"]
+                  if check[Precision(bf16, layout).describe()]["ok"]]
+    runs = {}
+    for candidate in candidates:
+        model = copy.deepcopy(net).to(memory_format=candidate.memory_format).train()
+        runs[candidate] = (model, make_optimizer(model, cfg))
+        step_seconds(*runs[candidate], criterion, images, targets, candidate, 1)  # warm-up
+    times = {c: [] for c in candidates}
     for _ in range(args.blocks):
-        for name, (model, bf16) in variants.items():
-            times[name].append(step_seconds(model, inputs[memory_layout(bf16)], targets,
-                                            args.steps, bf16))
-    step_s = {name: statistics.median(t) for name, t in times.items()}
-
+        for candidate, (model, optimizer) in runs.items():
+            times[candidate].append(step_seconds(model, optimizer, criterion, images, targets,
+                                                 candidate, args.steps))
+    step_s = {c.describe(): statistics.median(t) for c, t in times.items()}
+    base = step_s.get(BASELINE.describe())
     report = {
-        "version": args.version, "plane": args.plane, "task": args.task,
-        "batch": [batch, *images.shape[1:]], "threads": args.threads,
-        "layout": {"fp32": str(fp32_layout), "bf16": str(bf16_layout)},
-        "torch": torch.__version__, "sample_batch_s": round(sample_s, 4),
-        "step_s": {name: round(t, 4) for name, t in step_s.items()},
-        "fp32_over_bf16": round(step_s["eager_fp32"] / step_s["eager_bf16"], 3),
-        "eager_over_compiled_bf16": round(step_s["eager_bf16"] / step_s["compiled_bf16"], 3),
-        "compile_s": round(compile_s, 1),
-        "eval_logits_max_abs_diff": max_diff,
-        "blocks": {k: [round(v, 4) for v in t] for k, t in times.items()},
+        "recipe": recipe.name, "plane": args.plane, "task": recipe.task,
+        "batch": [batch, 3, *crop], "threads": args.threads, "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "sampling_s": {k: round(v, 4) for k, v in sampling.items()},
+        "step_s": {k: round(v, 4) for k, v in step_s.items()},
+        "rejected": [k for k, v in check.items() if not v["ok"]],
+        "host_choice": chosen.describe(),
+        "baseline": BASELINE.describe(),
+        "baseline_over_candidate": ({k: round(base / v, 3) for k, v in step_s.items()}
+                                    if base else None),
+        "sampling_over_step": {k: round(v / step_s[chosen.describe()], 3)
+                               for k, v in sampling.items()},
+        "gradient_check": check,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"train_step_{args.version}_{args.plane}.json"
+    out = args.out / f"train_step_{recipe.version}_{args.plane}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--commit-every", type=float, default=0, metavar="SECONDS",
                         help="commit the run folder to git at the first checkpoint this long "
                              "after the last commit, and at the end (0: never)")
+    parser.add_argument("--curves-dir", type=Path, default=None, metavar="DIR",
+                        help="with --commit-every: redraw each network's learning curve "
+                             "there (PNG) and commit it with the state, e.g. docs/curves")
     return parser
 
 
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             synth = SynthSampler(volumes, plane, DEFAULT_CROPS[plane], seed=args.seed)
         try:
             path = train_plane(subjects, cfg, out / f"{recipe.task}_{recipe.version}_{plane}",
-                               command=command, synth=synth, validation=cases)
+                               command=command, synth=synth, validation=cases,
+                               curves_dir=args.curves_dir)
         except RecipeMismatch as err:
             parser.exit(2, f"mixnet-bids-train: {err}\n")
         except NonFiniteLoss as err:

@@ -24,18 +24,22 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def commit_state(folder: Path, message: str, attempts: int = 5) -> bool:
-    """Commit ``folder`` (and only it) to the git repository it is in; True when committed.
+def commit_state(paths: list[Path], message: str, attempts: int = 5) -> bool:
+    """Commit ``paths`` (folders or files, and only them) to the git repository they are in;
+    True when a commit was made.
 
     Other staged or unstaged changes of the repository are left as they are. A busy index
     (another git command running) is retried; any other failure is logged, and the run goes
     on: its state is still on disk.
     """
-    folder = Path(folder).resolve()
+    paths = [Path(p).resolve() for p in paths]
+    cwd = paths[0] if paths[0].is_dir() else paths[0].parent
+    names = [str(p) for p in paths]
+    error = ""
     for attempt in range(attempts):
-        added = _git(folder, "add", "--", ".")
+        added = _git(cwd, "add", "--", *names)
         if added.returncode == 0:
-            done = _git(folder, "commit", "--quiet", "--message", message, "--", ".")
+            done = _git(cwd, "commit", "--quiet", "--message", message, "--", *names)
             if done.returncode == 0 or "nothing" in done.stdout + done.stderr:
                 return done.returncode == 0
             error = done.stderr.strip()
@@ -44,5 +48,5 @@ def commit_state(folder: Path, message: str, attempts: int = 5) -> bool:
         if "index.lock" not in error:
             break
         time.sleep(2 * (attempt + 1))
-    LOGGER.warning("could not commit %s to git: %s", folder, error)
+    LOGGER.warning("could not commit %s to git: %s", ", ".join(names), error)
     return False

@@ -214,13 +214,26 @@ def _log_header(log_file: Path) -> None:
         log_file.write_text("iteration\tloss\tlr\tseconds\tval_GM\tval_WM\tval_CSF\n")
 
 
+def save_state(out_dir: Path, message: str, curves_dir: Path | None) -> None:
+    """Commit the run folder to git, with its learning curve redrawn in ``curves_dir``."""
+    paths = [out_dir]
+    if curves_dir is not None:
+        from mixnet_bids.training.curves import plot_curve
+        name = f"{out_dir.parent.name}_{out_dir.name}"
+        paths.append(plot_curve(out_dir / "log.tsv", Path(curves_dir) / f"{name}.png",
+                                f"{out_dir.parent.name}: {out_dir.name}"))
+    commit_state(paths, message)
+
+
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                 command: str = "", synth=None,
-                validation: list[ValidationCase] | None = None) -> Path:
+                validation: list[ValidationCase] | None = None,
+                curves_dir: Path | None = None) -> Path:
     """Train (or resume) one plane's network; return the exported weight file.
 
     ``synth``: a ``synth.SynthSampler`` of this plane (when ``cfg.synth_fraction`` > 0);
-    ``validation``: volumes scored every ``cfg.validate_every`` iterations (learning curve).
+    ``validation``: volumes scored every ``cfg.validate_every`` iterations (learning curve);
+    ``curves_dir``: where each commit of the state (``cfg.commit_every``) redraws the curve.
     Returns the checkpoint instead when ``cfg.stop_after`` ends the call early.
     """
     out_dir = Path(out_dir)
@@ -307,14 +320,14 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         optimizer.load_state_dict(compact)
         t0 = time.monotonic()
         if cfg.commit_every and time.monotonic() - last_commit >= cfg.commit_every:
-            commit_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} at iteration "
-                                  f"{done} of {cfg.iterations}")
+            save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} at iteration "
+                                f"{done} of {cfg.iterations}", curves_dir)
             last_commit = time.monotonic()
     if end < cfg.iterations:
         LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, cfg.iterations)
         if cfg.commit_every:
-            commit_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} stopped at "
-                                  f"iteration {end} of {cfg.iterations}")
+            save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} stopped at "
+                                f"iteration {end} of {cfg.iterations}", curves_dir)
         return checkpoint
 
     model = model.to(memory_format=torch.contiguous_format)
@@ -341,6 +354,6 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     path = save_weights(model, weight_path(cfg.task, cfg.plane, cfg.version, out_dir),
                         metadata)
     if cfg.commit_every:
-        commit_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} finished "
-                              f"({cfg.iterations} iterations)")
+        save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} finished "
+                            f"({cfg.iterations} iterations)", curves_dir)
     return path

@@ -191,12 +191,15 @@ def test_commit_state_commits_the_run_folder_and_nothing_else(tmp_path):
     run = tmp_path / "checkpoints" / "r" / "axial"
     run.mkdir(parents=True)
     (run / "checkpoint.pt").write_bytes(b"state")
-    assert commit_state(run, "training state: r axial at iteration 1")
+    curve = tmp_path / "docs" / "curves" / "r_axial.png"
+    curve.parent.mkdir(parents=True)
+    curve.write_bytes(b"png")
+    assert commit_state([run, curve], "training state: r axial at iteration 1")
     assert _git(tmp_path, "show", "--name-only", "--format=%s", "HEAD").split() == [
         "training", "state:", "r", "axial", "at", "iteration", "1",
-        "checkpoints/r/axial/checkpoint.pt"]
+        "checkpoints/r/axial/checkpoint.pt", "docs/curves/r_axial.png"]
     assert _git(tmp_path, "diff", "--cached", "--name-only").split() == ["code.py"]
-    assert not commit_state(run, "nothing changed")
+    assert not commit_state([run], "nothing changed")
 
 
 def test_a_fine_network_trains_on_real_and_synthetic_slices_and_logs_validation(tmp_path):
@@ -234,3 +237,24 @@ def test_a_fine_network_trains_on_real_and_synthetic_slices_and_logs_validation(
     assert all(0.0 <= float(v) <= 1.0 for row in log[1:] for v in row[4:6])
     with pytest.raises(ValueError, match="give the BrainWeb label maps"):
         train_plane([synthetic_subject()], cfg, tmp_path / "no_synth", command="test")
+
+
+def test_a_run_commits_its_state_and_redrawn_curve_as_it_goes(tmp_path):
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "config", "user.email", "t@example.org")
+    _git(tmp_path, "config", "user.name", "t")
+    run = tmp_path / "checkpoints" / "probe" / "3label_v3_axial"
+    cfg = TrainConfig(plane="axial", recipe="probe", iterations=4, batch_size=2,
+                      crop=(32, 32), threads=1, checkpoint_every=2, commit_every=1e-9)
+    train_plane([synthetic_subject()], cfg, run, command="test",
+                curves_dir=tmp_path / "docs" / "curves")
+    subjects = _git(tmp_path, "log", "--format=%s").splitlines()
+    assert subjects == ["training state: probe axial finished (4 iterations)",
+                        "training state: probe axial at iteration 4 of 4",
+                        "training state: probe axial at iteration 2 of 4"]
+    files = _git(tmp_path, "ls-files").split()
+    assert "checkpoints/probe/3label_v3_axial/checkpoint.pt" in files
+    assert "checkpoints/probe/3label_v3_axial/mixnet_v3_3label_axial.pt" in files
+    png = tmp_path / "docs" / "curves" / "probe_3label_v3_axial.png"
+    assert "docs/curves/probe_3label_v3_axial.png" in files
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
