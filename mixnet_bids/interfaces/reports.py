@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
-from importlib import metadata
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -26,9 +24,6 @@ UNCERTAINTY_WARN = 0.75
 #: 1.019. Lower for a modality with less contrast to the reference, so a warning, not a
 #: failure; the cohort report's robust z-scores compare like with like.
 NMI_WARN = 1.03
-#: Distributions whose versions the report lists.
-PACKAGES = ("mixnet-bids", "torch", "nipype", "nibabel", "nilearn", "pybids",
-            "templateflow", "antspyx", "numpy")
 
 
 class _RegistrationQCInputSpec(BaseInterfaceInputSpec):
@@ -94,6 +89,7 @@ class SubjectReport(SimpleInterface):
         import pandas as pd
 
         from mixnet_bids.reports import subject_report
+        from mixnet_bids.versions import software_versions
 
         row = pd.read_csv(self.inputs.volumes, sep="\t").iloc[0]
         registered = self.inputs.registered if isdefined(self.inputs.registered) else []
@@ -121,13 +117,3 @@ def qc_warnings(row) -> list[str]:
             warnings.append(f"{column[4:]} registration: NMI {value:.3f} < {NMI_WARN}; "
                             "check the registration figure")
     return warnings
-
-
-def software_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions

@@ -1,0 +1,39 @@
+"""The versions of the software a run uses: shown by ``--version`` and in the reports."""
+
+from __future__ import annotations
+
+import platform
+import re
+from importlib import metadata
+
+from mixnet_bids import __version__
+
+
+def requirement_names() -> list[str]:
+    """mixnet-bids' runtime requirements (requirements.txt), as distribution names."""
+    try:
+        requires = metadata.requires("mixnet-bids") or []
+    except metadata.PackageNotFoundError:  # a source tree that is not installed
+        return []
+    return [re.match(r"[A-Za-z0-9._-]+", line)[0] for line in requires
+            if "extra ==" not in line]
+
+
+def software_versions() -> dict[str, str]:
+    """``{name: version}`` of mixnet-bids, Python and every runtime requirement, as
+    installed (e.g. ``torch: 2.13.0+cpu``)."""
+    versions = {"mixnet-bids": __version__, "python": platform.python_version()}
+    for name in requirement_names():
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def version_text() -> str:
+    """What ``mixnet-bids --version`` prints: its version, then one line per dependency."""
+    versions = software_versions()
+    lines = [f"mixnet-bids {versions.pop('mixnet-bids')}", "running with:"]
+    lines += [f"  {name} {version}" for name, version in versions.items()]
+    return "\n".join(lines) + "\n"
