@@ -548,7 +548,7 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
          _table(["software", "version"], sorted(versions.items()))),
     ]
     atomic_write_text(out_html, _page(title, sections))
-    LOGGER.info("subject report %s written in %.1f s", out_html, time.perf_counter() - start)
+    LOGGER.debug("subject report %s written in %.1f s", out_html, time.perf_counter() - start)
     return out_html
 
 
@@ -679,5 +679,5 @@ def group_report(out_html: Path, table: pd.DataFrame, *, task: str,
     sections = [("summary", "Summary", summary), ("flags", "Flagged subjects", flagged_html),
                 ("distributions", "Distributions", plots), ("cohort", "Cohort", cohort)]
     atomic_write_text(out_html, _page(f"MixNet {task} cohort report", sections))
-    LOGGER.info("group report %s written in %.1f s", out_html, time.perf_counter() - start)
+    LOGGER.debug("group report %s written in %.1f s", out_html, time.perf_counter() - start)
     return out_html

@@ -36,11 +36,16 @@ def build_demo_dataset(bids_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mixnet_bids.cli.parser import positive_int
     from mixnet_bids.cli.run import main as run_main
 
-    parser = argparse.ArgumentParser(prog="mixnet-bids demo", description=__doc__)
-    parser.add_argument("output_dir", nargs="?", type=Path, default=Path("demo_output"))
-    parser.add_argument("--nprocs", type=int, default=None)
+    parser = argparse.ArgumentParser(prog="mixnet-bids demo", description=__doc__,
+                                     allow_abbrev=False)
+    parser.add_argument("output_dir", nargs="?", type=Path, default=Path("demo_output"),
+                        help="where the dataset, derivatives and work folder go "
+                             "(default ./demo_output)")
+    parser.add_argument("--nprocs", type=positive_int, default=None, metavar="N",
+                        help="processes Nipype runs at once (default: all cores)")
     args = parser.parse_args(argv)
     root = args.output_dir.absolute()
     bids_dir = build_demo_dataset(root / "bids")

@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from mixnet_bids import __version__
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.labels import TASK_CLASSES
 
@@ -29,16 +28,64 @@ def _label(value: str) -> str:
     return value
 
 
+def positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number above 0")
+    return int(value)
+
+
+def positive_float(value: str) -> float:
+    try:
+        if float(value) > 0:
+            return float(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{value!r}: give a number above 0")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: this version and the versions of the software it runs with."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from mixnet_bids.versions import version_text
+
+        print(version_text(), end="")
+        parser.exit()
+
+
+EPILOG = """\
+other commands:
+  mixnet-bids demo [OUTPUT_DIR] [--nprocs N]
+      build a small BIDS dataset from nilearn's MNI152 T1 and run both levels on it
+      (offline); `mixnet-bids demo --help`
+  mixnet-bids slurm-array BIDS_DIR OUTPUT_DIR -w SCRATCH [--container SIF] [--submit]
+      write (and submit) a SLURM job array, one participant per task, and the group job
+      that waits for it; `mixnet-bids slurm-array --help`
+
+examples:
+  mixnet-bids /data/bids /data/bids/derivatives/mixnet-bids participant \\
+      --participant-label 01 02 -w /scratch/work
+  mixnet-bids /data/bids /data/bids/derivatives/mixnet-bids group
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mixnet-bids",
+        prog="mixnet-bids", allow_abbrev=False, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="MixNet brain-tissue segmentation (GM/WM/CSF) of T1w, T1-IR and FLAIR "
-                    "images, as a BIDS-App. Also: `mixnet-bids demo [OUTPUT_DIR]`.")
+                    "images, as a BIDS-App.")
     parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset")
     parser.add_argument("output_dir", type=Path,
                         help="the derivatives folder (e.g. <bids_dir>/derivatives/mixnet-bids)")
-    parser.add_argument("analysis_level", choices=("participant", "group"))
-    parser.add_argument("--version", action="version", version=f"mixnet-bids {__version__}")
+    parser.add_argument("analysis_level", choices=("participant", "group"),
+                        help="participant: segment each subject; group: gather their "
+                             "volumes into one table and a cohort QC report")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version and those of the software it runs with")
     g = parser.add_argument_group("selecting data")
     g.add_argument("--participant-label", "--participant_label", nargs="+", type=_label,
                    default=[], metavar="LABEL", help="subjects to process (sub- optional)")
@@ -51,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("model")
     g.add_argument("--task", choices=sorted(TASK_CLASSES), default="3label",
                    help="3label: GM/WM/CSF; 8label: the MRBrainS18 structures (default 3label)")
-    g.add_argument("--model-version", choices=("v1", "v2", "v3"), default="v3")
-    g.add_argument("--planes", nargs="+", choices=PLANES, default=list(PLANES))
+    g.add_argument("--model-version", choices=("v1", "v2", "v3"), default="v3",
+                   help="MixNet variant: v1 stacked channels, v2 and v3 one stream per "
+                        "modality (default v3, the one whose weights ship)")
+    g.add_argument("--planes", nargs="+", choices=PLANES, default=list(PLANES),
+                   help="planes whose networks run and are fused (default: all three)")
     g.add_argument("--plane-weights", type=_plane_weights, default=None, metavar="W",
                    help="weights of the planes, in the order of --planes (default 1:1:4 for "
                         "sagittal:coronal:axial)")
@@ -62,17 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-spaces", nargs="+", choices=("MNI152NLin2009aSym",), default=[],
                    help="also write modulated GM/WM/CSF maps in this template (2 mm), "
                         "after a nonlinear (SyN) registration; for voxel-based morphometry")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the networks run: auto takes a CUDA GPU when one is usable, "
+                        "else the CPU (default auto)")
     g.add_argument("--save-probabilities", action="store_true",
                    help="also write the fused class probabilities (4D)")
     g = parser.add_argument_group("resources")
     g.add_argument("-w", "--work-dir", type=Path, default=None,
                    help="working folder; rerunning with the same one resumes "
                         "(default: ./work_dir)")
-    g.add_argument("--nprocs", "--n_cpus", type=int, default=os.cpu_count() or 1)
-    g.add_argument("--omp-nthreads", type=int, default=None,
+    g.add_argument("--nprocs", "--n_cpus", type=positive_int, default=os.cpu_count() or 1,
+                   metavar="N", help="processes Nipype runs at once (default: all "
+                                     f"{os.cpu_count() or 1} cores of this machine)")
+    g.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
                    help="threads per process (default: min(nprocs, 2))")
-    g.add_argument("--mem-gb", type=float, default=None)
+    g.add_argument("--mem-gb", type=positive_float, default=None, metavar="GB",
+                   help="memory Nipype may plan for at once (default: 90 %% of this "
+                        "machine's, Nipype's default)")
     g.add_argument("--plugin", default="MultiProc",
                    choices=("MultiProc", "Linear", "SLURM", "SLURMGraph"),
                    help="Nipype execution plugin: MultiProc on this machine (default), or "
@@ -80,10 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plugin-args", default=None, metavar="JSON",
                    help="plugin arguments as JSON (or a JSON file), e.g. "
                         "'{\"sbatch_args\": \"--partition=short --mem=4G\"}'")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="recorded in the settings; no step of the pipeline is random (ANTs "
+                        "samples with a fixed seed), so it changes nothing (default 0)")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they are off anyway when stderr is not a terminal)")
     g.add_argument("--overwrite", action="store_true",
                    help="redo subjects whose derivatives exist (default: skip them)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more messages: -v adds Nipype's and the libraries' lines, -vv "
+                             "debug lines")
     return parser

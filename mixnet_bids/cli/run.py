@@ -246,12 +246,14 @@ class _StatusPrinter:
 
 
 def _configure_logging(verbose: int) -> None:
-    """Our stage lines always; Nipype's node chatter only with -v (its own handler)."""
+    """Our stage lines always; the libraries' own lines (Nipype's nodes, pybids' schema
+    notes) only with -v; debug lines with -vv."""
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING if verbose == 0 else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    LOGGER.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     level = "WARNING" if verbose == 0 else ("INFO" if verbose == 1 else "DEBUG")
     for key in ("workflow_level", "interface_level", "utils_level"):
         nipype_config.set("logging", key, level)
@@ -291,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     done = len(runs) - len(failed)
     print(f"mixnet-bids: {done} of {len(runs)} participant run(s) finished; results in "
           f"{settings.output_dir}")
+    if settings.plugin != "SLURMGraph":  # its jobs still use the work folder
+        print(work_folder_note(settings.work_dir))
     if failed:
         print(f"mixnet-bids: failed: {', '.join(failed)} (see their log folders)",
               file=sys.stderr)
@@ -300,6 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         _print_problems(problems)
         return 2
     return 1 if failed else 0
+
+
+def work_folder_note(work_dir: Path) -> str:
+    """Where the intermediate files are, how big, and what they are good for."""
+    size = sum(path.lstat().st_size for path in Path(work_dir).rglob("*"))
+    return (f"mixnet-bids: the work folder {work_dir} holds {size / 1e9:.2f} GB of "
+            "intermediate files: keep it to resume or redo runs quickly (-w), or remove it "
+            f"(rm -r {work_dir})")
 
 
 def _print_problems(problems: list[str]) -> None:

@@ -20,9 +20,11 @@ from mixnet_bids.io import atomic_write_text
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixnet-bids slurm-array", description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
         epilog="Arguments after -- go to every participant run, e.g. -- --save-probabilities")
-    parser.add_argument("bids_dir", type=Path)
-    parser.add_argument("output_dir", type=Path)
+    parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset")
+    parser.add_argument("output_dir", type=Path,
+                        help="the derivatives folder every task writes into")
     parser.add_argument("-w", "--work-dir", type=Path, required=True,
                         help="parent of the per-participant work folders (cluster scratch)")
     parser.add_argument("--script-dir", type=Path, default=None,
@@ -30,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "<work-dir>/slurm)")
     parser.add_argument("--participant-label", nargs="+", default=[],
                         help="default: every participant of the dataset")
-    parser.add_argument("--task", choices=("3label", "8label"), default="3label")
+    parser.add_argument("--task", choices=("3label", "8label"), default="3label",
+                        help="passed to every run (default 3label)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs per task (default 2)")
     parser.add_argument("--mem-gb", type=float, default=4.0,
                         help="memory per task (default 4; a run peaks at ~1.2 GiB)")

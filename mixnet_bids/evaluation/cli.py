@@ -45,10 +45,12 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mixnet-bids-eval", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mixnet-bids-eval", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("derivatives", type=Path, help="mixnet-bids output folder")
     parser.add_argument("labels", type=Path, help="folder with manual *_dseg.nii.gz")
-    parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="3label")
+    parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="3label",
+                        help="classes of the segmentations to score (default 3label)")
     parser.add_argument("--out", type=Path, help="TSV to write (default: print only)")
     args = parser.parse_args(argv)
     refs = {_key(p): p for p in args.labels.rglob("*_dseg.nii*")}

@@ -1,5 +1,9 @@
 """The BIDS-App command line: argument handling and checks before any work starts."""
 
+import platform
+import subprocess
+import sys
+from importlib import metadata
 
 import nibabel as nib
 import numpy as np
@@ -7,7 +11,8 @@ import pytest
 from helpers import bids_skeleton, random_weights, tiny_image
 
 from mixnet_bids.cli.parser import build_parser
-from mixnet_bids.cli.run import main
+from mixnet_bids.cli.run import main, work_folder_note
+from mixnet_bids.cli.slurm import build_parser as build_slurm_parser
 
 
 def test_participant_labels_strip_sub_and_accept_both_spellings(tmp_path):
@@ -25,11 +30,75 @@ def test_path_characters_in_labels_are_refused(tmp_path, capsys):
     assert "not a BIDS label" in capsys.readouterr().err
 
 
-def test_version_flag(capsys):
+def test_version_lists_the_software_it_runs_with(capsys):
     with pytest.raises(SystemExit) as err:
         main(["--version"])
     assert err.value.code == 0
-    assert "mixnet-bids" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"mixnet-bids {metadata.version('mixnet-bids')}"
+    for name in ("torch", "nipype", "pybids", "antspyx", "numpy"):
+        assert f"  {name} {metadata.version(name)}" in lines
+    assert f"  python {platform.python_version()}" in lines
+
+
+@pytest.mark.parametrize("argv", [
+    ["{bids}", "{out}", "participant", "--nproc", "1"],
+    ["{bids}", "{out}", "participant", "--participant", "01"],
+    ["demo", "{out}", "--nproc", "1"],
+    ["slurm-array", "{bids}", "{out}", "-w", "{out}", "--sub"],
+])
+def test_abbreviated_options_are_refused(tmp_path, capsys, argv):
+    bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
+    with pytest.raises(SystemExit) as err:
+        main([a.format(bids=bids, out=tmp_path / "out") for a in argv])
+    assert err.value.code == 2
+    assert "unrecognized arguments: --" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_resources_must_be_positive(tmp_path, capsys, value):
+    for option in ("--nprocs", "--omp-nthreads", "--mem-gb"):
+        with pytest.raises(SystemExit) as err:
+            main([str(tmp_path), str(tmp_path / "o"), "participant", option, value])
+        assert err.value.code == 2
+        assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_help_shows_the_other_commands(capsys):
+    for parser in (build_parser(), build_slurm_parser()):
+        undocumented = [a.option_strings or a.dest for a in parser._actions if not a.help]
+        assert not undocumented, (parser.prog, undocumented)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "mixnet-bids demo [OUTPUT_DIR]" in text
+    assert "mixnet-bids slurm-array BIDS_DIR OUTPUT_DIR" in text
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--nprocs N  processes" in " ".join(capsys.readouterr().out.split("\n"))
+
+
+def test_library_chatter_only_with_verbose(tmp_path):
+    """pybids' schema note is a library line: shown with -v, not by default."""
+    bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
+    quiet, verbose = (subprocess.run(
+        [sys.executable, "-m", "mixnet_bids.cli.run", str(bids), str(tmp_path / "out"),
+         "participant", "--weights-dir", str(tmp_path / "none"), *extra],
+        capture_output=True, text=True) for extra in ([], ["-v"]))
+    for run in (quiet, verbose):
+        assert run.returncode == 2 and "weight metadata missing" in run.stderr, run.stderr
+    assert "No schema path specified" in verbose.stderr
+    assert "No schema path specified" not in quiet.stderr
+
+
+def test_work_folder_note_gives_place_size_and_what_to_do(tmp_path):
+    (tmp_path / "work" / "node").mkdir(parents=True)
+    with open(tmp_path / "work" / "node" / "big.nii.gz", "wb") as handle:
+        handle.truncate(30_000_000)
+    note = work_folder_note(tmp_path / "work")
+    assert f"the work folder {tmp_path / 'work'} holds 0.03 GB" in note
+    assert "resume" in note and f"rm -r {tmp_path / 'work'}" in note
 
 
 def test_not_a_bids_dataset(tmp_path, capsys):
