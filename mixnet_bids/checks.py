@@ -88,6 +88,13 @@ def image_problems(path: str | Path, modality: str) -> tuple[list[str], list[str
         fix = ("drop the singleton 4th dimension (e.g. nibabel.squeeze_image)"
                if len(shape) == 4 and shape[3] == 1 else "select one 3D volume")
         return [f"{path}: {modality} must be a 3D image, got shape {shape}; {fix}"], []
+    kind = img.get_data_dtype().kind
+    if kind not in "iuf":  # complex, or RGB(A) colour
+        datatype = img.header.get_value_label("datatype")
+        fix = ("save its magnitude (e.g. numpy.abs) as a real-valued image" if kind == "c"
+               else "convert it to a single-channel grey-scale image")
+        return [f"{path}: {datatype} voxels; {modality} must hold one real number per "
+                f"voxel: {fix}"], []
     zooms = np.asarray(zooms[:3], float)
     if np.any(zooms <= 0) or not np.all(np.isfinite(img.affine)):
         return [f"{path}: invalid voxel sizes {tuple(zooms)} or affine in the header; "

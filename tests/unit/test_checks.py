@@ -60,6 +60,25 @@ def test_4d_images(tmp_path):
     assert "drop the singleton 4th dimension" in only_problem(singleton)
 
 
+def test_complex_and_colour_images_are_refused_with_the_fix(tmp_path):
+    data = np.random.default_rng(0).normal(100, 10, (20, 24, 16))
+    complex_file = save(tmp_path / "complex.nii.gz", data.astype(np.complex64))
+    assert "complex64 voxels" in only_problem(complex_file)
+    assert "magnitude" in only_problem(complex_file)
+    rgb = np.zeros(data.shape, [("R", "u1"), ("G", "u1"), ("B", "u1")])
+    for channel in "RGB":
+        rgb[channel] = data.clip(0, 255)
+    rgb_file = save(tmp_path / "rgb.nii.gz", rgb)
+    assert "RGB voxels" in only_problem(rgb_file)
+    assert "grey-scale" in only_problem(rgb_file)
+    # integer images of any width are real numbers: they pass
+    for dtype in (np.uint8, np.int16, np.uint32, np.int64):
+        path = tmp_path / f"{np.dtype(dtype).name}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(dtype), np.diag([4.0, 4.0, 4.0, 1.0]),
+                                 dtype=dtype), str(path))
+        assert image_problems(path, "T1w") == ([], []), dtype
+
+
 def test_nan_inf_zero_and_constant_images(tmp_path):
     data = np.random.default_rng(0).normal(size=(20, 24, 16)).astype(np.float32)
     for name, value in (("nan", np.nan), ("inf", np.inf)):
