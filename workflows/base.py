@@ -96,7 +96,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     volumes = pe.Node(TissueVolumes(task=settings.task, subject=subject, session=session),
                       name="volumes")
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
-                                 modalities=list(images), base_directory=staging)
+                                 images=images, base_directory=staging)
     reference = choose_reference(list(images))
     others = [m for m in images if m != reference]
     merge_registered = pe.Node(niu.Merge(max(1, len(others))), name="merge_registered",

@@ -7,15 +7,38 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
 
 from mixnet_bids.checks import InputProblems
-from mixnet_bids.interfaces.bids import report_name, subject_folder, write_shared_once
+from mixnet_bids.interfaces.bids import (
+    report_name,
+    subject_folder,
+    write_shared,
+    write_shared_once,
+)
 from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CLASS_NAMES, TASK_CLASSES
+from mixnet_bids.sidecars import dataset_links
 
-BIDSIGNORE = ("*_uncertainty.nii.gz\n*_volumes.tsv\n*_volumes.json\nsub-*/log/\ngroup_*\n"
-              "*.html\n")
+#: Files that are not BIDS derivatives. (The validator matches ``sub-*/log`` but not
+#: ``sub-*/log/``.)
+BIDSIGNORE = ("*_uncertainty.nii.gz\n*_uncertainty.json\n*_volumes.tsv\n*_volumes.json\n"
+              "sub-*/log\ngroup_*\n*.html\n")
+
+README = """\
+# mixnet-bids derivatives
+
+Brain-tissue segmentation by mixnet-bids (MixNet, Chen et al., BrainLes/MICCAI 2018).
+
+- `sub-*/anat/`: per subject, the labels (`*_dseg.nii.gz`, values named in the
+  `desc-*_dseg.tsv` tables here), the tissue probabilities (`*_probseg.nii.gz`), the
+  intracranial mask (`*_desc-tiv_mask.nii.gz`), the bias-corrected inputs
+  (`*_desc-preproc_*.nii.gz`), the uncertainty map and the volumes table (`*_volumes.tsv`);
+  each image has a JSON sidecar saying what it is and what it was made from.
+- `sub-*.html`: the subject QC reports; `sub-*/log/`: each run's settings and crash files.
+- `group_desc-*_volumes.tsv` (+ `.json`) and `group_desc-*_report.html`: the group level.
+
+Files that are not BIDS derivatives are listed in `.bidsignore`.
+"""
 
 
 def dataset_description(settings) -> dict:
@@ -32,6 +55,7 @@ def dataset_description(settings) -> dict:
             "CodeURL": "https://github.com/mixnet-bids/mixnet-bids",
         }],
         "SourceDatasets": [{"URL": Path(settings.bids_dir).as_uri()}],
+        "DatasetLinks": dataset_links(settings.bids_dir),
     }
 
 
@@ -43,13 +67,15 @@ def dseg_lookup(task: str) -> str:
 
 
 def write_dataset_files(settings) -> None:
-    """dataset_description.json, desc-<task>_dseg.tsv, .bidsignore (safe for job arrays)."""
+    """dataset_description.json, desc-<task>_dseg.tsv, .bidsignore, README.md (safe for job
+    arrays: no lock, each file created or replaced in one step)."""
     out = Path(settings.output_dir)
     write_shared_once(out / "dataset_description.json",
                       json.dumps(dataset_description(settings), indent=2) + "\n")
     for task in {settings.task, "3label"}:
         write_shared_once(out / f"desc-{task}_dseg.tsv", dseg_lookup(task))
-    write_shared_once(out / ".bidsignore", BIDSIGNORE)
+    write_shared(out / ".bidsignore", BIDSIGNORE)
+    write_shared(out / "README.md", README)
 
 
 def finished_outputs(settings, subject: str, session: str | None) -> Path | None:
@@ -72,8 +98,9 @@ def write_settings(settings, subject: str, session: str | None,
 
 
 def write_group_table(settings) -> tuple[Path, Path]:
-    """Gather every participant's volumes TSV into ``group_desc-<task>_volumes.tsv`` and
-    write the cohort's QC report ``group_desc-<task>_report.html``; return both paths."""
+    """Gather every participant's volumes TSV into ``group_desc-<task>_volumes.tsv`` (with a
+    JSON sidecar describing its columns) and write the cohort's QC report
+    ``group_desc-<task>_report.html``; return the table's and the report's paths."""
     from mixnet_bids.reports import group_report, report_key
 
     out = Path(settings.output_dir)
@@ -91,8 +118,20 @@ def write_group_table(settings) -> tuple[Path, Path]:
         name = report_name(subject, session.removeprefix("ses-") if isinstance(session, str)
                            else None)
         links[report_key(row.participant_id, session)] = name
-    with FileLock(str(target.parent / f".{target.name}.lock")):
-        atomic_write_text(target, table.to_csv(sep="\t", index=False, float_format="%.4f",
-                                               na_rep="n/a"))
-        group_report(report, table, task=settings.task, report_links=links)
+    atomic_write_text(target, table.to_csv(sep="\t", index=False, float_format="%.4f",
+                                           na_rep="n/a"))
+    atomic_write_text(target.with_suffix(".json"),
+                      json.dumps(column_descriptions(files, table.columns), indent=2) + "\n")
+    group_report(report, table, task=settings.task, report_links=links)
     return target, report
+
+
+def column_descriptions(volume_files: list[Path], columns) -> dict:
+    """The group table's JSON sidecar: each column as the participants' sidecars describe
+    it (``*_volumes.json`` beside each ``*_volumes.tsv``)."""
+    described = {}
+    for path in volume_files:
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            described.update(json.loads(sidecar.read_text(encoding="utf-8")))
+    return {column: described[column] for column in columns if column in described}

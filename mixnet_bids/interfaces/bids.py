@@ -9,7 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from filelock import FileLock
+import nibabel as nib
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -24,6 +25,8 @@ from mixnet_bids.io import atomic_write, atomic_write_text, exchange
 #: Entities in BIDS order that derivative names may carry.
 ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "space", "res", "label", "desc")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
+#: Suffixes of label images, stored as unsigned 8-bit integers.
+LABEL_SUFFIXES = ("dseg", "mask")
 
 
 def atomic_copy(src: str | Path, dst: Path) -> Path:
@@ -32,27 +35,52 @@ def atomic_copy(src: str | Path, dst: Path) -> Path:
 
 
 def write_shared_once(dst: Path, text: str) -> Path:
-    """Create a file shared by concurrent participant jobs (first writer wins)."""
+    """Create a file shared by concurrent participant jobs; the first writer wins.
+
+    The text is written under a temporary name and hard-linked to ``dst``, which fails when
+    ``dst`` exists: an atomic create-if-absent (also on NFS) that needs no lock file.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dst.parent / f".{dst.name}.lock")):
-        if not dst.exists():
-            atomic_write_text(dst, text)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, dst)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
     return dst
 
 
-def derivative_path(output_dir: Path, entities: dict[str, str], suffix: str,
-                    extension: str) -> Path:
-    """``<out>/sub-X[/ses-Y]/anat/sub-X[_ses-Y]_..._<suffix><ext>``; labels are checked."""
+def write_shared(dst: Path, text: str) -> Path:
+    """Write a shared file that every job writes alike (e.g. ``.bidsignore``): replaced,
+    atomically, when its content differs, so an older version is brought up to date."""
+    if not dst.is_file() or dst.read_text(encoding="utf-8") != text:
+        atomic_write_text(dst, text)
+    return dst
+
+
+def derivative_name(entities: dict[str, str | None], suffix: str, extension: str) -> Path:
+    """``sub-X[/ses-Y]/anat/sub-X[_ses-Y]_..._<suffix><ext>``; labels are checked."""
     for key, value in entities.items():
         if key not in ENTITY_ORDER:
             raise ValueError(f"unknown BIDS entity {key!r}")
         if value is not None and not _LABEL.match(str(value)):
             raise ValueError(f"BIDS label {key}-{value!r} may only hold letters and digits")
     parts = [f"{k}-{entities[k]}" for k in ENTITY_ORDER if entities.get(k)]
-    folder = output_dir / f"sub-{entities['sub']}"
+    folder = Path(f"sub-{entities['sub']}")
     if entities.get("ses"):
         folder = folder / f"ses-{entities['ses']}"
-    path = folder / "anat" / ("_".join(parts + [suffix]) + extension)
+    return folder / "anat" / ("_".join(parts + [suffix]) + extension)
+
+
+def derivative_path(output_dir: Path, entities: dict[str, str | None], suffix: str,
+                    extension: str) -> Path:
+    """``<out>/`` + ``derivative_name``; refuses names that leave ``output_dir``."""
+    path = output_dir / derivative_name(entities, suffix, extension)
     if output_dir.resolve() not in path.resolve().parents:
         raise ValueError(f"{path}: derivative path escapes the output folder")
     return path
@@ -109,6 +137,36 @@ def publish_subject(staging: Path, output_dir: Path, subject: str,
     return report
 
 
+def write_bids_image(src: str | Path, dst: Path, suffix: str) -> Path:
+    """Copy a NIfTI image to ``dst`` (atomically) with the header BIDS validators expect.
+
+    Spatial units are millimetres (the volumes assume them), with seconds on a 4th axis;
+    label images (``LABEL_SUFFIXES``) are stored as uint8 after checking that their values
+    are whole numbers 0-255. Returns ``dst``.
+    """
+    img = nib.load(str(src))
+    xyz, t = img.header.get_xyzt_units()
+    is_label = suffix in LABEL_SUFFIXES
+    if xyz == "mm" and (img.ndim < 4 or t != "unknown") and (
+            not is_label or img.get_data_dtype() == np.uint8):
+        return atomic_copy(src, dst)
+    header = img.header.copy()
+    header.set_xyzt_units("mm", "sec" if img.ndim > 3 and t == "unknown" else t)
+    data = img.dataobj
+    if is_label:
+        values = np.asanyarray(img.dataobj)
+        if values.size and (values.min() < 0 or values.max() > 255
+                            or not np.array_equal(values, np.round(values))):
+            raise ValueError(f"{src}: a {suffix} image must hold whole numbers 0-255")
+        data = values.astype(np.uint8)
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1, 0)
+    out = nib.Nifti1Image(data, img.affine, header)
+    out.set_qform(*img.get_qform(coded=True))
+    out.set_sform(*img.get_sform(coded=True))
+    return atomic_write(dst, lambda tmp: nib.save(out, tmp))
+
+
 class _SinkInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     base_directory = traits.Directory(mandatory=True, desc="the derivatives folder")
@@ -145,7 +203,11 @@ class DerivativesDataSink(SimpleInterface):
         if self.inputs.metadata:
             sidecar = dst.with_name(dst.name[: -len(self.inputs.extension)] + ".json")
             atomic_write_text(sidecar, json.dumps(self.inputs.metadata, indent=2) + "\n")
-        self._results["out_file"] = str(atomic_copy(self.inputs.in_file, dst))
+        if self.inputs.extension in (".nii", ".nii.gz"):
+            self._results["out_file"] = str(write_bids_image(self.inputs.in_file, dst,
+                                                             self.inputs.suffix))
+        else:
+            self._results["out_file"] = str(atomic_copy(self.inputs.in_file, dst))
         return runtime
 
 

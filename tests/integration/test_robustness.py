@@ -116,11 +116,10 @@ def test_concurrent_jobs_share_one_output_folder(t1_bids, tmp_path):
     assert description["DatasetType"] == "derivative"
     assert (out / "desc-3label_dseg.tsv").read_text().count("\n") == 5  # header + 4 classes
     for subject in ("1", "4"):
-        assert len(derivatives(out, subject)) == 9
+        assert len(derivatives(out, subject)) == 16  # 7 images + sidecars, volumes TSV + JSON
         assert (out / f"sub-{subject}.html").stat().st_size > 10_000
-    # no temporary or partial file is left; hidden names are only locks and .bidsignore
-    assert not [p for p in out.rglob(".*") if not p.name.endswith(".lock")
-                and p.name != ".bidsignore"]
+    # no temporary, partial or lock file is left; the only hidden file is .bidsignore
+    assert [p.name for p in out.rglob(".*")] == [".bidsignore"]
 
     group = subprocess.run([sys.executable, "-m", "mixnet_bids.cli.run", str(t1_bids),
                             str(out), "group"], capture_output=True, text=True)

@@ -3,12 +3,19 @@
 import json
 import threading
 
+import nibabel as nib
+import numpy as np
 import pytest
 from bids import BIDSLayout
 from helpers import bids_skeleton
 
 from mixnet_bids.bids import DEFAULT_QUERIES, BIDSInputError, collect_modalities, load_filters
-from mixnet_bids.interfaces.bids import derivative_path, write_shared_once
+from mixnet_bids.interfaces.bids import (
+    derivative_path,
+    write_bids_image,
+    write_shared,
+    write_shared_once,
+)
 
 
 def test_collect_modalities_distinguishes_t1w_from_ir(tmp_path):
@@ -61,5 +68,39 @@ def test_shared_files_are_written_once_under_concurrency(tmp_path):
     for t in threads:
         t.join()
     assert target.read_text() in texts
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dataset") and
-                not p.name.endswith(".lock")]
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no lock or temporary file
+
+
+def test_shared_file_written_alike_by_every_job_is_brought_up_to_date(tmp_path):
+    target = tmp_path / ".bidsignore"
+    target.write_text("sub-*/log/\n")  # what an older version wrote
+    write_shared(target, "sub-*/log\n")
+    assert target.read_text() == "sub-*/log\n"
+    before = target.stat().st_mtime_ns
+    write_shared(target, "sub-*/log\n")
+    assert target.stat().st_mtime_ns == before  # unchanged content is not rewritten
+
+
+def test_derivative_images_get_mm_units_and_labels_uint8(tmp_path):
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    affine[:3, 3] = [-90, -120, -60]
+    labels = nib.Nifti1Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4) % 4, affine)
+    labels.set_qform(affine, code=1)
+    nib.save(labels, str(tmp_path / "labels.nii.gz"))
+    assert labels.header.get_xyzt_units() == ("unknown", "unknown")
+    out = write_bids_image(tmp_path / "labels.nii.gz", tmp_path / "sub-01_dseg.nii.gz", "dseg")
+    img = nib.load(out)
+    assert img.header.get_xyzt_units()[0] == "mm"
+    assert img.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asarray(img.dataobj), np.asarray(labels.dataobj))
+    assert np.allclose(img.affine, affine)
+    assert (int(img.header["qform_code"]), int(img.header["sform_code"])) == (1, 2)
+    probs = nib.Nifti1Image(np.random.default_rng(0).random((2, 3, 4, 3), np.float32), affine)
+    nib.save(probs, str(tmp_path / "probs.nii.gz"))
+    img = nib.load(write_bids_image(tmp_path / "probs.nii.gz", tmp_path / "p.nii.gz", "probseg"))
+    assert img.header.get_xyzt_units() == ("mm", "sec")  # the validator asks a 4th-axis unit
+    assert img.get_data_dtype() == np.float32
+    assert np.array_equal(img.get_fdata(), probs.get_fdata())
+    with pytest.raises(ValueError, match="whole numbers 0-255"):
+        write_bids_image(tmp_path / "probs.nii.gz", tmp_path / "m_mask.nii.gz", "mask")
+    assert not (tmp_path / "m_mask.nii.gz").exists()
