@@ -1,24 +1,23 @@
 # mixnet-bids BIDS-App image. Build: `make image` (podman, offline-ready base; see README).
 #
 # BASE_IMAGE: a Debian 12 image with Python 3.11; `make image` makes one locally with
-# mmdebstrap, so no registry is needed. TORCH_REQUIREMENT: the CPU build by default (the
-# wheel comes from a folder mounted at /wheels during the build); pass
-# `--build-arg TORCH_REQUIREMENT=torch==2.13.0` for PyPI's CUDA build.
+# mmdebstrap, so no registry is needed. Python packages: exactly the versions of
+# requirements.lock (`make lock`), torch its CPU build, whose wheel pip finds in the folder
+# that `make image` mounts during the build (TORCH_WHEELS); two builds give the same software.
 ARG BASE_IMAGE=localhost/debian-bookworm-minbase:12
 
 # the dependencies in a stage of their own: the final image copies them in a layer that is
-# reused while requirements.txt is unchanged, so a source change rebuilds only a few MB
+# reused while requirements.lock is unchanged, so a source change rebuilds only a few MB
 FROM ${BASE_IMAGE} AS dependencies
-ARG TORCH_REQUIREMENT=torch==2.13.0+cpu
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/mixnet-bids
 ENV PATH=/opt/mixnet-bids/bin:$PATH
-COPY requirements.txt /src/requirements.txt
-RUN pip install "${TORCH_REQUIREMENT}" \
-    && pip install -r /src/requirements.txt
+COPY requirements.lock /src/requirements.lock
+RUN pip install --no-deps -r /src/requirements.lock \
+    && pip check
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0

@@ -8,18 +8,43 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test system-test-deps demo test bench bench-cohort bench-train image weights train-background curves cv accuracy-shipped clean
+.PHONY: install install-test lock system-test-deps demo test bench bench-cohort bench-train image weights train-background curves cv accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
 	  && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The exact versions of requirements.lock (see `lock`), then mixnet-bids itself; pip check
+# proves the set complete. torch is its CPU build: pip finds it in TORCH_WHEELS or on its own
+# find-links path.
+TORCH_WHEELS ?= /opt/wheels
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps --find-links $(TORCH_WHEELS) -r requirements.lock \
+	  || { echo "make install: could not install requirements.lock; its torch is the CPU" \
+	       "build ($$(grep '^torch==' requirements.lock)): put that wheel (from PyTorch's CPU" \
+	       "index) in TORCH_WHEELS=$(TORCH_WHEELS)" >&2; exit 1; }
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 
 install-test: install system-test-deps
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --constraint requirements.lock -e '.[test]'
+
+# requirements.lock: every package at one exact version, resolved from requirements.txt's
+# ranges by pip-compile (pip-tools) for Python 3.11 on Linux x86_64 (Debian 12), with the
+# CPU torch wheel of TORCH_WHEELS; refused if it holds any other torch build. It keeps the
+# pins it has unless requirements.txt needs others; LOCK_ARGS=--upgrade moves every
+# package to its newest allowed version. Needs PyPI and TORCH_WHEELS only.
+PIP_TOOLS ?= pip-tools==7.7.0
+LOCK_ARGS ?=
+lock: $(BIN)/python
+	$(BIN)/pip install --quiet '$(PIP_TOOLS)'
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --find-links $(TORCH_WHEELS) $(LOCK_ARGS) \
+	  --output-file requirements.lock requirements.txt
+	@grep -Eq '^torch==[^ ]+\+cpu$$' requirements.lock || { echo "make lock: torch in" \
+	  "requirements.lock is not the CPU build; put its CPU wheel in" \
+	  "TORCH_WHEELS=$(TORCH_WHEELS)" >&2; exit 1; }
 
 # Debian packages the tests use: chromium (reports in a real browser), slurm-wlm + munge (a
 # real SLURM on localhost), podman & co. (the image and the Apptainer SIF). Tests that lack

@@ -66,7 +66,9 @@ def test_image_version_and_labels(image):
     version = podman(image, "run", "--rm", "--network", "none", IMAGE, "--version")
     assert version.returncode == 0, version.stderr
     labels = json.loads(podman(image, "image", "inspect", IMAGE).stdout)[0]["Labels"]
-    assert version.stdout.split()[-1] == labels["org.opencontainers.image.version"]
+    lines = version.stdout.splitlines()
+    assert lines[0] == f"mixnet-bids {labels['org.opencontainers.image.version']}"
+    assert "  torch 2.13.0+cpu" in lines  # the CPU build, as locked in requirements.lock
     assert labels["org.opencontainers.image.source"].startswith("https://")
 
 

