@@ -49,6 +49,23 @@ def head_mask(data: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
+def signal_mask(data: np.ndarray) -> np.ndarray:
+    """Boolean mask of the voxels that are not zero background.
+
+    The zero background is the voxels exactly 0 that are connected (face neighbours) to the
+    image border: what a skull-stripping tool or a scanner set to 0 around the head. It
+    carries no signal, so it is never tissue. Zeros enclosed by the head (dark voxels of an
+    integer image, such as CSF in a FLAIR) are kept: they may be tissue.
+    """
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"signal_mask expects a 3D image, got shape {data.shape}")
+    labels, _ = ndimage.label(data == 0)
+    border = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                             labels[:, :, [0, -1]].ravel()])
+    return ~np.isin(labels, np.unique(border[border > 0]))
+
+
 def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Z-score ``data`` with the mean and s.d. of the voxels inside ``mask``.
 

@@ -38,9 +38,10 @@ from matplotlib.patches import Patch
 from nibabel.processing import resample_from_to
 from nilearn import plotting
 
+from mixnet_bids.conventions import STRUCTURES, class_table, tissue_labels
 from mixnet_bids.io import atomic_write_text
-from mixnet_bids.labels import CLASS_NAMES, TASK_CLASSES, TISSUES, to_3label
-from mixnet_bids.volumes import COLUMN_DESCRIPTIONS
+from mixnet_bids.labels import CONVENTIONS, TISSUES
+from mixnet_bids.volumes import column_descriptions
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ MEAN_AD_SCALE = 1.2533
 MIN_COHORT = 5
 #: Measures flagged in both directions (present columns only).
 TWO_SIDED = (*(f"{t}_ml" for t in TISSUES), *(f"{t}_fraction" for t in TISSUES),
-             "brain_ml", "TIV_ml")
+             *(f"{s}_ml" for s in STRUCTURES), "brain_ml", "TIV_ml")
 #: Measures flagged only when high (a worse segmentation).
 HIGH_IS_BAD = ("mean_uncertainty",)
 #: Prefix of registration-quality columns, flagged only when low.
@@ -70,8 +71,9 @@ ROW_GAP_IN = 0.2
 CROP_MARGIN_MM = 8.0
 #: Uncertainty below this is left transparent in the overlay.
 UNCERTAINTY_FLOOR = 0.05
-#: Overlay colours per task, one per class after background (TASK_CLASSES order).
+#: Overlay colours per convention, one per class after background (dseg order).
 LABEL_COLORS: dict[str, tuple[str, ...]] = {
+    "wholebrain": ("#ff9f1c", "#2f7bff", "#3ee0d0"),
     "3label": ("#ff9f1c", "#2f7bff", "#3ee0d0"),
     "8label": ("#ff9f1c", "#ffe14d", "#2f7bff", "#ff2d55", "#3ee0d0", "#2ecc40",
                "#b57bff", "#ff85c0"),
@@ -298,7 +300,8 @@ def _segmentation_figure(scene: _Scene, task: str) -> Figure:
                           black_bg=True, draw_cross=False)
 
     fig = _mosaic(scene, draw, footer_in=0.45)
-    handles = [Patch(color=c, label=name) for c, name in zip(colors, CLASS_NAMES[task][1:])]
+    handles = [Patch(color=c, label=name.split(" = ")[0])
+               for c, (_, name) in zip(colors, class_table(task)[1:])]
     fig.legend(handles=handles, loc="lower center", ncol=min(n, 5), frameon=False,
                labelcolor="white", fontsize=11)
     return fig
@@ -330,7 +333,7 @@ def _uncertainty_figure(scene: _Scene, uncertainty: nib.Nifti1Image) -> Figure:
 
 def _registration_figure(scene: _Scene, modality: nib.Nifti1Image, task: str) -> Figure:
     background = scene.windowed(modality)
-    labels = to_3label(np.asanyarray(scene.dseg.dataobj).astype(np.uint8), task)
+    labels = tissue_labels(np.asanyarray(scene.dseg.dataobj).astype(np.uint8), task)
     brain = nib.Nifti1Image((labels > 0).astype(np.float32), scene.affine)
     wm = nib.Nifti1Image((labels == 1 + TISSUES.index("WM")).astype(np.float32), scene.affine)
 
@@ -462,11 +465,12 @@ def _relative_href(link: str) -> str:
 def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
                    uncertainty: Path, registered: Mapping[str, Path], volumes_tsv: Path,
                    settings: Mapping, versions: Mapping[str, str], warnings: Sequence[str],
-                   task: str) -> Path:
+                   task: str, networks: str | None = None) -> Path:
     """Write one subject's self-contained QC page to ``out_html`` (atomically).
 
     Inputs, all on the reference grid (any orientation, oblique allowed): ``reference``
-    (bias-corrected image), ``dseg`` (labels of ``task``), ``uncertainty`` (0-1),
+    (bias-corrected image), ``dseg`` (labels of the output convention ``task``; the
+    networks that gave it: ``networks``), ``uncertainty`` (0-1),
     ``registered`` (modality name -> image resampled on the reference grid, may be empty);
     ``volumes_tsv`` is the one-row volumes table, ``settings`` the run settings (dumped as
     JSON), ``versions`` software name -> version, ``warnings`` lines shown highlighted.
@@ -476,8 +480,8 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     white-matter boundary of the segmentation drawn over it), the volumes, the settings and
     the versions. Returns ``out_html``.
     """
-    if task not in TASK_CLASSES:
-        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_CLASSES)}")
+    if task not in CONVENTIONS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(CONVENTIONS)}")
     start = time.perf_counter()
     out_html = Path(out_html)
     ref_img = _load3d(reference)
@@ -500,7 +504,7 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     figures.append(("segmentation", "Segmentation", _figure_html(
         _segmentation_figure(scene, task),
         alt=f"{task} segmentation over the reference: sagittal, coronal and axial cuts",
-        caption=f"Labels of the {task} task over the bias-corrected reference; rows: "
+        caption=f"Labels of the {task} convention over the bias-corrected reference; rows: "
                 "sagittal, coronal, axial cuts (world coordinates in mm, L = left).")))
     figures.append(("uncertainty", "Uncertainty", _figure_html(
         _uncertainty_figure(scene, unc_img),
@@ -523,7 +527,8 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
 
     zooms = np.sqrt((ref_img.affine[:3, :3] ** 2).sum(axis=0))
     facts = [
-        ("Task", f"{task}: " + ", ".join(CLASS_NAMES[task][1:])),
+        ("Task", f"{task}" + (f" (from the {networks} networks)" if networks else "")),
+        *((f"dseg {i}", name) for i, (_, name) in enumerate(class_table(task))),
         ("Reference", Path(reference).name),
         ("Grid", " x ".join(str(n) for n in ref_img.shape)
          + f" voxels of {' x '.join(f'{z:.3g}' for z in zooms)} mm, orientation "
@@ -532,11 +537,12 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
         ("Other modalities", ", ".join(reg_imgs) or "none"),
     ]
     facts += [(c, row[c]) for c in ("TIV_ml", "brain_ml", *(f"{t}_fraction" for t in TISSUES),
-                                    "mean_uncertainty") if c in row.index]
+                                    *(f"{s}_ml" for s in STRUCTURES), "mean_uncertainty")
+              if c in row.index]
     summary = _table(["", "value"], facts) + "\n" + _warnings_html(warnings)
 
     descriptions = {k: v.get("Description", "") + (f" ({v['Units']})" if "Units" in v else "")
-                    for k, v in COLUMN_DESCRIPTIONS.items()}
+                    for k, v in column_descriptions(task).items()}
     volume_rows = [(c, _scalar(row[c]), descriptions.get(c, "")) for c in volumes.columns]
     sections = [
         ("summary", "Summary", summary),
@@ -647,7 +653,9 @@ def group_report(out_html: Path, table: pd.DataFrame, *, task: str,
                 and pd.to_numeric(table[c], errors="coerce").notna().any()]
 
     groups = [
-        ("Tissue volumes (mL)", plotted([*(f"{t}_ml" for t in TISSUES), "brain_ml", "TIV_ml"])),
+        ("Tissue volumes (mL)", plotted([*(f"{t}_ml" for t in TISSUES),
+                                         *(f"{s}_ml" for s in STRUCTURES), "brain_ml",
+                                         "TIV_ml"])),
         ("Tissue fractions of TIV", plotted([f"{t}_fraction" for t in TISSUES])),
         ("Quality scores", plotted([c for c in table.columns if c in HIGH_IS_BAD
                                     or c.startswith(LOW_IS_BAD_PREFIX)])),

@@ -1,21 +1,27 @@
-"""Tissue volumes from a segmentation and its probabilities."""
+"""Tissue volumes: probability-weighted, inside the total intracranial volume (TIV).
+
+One definition per table: every ``*_ml`` column is the sum of a probability map times the
+voxel volume, counted inside the TIV mask only (the probseg maps are 0 outside it). Since
+a voxel's tissue probabilities sum to at most 1, GM + WM + CSF never exceeds the TIV and
+the fractions sum to at most 1. The TIV mask is defined in ``conventions.tiv_mask``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from mixnet_bids.labels import TASK_CLASSES, TISSUES, to_3label
+from mixnet_bids.conventions import (
+    STRUCTURES,
+    TISSUE_CONVENTION,
+    class_table,
+    convention_probabilities,
+    structure_coverage,
+)
+from mixnet_bids.labels import TISSUES
 
-#: Column descriptions for the volumes TSV's JSON sidecar.
-COLUMN_DESCRIPTIONS: dict[str, dict] = {
-    **{f"{t}_ml": {"Description": f"{t} volume: sum of the fused {t} probability times "
-                                  "the voxel volume", "Units": "mL"} for t in TISSUES},
-    **{f"{t}_voxels": {"Description": f"number of voxels labelled {t} in the dseg"}
-       for t in TISSUES},
-    **{f"{t}_fraction": {"Description": f"{t}_ml divided by TIV_ml"} for t in TISSUES},
-    "TIV_ml": {"Description": "total intracranial volume: the MNI152 intracranial mask "
-                              "mapped to the subject", "Units": "mL"},
-    "brain_ml": {"Description": "GM_ml + WM_ml + CSF_ml", "Units": "mL"},
+_QC_DESCRIPTIONS: dict[str, dict] = {
     "mean_uncertainty": {"Description": "mean normalised entropy of the fused "
                                         "probabilities inside the segmented tissue "
                                         "(0 certain, 1 uniform): a QC score"},
@@ -24,34 +30,69 @@ COLUMN_DESCRIPTIONS: dict[str, dict] = {
                                    "inside the head mask: a registration QC score"}
        for m in ("T1w", "IR", "FLAIR")},
 }
+_TIV_DESCRIPTION = ("total intracranial volume: the voxels of the desc-tiv mask times the "
+                    "voxel volume. The mask is the MNI152 intracranial mask registered "
+                    "(affine) to the subject, together with every voxel the networks find "
+                    "more likely brain than background, so that it contains the segmented "
+                    "brain")
+
+
+def column_descriptions(convention: str) -> dict[str, dict]:
+    """Descriptions of every column the volumes table of ``convention`` can have (its JSON
+    sidecar), saying which voxels each volume covers."""
+    tissues = TISSUE_CONVENTION[convention]
+    names = dict(class_table(tissues))
+    out: dict[str, dict] = {}
+    for tissue in TISSUES:
+        out[f"{tissue}_ml"] = {
+            "Description": f"{names[tissue]} ({tissues} convention): probability-weighted "
+                           f"volume, the sum of the label-{tissue} probseg map (0 outside "
+                           "the TIV mask) times the voxel volume", "Units": "mL"}
+    for name in STRUCTURES:
+        out[f"{name}_ml"] = {
+            "Description": f"{name}: probability-weighted volume inside the TIV mask, from "
+                           f"the networks' {name} classes; {structure_coverage(name, convention)}",
+            "Units": "mL"}
+    out["brain_ml"] = {"Description": "GM_ml + WM_ml + CSF_ml (at most TIV_ml)", "Units": "mL"}
+    out["TIV_ml"] = {"Description": _TIV_DESCRIPTION, "Units": "mL"}
+    for tissue in TISSUES:
+        out[f"{tissue}_fraction"] = {"Description": f"{tissue}_ml / TIV_ml (the three "
+                                                    "fractions sum to at most 1)"}
+    return {**out, **_QC_DESCRIPTIONS}
 
 
 def tissue_probabilities(probs: np.ndarray, task: str) -> dict[str, np.ndarray]:
-    """GM/WM/CSF probability maps from a task's class probabilities ``(..., C)``."""
-    classes = TASK_CLASSES[task]
-    groups = to_3label(np.arange(len(classes), dtype=np.uint8), task)
-    return {tissue: probs[..., groups == i + 1].sum(axis=-1)
-            for i, tissue in enumerate(TISSUES)}
+    """GM/WM/CSF (MRBrainS 3 labels) probability maps from the class probabilities
+    ``(..., C)`` of ``task`` networks."""
+    tissue = convention_probabilities(probs, task, "3label")
+    return {name: tissue[..., i + 1] for i, name in enumerate(TISSUES)}
 
 
-def tissue_volumes(dseg: np.ndarray, probs: np.ndarray, task: str, voxel_ml: float,
-                   tiv_ml: float | None = None,
+def tissue_volumes(tissues: Mapping[str, np.ndarray], tiv: np.ndarray, voxel_ml: float,
+                   structures: Mapping[str, np.ndarray] | None = None,
+                   dseg: np.ndarray | None = None,
                    uncertainty: np.ndarray | None = None) -> dict[str, float]:
-    """Per-tissue volumes (soft, mL), voxel counts (hard), TIV fractions, QC score."""
-    if dseg.shape != probs.shape[:-1]:
-        raise ValueError(f"dseg shape {dseg.shape} differs from probabilities "
-                         f"{probs.shape[:-1]}")
-    hard = to_3label(dseg.astype(np.uint8), task)
+    """Probability-weighted volumes (mL) inside the TIV mask, the TIV, the tissues'
+    fractions of it, and the mean uncertainty inside the tissue the dseg labels.
+
+    ``tissues``: GM, WM, CSF probability maps; ``structures``: other maps to report
+    (cerebellum, brainstem); every map on the grid of ``tiv``.
+    """
+    tiv = np.asarray(tiv) > 0
+    structures = dict(structures or {})
+    for name, prob in {**tissues, **structures}.items():
+        if prob.shape != tiv.shape:
+            raise ValueError(f"{name} probability map shape {prob.shape} differs from the "
+                             f"TIV mask {tiv.shape}")
     row: dict[str, float] = {}
-    for i, (tissue, prob) in enumerate(tissue_probabilities(probs, task).items(), start=1):
-        row[f"{tissue}_ml"] = float(prob.sum(dtype=np.float64) * voxel_ml)
-        row[f"{tissue}_voxels"] = int((hard == i).sum())
+    for name, prob in [*((t, tissues[t]) for t in TISSUES), *structures.items()]:
+        row[f"{name}_ml"] = float(prob[tiv].sum(dtype=np.float64) * voxel_ml)
     row["brain_ml"] = sum(row[f"{t}_ml"] for t in TISSUES)
-    if tiv_ml is not None:
-        row["TIV_ml"] = float(tiv_ml)
-        for tissue in TISSUES:
-            row[f"{tissue}_fraction"] = row[f"{tissue}_ml"] / tiv_ml if tiv_ml > 0 else np.nan
-    if uncertainty is not None:
-        tissue = hard > 0
+    row["TIV_ml"] = float(tiv.sum()) * voxel_ml
+    for tissue in TISSUES:
+        row[f"{tissue}_fraction"] = (row[f"{tissue}_ml"] / row["TIV_ml"] if row["TIV_ml"] > 0
+                                     else np.nan)
+    if uncertainty is not None and dseg is not None:
+        tissue = dseg > 0
         row["mean_uncertainty"] = float(uncertainty[tissue].mean()) if tissue.any() else np.nan
     return row

@@ -11,11 +11,11 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mixnet_bids.config import Settings
-from mixnet_bids.inference.weights import weight_path
+from mixnet_bids.inference.weights import networks_for
 from mixnet_bids.interfaces.bids import PublishSubject, report_name
 from mixnet_bids.interfaces.reports import RegistrationQC, SubjectReport
 from mixnet_bids.interfaces.segment import Fusion, PlaneInference
-from mixnet_bids.interfaces.tissue import TissueMaps, TissueVolumes
+from mixnet_bids.interfaces.tissue import ConventionMaps, TissueVolumes
 
 
 def subject_key(subject: str, session: str | None) -> str:
@@ -52,8 +52,11 @@ def staging_dir(settings: Settings, workflow_name: str) -> Path:
 def init_single_subject_wf(*, settings: Settings, subject: str, session: str | None,
                            images: dict[str, str], warnings: list[str] | None = None,
                            name: str | None = None) -> pe.Workflow:
-    """One subject/session: preprocessing, per-plane MixNet, fusion, TIV, volumes, QC
-    report, outputs.
+    """One subject/session: preprocessing, per-plane MixNet, fusion, the output convention's
+    maps and TIV, volumes, QC report, outputs.
+
+    The networks are those that serve ``settings.task`` (``networks_for``: fine networks
+    when installed, else the convention's own).
 
     Inputs
         ``images``: ``{modality: path}`` for any non-empty subset of T1w, IR, FLAIR;
@@ -73,14 +76,13 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     for modality, path in images.items():
         setattr(preproc.inputs.inputnode, modality, str(path))
 
+    networks, weight_files = networks_for(settings.task, settings.planes,
+                                          settings.model_version, settings.weights_dir)
     merge_probs = pe.Node(niu.Merge(len(settings.planes)), name="merge_probs")
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
             PlaneInference(plane=plane, device=settings.device, num_threads=omp,
-                           progress=settings.progress,
-                           weights=str(weight_path(settings.task, plane,
-                                                   settings.model_version,
-                                                   settings.weights_dir))),
+                           progress=settings.progress, weights=str(weight_files[plane])),
             name=f"mixnet_{plane}", n_procs=omp, mem_gb=2.0)
         workflow.connect([
             (preproc, infer, [("outputnode.zstack", "zstack"),
@@ -91,10 +93,11 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     fusion = pe.Node(Fusion(planes=list(settings.planes),
                             plane_weights=dict(settings.plane_weights)),
                      name="fusion", mem_gb=2.0)
-    tissue = pe.Node(TissueMaps(task=settings.task), name="tissue_maps", mem_gb=1.0)
+    convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task),
+                              name="convention_maps", mem_gb=3.0)
     tiv_wf = init_tiv_wf(omp_nthreads=omp)
-    volumes = pe.Node(TissueVolumes(task=settings.task, subject=subject, session=session),
-                      name="volumes")
+    volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,
+                                    session=session), name="volumes", mem_gb=1.0)
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
                                  images=images, base_directory=staging)
     reference = choose_reference(list(images))
@@ -107,7 +110,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     registration_qc = pe.Node(RegistrationQC(modalities=others), name="registration_qc")
     report = pe.Node(SubjectReport(
         out_file=str(staging / report_name(subject, session)), task=settings.task,
-        title=f"mixnet-bids: {key}", modalities=others, warnings=list(warnings or []),
+        networks=networks, title=f"mixnet-bids: {key}", modalities=others,
+        warnings=list(warnings or []),
         settings_json=settings.to_json()), name="report", mem_gb=1.0)
     publish = pe.Node(PublishSubject(staging=str(staging),
                                      base_directory=str(settings.output_dir),
@@ -115,28 +119,32 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
 
     workflow.connect([
         (merge_probs, fusion, [("out", "in_probs")]),
-        (fusion, tissue, [("out_probs", "in_probs")]),
+        (fusion, convention_maps, [("out_probs", "in_probs")]),
+        (preproc, convention_maps, [("outputnode.signal_masks", "signal_masks")]),
+        (tiv_wf, convention_maps, [("outputnode.tiv_mask", "template_tiv")]),
         (preproc, tiv_wf, [("outputnode.reference", "inputnode.reference"),
                            ("outputnode.head_mask", "inputnode.head_mask")]),
-        (fusion, volumes, [("out_dseg", "in_dseg"), ("out_probs", "in_probs"),
-                           ("out_uncertainty", "in_uncertainty")]),
-        (tiv_wf, volumes, [("outputnode.tiv_mask", "tiv_mask")]),
+        (convention_maps, volumes, [("out_probsegs", "probsegs"),
+                                    ("out_structures", "structures"),
+                                    ("structure_names", "structure_names"),
+                                    ("out_tiv", "tiv_mask"), ("out_dseg", "dseg"),
+                                    ("out_uncertainty", "uncertainty")]),
         (preproc, registration_qc, [("outputnode.reference", "reference"),
                                     ("outputnode.head_mask", "head_mask")]),
         (registration_qc, volumes, [("qc", "qc")]),
         (preproc, report, [("outputnode.reference", "reference")]),
-        (fusion, report, [("out_dseg", "dseg"), ("out_uncertainty", "uncertainty")]),
+        (convention_maps, report, [("out_dseg", "dseg"), ("out_uncertainty", "uncertainty")]),
         (volumes, report, [("out_tsv", "volumes")]),
         (outputs_wf, publish, [("outputnode.out", "in_files")]),
         (report, publish, [("out_file", "report")]),
-        (fusion, outputs_wf, [("out_dseg", "inputnode.dseg"),
-                              ("out_probs", "inputnode.probs"),
-                              ("out_uncertainty", "inputnode.uncertainty")]),
-        (tissue, outputs_wf, [("out_probsegs", "inputnode.probsegs"),
-                              ("out_dseg3", "inputnode.dseg3")]),
+        (convention_maps, outputs_wf, [("out_dseg", "inputnode.dseg"),
+                                       ("out_probs", "inputnode.probs"),
+                                       ("out_uncertainty", "inputnode.uncertainty"),
+                                       ("out_probsegs", "inputnode.probsegs"),
+                                       ("out_tissue_dseg", "inputnode.dseg3"),
+                                       ("out_tiv", "inputnode.tiv_mask")]),
         (volumes, outputs_wf, [("out_tsv", "inputnode.volumes"),
                                ("metadata", "inputnode.volumes_meta")]),
-        (tiv_wf, outputs_wf, [("outputnode.tiv_mask", "inputnode.tiv_mask")]),
     ])
     if others:
         workflow.connect([(merge_registered, registration_qc, [("out", "registered")]),
@@ -148,9 +156,9 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         template_wf = init_template_outputs_wf(omp_nthreads=omp)
         workflow.connect([
             (preproc, template_wf, [("outputnode.reference", "inputnode.reference")]),
-            (tiv_wf, template_wf, [("outputnode.tiv_mask", "inputnode.tiv_mask"),
-                                   ("outputnode.to_template", "inputnode.affine")]),
-            (tissue, template_wf, [("out_probsegs", "inputnode.probsegs")]),
+            (convention_maps, template_wf, [("out_tiv", "inputnode.tiv_mask"),
+                                            ("out_probsegs", "inputnode.probsegs")]),
+            (tiv_wf, template_wf, [("outputnode.to_template", "inputnode.affine")]),
             (template_wf, outputs_wf, [("outputnode.probsegs", "inputnode.template_probsegs")]),
         ])
     return workflow

@@ -9,6 +9,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mixnet_bids.config import Settings
+from mixnet_bids.conventions import TISSUE_CONVENTION, class_table
 from mixnet_bids.interfaces.bids import DerivativesDataSink, derivative_name
 from mixnet_bids.labels import TISSUES
 from mixnet_bids.sidecars import TISSUE_NAMES, own_uri, raw_uri, template_uri
@@ -37,7 +38,8 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
                                  images={"T1w": "b/sub-01/anat/sub-01_T1w.nii.gz"})
 
     Inputs
-        ``dseg`` (task classes), ``dseg3``, ``probs`` (4D), ``uncertainty``,
+        ``dseg`` (the convention's classes), ``dseg3`` (tissue labels, for a convention
+        that is not the 3 tissues), ``probs`` (4D), ``uncertainty``,
         ``probsegs`` (GM, WM, CSF), ``template_probsegs`` (modulated, per output space),
         ``tiv_mask``, ``volumes`` (+ ``volumes_meta``),
         ``<modality>_preproc``.
@@ -80,15 +82,18 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
                 f"{settings.model_version}), named in desc-{desc}_dseg.tsv at the root"}
 
     sink("ds_dseg", "dseg", "dseg", labels(task), desc=task)
-    if task != "3label":
-        sink("ds_dseg3", "dseg3", "dseg", labels("3label"), desc="3label")
+    if TISSUE_CONVENTION[task] != task:
+        sink("ds_dseg3", "dseg3", "dseg", labels(TISSUE_CONVENTION[task]),
+             desc=TISSUE_CONVENTION[task])
     sink("ds_uncertainty", "uncertainty", "uncertainty", {
         **on_reference, "Description": "Normalised entropy of the fused class probabilities: "
                                        "0 certain, 1 every class equally likely"}, desc=task)
     sink("ds_tiv", "tiv_mask", "mask", {
         **reference_grid, "Type": "Brain",
         "Description": "Intracranial mask, whose volume is the TIV: the template's brain "
-                       "mask mapped onto the reference image by an affine registration",
+                       "mask mapped onto the reference image by an affine registration, "
+                       "together with every voxel the networks find more likely brain than "
+                       "background, so that it contains the segmented brain",
         "Sources": [preprocs[reference], template_uri("res-1_desc-brain_mask.nii.gz"),
                     template_uri("res-2_T1w.nii.gz")]}, desc="tiv")
     if settings.save_probabilities:
@@ -100,7 +105,9 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
     def probseg(space: str | None, tissue: str) -> dict:
         name = TISSUE_NAMES[tissue]
         if space is None:
-            return {**on_reference, "Description": f"Probability of {name}"}
+            covers = dict(class_table(TISSUE_CONVENTION[task]))[tissue]
+            return {**on_reference, "Description": f"Probability of {covers}; 0 outside the "
+                                                   "TIV mask (desc-tiv)"}
         return {"SpatialReference": template_uri("res-2_T1w.nii.gz"),
                 "Resolution": {"2": "2 mm isotropic voxels, the template's res-2 grid"},
                 "Sources": [uri("probseg", label=tissue)],

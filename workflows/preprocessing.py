@@ -6,7 +6,7 @@ from nipype.interfaces import utility as niu
 from nipype.interfaces.ants import ApplyTransforms
 from nipype.pipeline import engine as pe
 
-from mixnet_bids.interfaces.preproc import HeadMask, ZScoreStack
+from mixnet_bids.interfaces.preproc import HeadMask, SignalMask, ZScoreStack
 from mixnet_bids.preprocessing import n4_interface, rigid_registration_interface
 
 
@@ -24,7 +24,8 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
 
     Each modality gets a head mask in its own space (background-level aware, see
     ``preprocessing.head_mask``) that guides N4 and, moved with the registration, bounds
-    the z-scoring on the reference grid.
+    the z-scoring on the reference grid; and a signal mask (all but its zero background,
+    see ``preprocessing.signal_mask``), moved the same way.
 
     Workflow Graph
         .. workflow::
@@ -39,7 +40,8 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
     Outputs
         ``<modality>_preproc``: the N4-corrected image on the reference grid;
         ``zstack``: 4D float32 z-scores in ``MODALITIES`` channel order;
-        ``head_mask``: union of the head masks; ``reference``: the reference image.
+        ``head_mask``: union of the head masks; ``reference``: the reference image;
+        ``signal_masks``: each modality's signal mask on the reference grid (a list).
     """
     if not modalities:
         raise ValueError("at least one modality is needed")
@@ -50,20 +52,24 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
     inputnode = pe.Node(niu.IdentityInterface(fields=ordered), name="inputnode")
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=[f"{m}_preproc" for m in ordered] + ["zstack", "head_mask", "reference"]),
+            fields=[f"{m}_preproc" for m in ordered] + ["zstack", "head_mask", "reference",
+                                                        "signal_masks"]),
         name="outputnode")
     merge = pe.Node(niu.Merge(len(ordered)), name="merge")
     merge_masks = pe.Node(niu.Merge(len(ordered)), name="merge_masks")
+    merge_signal = pe.Node(niu.Merge(len(ordered)), name="merge_signal")
     stack = pe.Node(ZScoreStack(modalities=ordered), name="zscore", mem_gb=1.0)
 
     n4_reference = None
     for i, modality in enumerate(ordered, start=1):
         mask = pe.Node(HeadMask(), name=f"n4_mask_{modality}")
+        signal = pe.Node(SignalMask(), name=f"signal_{modality}")
         n4 = pe.Node(n4_interface(num_threads=omp_nthreads), name=f"n4_{modality}",
                      n_procs=omp_nthreads, mem_gb=1.0)
         workflow.connect([
             (inputnode, mask, [(modality, "in_file")]),
             (inputnode, n4, [(modality, "input_image")]),
+            (inputnode, signal, [(modality, "in_file")]),
             (mask, n4, [("out_file", "mask_image")]),
         ])
         if modality == reference:  # first in ``ordered``
@@ -72,6 +78,7 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
             workflow.connect([
                 (n4, outputnode, [("output_image", "reference")]),
                 (mask, merge_masks, [("out_file", f"in{i}")]),
+                (signal, merge_signal, [("out_file", f"in{i}")]),
             ])
         else:
             reg = pe.Node(rigid_registration_interface(), name=f"register_{modality}",
@@ -88,6 +95,15 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
                 (reg, mask_to_ref, [("forward_transforms", "transforms")]),
                 (mask_to_ref, merge_masks, [("output_image", f"in{i}")]),
             ])
+            signal_to_ref = pe.Node(ApplyTransforms(interpolation="NearestNeighbor",
+                                                    dimension=3, float=True),
+                                    name=f"signal_to_reference_{modality}")
+            workflow.connect([
+                (signal, signal_to_ref, [("out_file", "input_image")]),
+                (n4_reference, signal_to_ref, [("output_image", "reference_image")]),
+                (reg, signal_to_ref, [("forward_transforms", "transforms")]),
+                (signal_to_ref, merge_signal, [("output_image", f"in{i}")]),
+            ])
             corrected, field = reg, "warped_image"
         workflow.connect([
             (corrected, merge, [(field, f"in{i}")]),
@@ -98,5 +114,6 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
         (merge, stack, [("out", "in_files")]),
         (merge_masks, stack, [("out", "in_masks")]),
         (stack, outputnode, [("out_file", "zstack"), ("out_mask", "head_mask")]),
+        (merge_signal, outputnode, [("out", "signal_masks")]),
     ])
     return workflow

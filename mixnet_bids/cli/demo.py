@@ -38,6 +38,8 @@ def build_demo_dataset(bids_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from mixnet_bids.cli.parser import positive_int
     from mixnet_bids.cli.run import main as run_main
+    from mixnet_bids.inference.planes import PLANES
+    from mixnet_bids.inference.weights import default_convention
 
     parser = argparse.ArgumentParser(prog="mixnet-bids demo", description=__doc__,
                                      allow_abbrev=False)
@@ -60,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     anat = derivatives / f"sub-{DEMO_SUBJECT}" / "anat"
-    print(f"mixnet-bids demo: segmentation {anat / f'sub-{DEMO_SUBJECT}_desc-3label_dseg.nii.gz'}")
-    print(f"mixnet-bids demo: volumes {anat / f'sub-{DEMO_SUBJECT}_desc-3label_volumes.tsv'}")
-    print(f"mixnet-bids demo: group table {derivatives / 'group_desc-3label_volumes.tsv'}")
+    task = default_convention(list(PLANES), "v3")  # what the runs above chose
+    print(f"mixnet-bids demo: segmentation {anat / f'sub-{DEMO_SUBJECT}_desc-{task}_dseg.nii.gz'}")
+    print(f"mixnet-bids demo: volumes {anat / f'sub-{DEMO_SUBJECT}_desc-{task}_volumes.tsv'}")
+    print(f"mixnet-bids demo: group table {derivatives / f'group_desc-{task}_volumes.tsv'}")
     print(f"mixnet-bids demo: QC report {derivatives / f'sub-{DEMO_SUBJECT}.html'} (open it "
           "in a web browser)")
     return 0

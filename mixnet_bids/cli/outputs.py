@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from mixnet_bids.checks import InputProblems
+from mixnet_bids.conventions import TISSUE_CONVENTION, class_table
 from mixnet_bids.interfaces.bids import (
     report_name,
     subject_folder,
@@ -16,7 +17,6 @@ from mixnet_bids.interfaces.bids import (
     write_shared_once,
 )
 from mixnet_bids.io import atomic_write_text
-from mixnet_bids.labels import CLASS_NAMES, TASK_CLASSES
 from mixnet_bids.sidecars import dataset_links
 
 #: Files that are not BIDS derivatives. (The validator matches ``sub-*/log`` but not
@@ -60,9 +60,9 @@ def dataset_description(settings) -> dict:
 
 
 def dseg_lookup(task: str) -> str:
+    """The ``desc-<task>_dseg.tsv`` lookup table; each name says which voxels it covers."""
     rows = ["index\tname\tabbreviation"]
-    rows += [f"{i}\t{long}\t{short}" for i, (short, long) in
-             enumerate(zip(TASK_CLASSES[task], CLASS_NAMES[task]))]
+    rows += [f"{i}\t{name}\t{short}" for i, (short, name) in enumerate(class_table(task))]
     return "\n".join(rows) + "\n"
 
 
@@ -72,7 +72,7 @@ def write_dataset_files(settings) -> None:
     out = Path(settings.output_dir)
     write_shared_once(out / "dataset_description.json",
                       json.dumps(dataset_description(settings), indent=2) + "\n")
-    for task in {settings.task, "3label"}:
+    for task in {settings.task, TISSUE_CONVENTION[settings.task]}:
         write_shared_once(out / f"desc-{task}_dseg.tsv", dseg_lookup(task))
     write_shared(out / ".bidsignore", BIDSIGNORE)
     write_shared(out / "README.md", README)

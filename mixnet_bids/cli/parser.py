@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mixnet_bids.inference.planes import PLANES
-from mixnet_bids.labels import TASK_CLASSES
+from mixnet_bids.labels import CONVENTIONS
 
 
 def _plane_weights(value: str) -> list[float]:
@@ -96,8 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not check the input against the BIDS specification")
     g = parser.add_argument_group("model")
-    g.add_argument("--task", choices=sorted(TASK_CLASSES), default="3label",
-                   help="3label: GM/WM/CSF; 8label: the MRBrainS18 structures (default 3label)")
+    g.add_argument("--task", choices=sorted(CONVENTIONS), default=None,
+                   help="output classes: wholebrain: GM/WM/CSF in the cerebrum, cerebellum "
+                        "and brainstem (needs fine networks); 3label: the MRBrainS GM/WM/CSF, "
+                        "cerebellum and brainstem as background; 8label: the MRBrainS18 "
+                        "structures (default: wholebrain when fine networks are installed, "
+                        "else 3label)")
     g.add_argument("--model-version", choices=("v1", "v2", "v3"), default="v3",
                    help="MixNet variant: v1 stacked channels, v2 and v3 one stream per "
                         "modality (default v3, the one whose weights ship)")

@@ -29,8 +29,11 @@ def ensure_tools_on_path() -> None:
 def _settings_from_args(args):
     from mixnet_bids import __version__
     from mixnet_bids.config import Settings
+    from mixnet_bids.inference.weights import default_convention
 
     planes = list(dict.fromkeys(args.planes))
+    weights_dir = args.weights_dir.absolute() if args.weights_dir else None
+    task = args.task or default_convention(planes, args.model_version, weights_dir)
     if args.plane_weights is None:
         from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS
         weights = {p: DEFAULT_PLANE_WEIGHTS[p] for p in planes}
@@ -45,9 +48,8 @@ def _settings_from_args(args):
         bids_dir=args.bids_dir.absolute(), output_dir=args.output_dir.absolute(),
         work_dir=(args.work_dir or Path("work_dir")).absolute(),
         participant_label=args.participant_label, session_label=args.session_label,
-        task=args.task, model_version=args.model_version, planes=planes,
-        plane_weights=weights, device=args.device,
-        weights_dir=args.weights_dir.absolute() if args.weights_dir else None,
+        task=task, model_version=args.model_version, planes=planes,
+        plane_weights=weights, device=args.device, weights_dir=weights_dir,
         save_probabilities=args.save_probabilities, output_spaces=args.output_spaces,
         nprocs=nprocs,
         omp_nthreads=args.omp_nthreads or min(nprocs, 2), mem_gb=args.mem_gb,
@@ -81,7 +83,6 @@ def collect_inputs(settings):
     """
     from mixnet_bids.bids import BIDSInputError, collect_modalities, load_filters, subject_sessions
     from mixnet_bids.checks import InputProblems, Run, check_run, writable_folder_problem
-    from mixnet_bids.inference.weights import WeightsError, read_metadata, weight_path
 
     problems: list[str] = []
     bids_dir, out = settings.bids_dir, settings.output_dir
@@ -98,15 +99,7 @@ def collect_inputs(settings):
         problem = writable_folder_problem(folder, what)
         if problem:
             problems.append(problem)
-    for plane in settings.planes:
-        path = weight_path(settings.task, plane, settings.model_version, settings.weights_dir)
-        try:
-            read_metadata(path)
-            if not path.is_file():
-                raise WeightsError(f"{path}: weight file missing")
-        except WeightsError as err:
-            problems.append(f"{err} (no {settings.model_version} {settings.task} model for "
-                            f"the {plane} plane ships with this version)")
+    problems.extend(weight_problems(settings))
     try:
         queries = load_filters(settings.bids_filter_file)
     except BIDSInputError as err:
@@ -155,6 +148,31 @@ def collect_inputs(settings):
         raise InputProblems(run_problems + problems
                             or [f"{bids_dir}: no participant to process"])
     return runs, problems
+
+
+def weight_problems(settings) -> list[str]:
+    """One line per problem with the networks that serve ``settings.task``."""
+    from mixnet_bids.inference.weights import WeightsError, networks_for, read_metadata
+
+    try:
+        networks, files = networks_for(settings.task, settings.planes,
+                                       settings.model_version, settings.weights_dir)
+    except WeightsError as err:
+        return [str(err)]
+    problems = []
+    for plane, path in files.items():
+        try:
+            meta = read_metadata(path)
+            if not path.is_file():
+                raise WeightsError(f"{path}: weight file missing")
+        except WeightsError as err:
+            problems.append(f"{err} (no {settings.model_version} {networks} model for "
+                            f"the {plane} plane ships with this version)")
+            continue
+        if meta.get("task") != networks:
+            problems.append(f"{path.with_suffix('.json')}: says task {meta.get('task')!r}, "
+                            f"but the file name says {networks!r}; retrain or rename it")
+    return problems
 
 
 def run_participants(settings, runs) -> list[str]:

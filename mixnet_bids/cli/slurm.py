@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mixnet_bids.io import atomic_write_text
+from mixnet_bids.labels import CONVENTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "<work-dir>/slurm)")
     parser.add_argument("--participant-label", nargs="+", default=[],
                         help="default: every participant of the dataset")
-    parser.add_argument("--task", choices=("3label", "8label"), default="3label",
-                        help="passed to every run (default 3label)")
+    parser.add_argument("--task", choices=sorted(CONVENTIONS), default=None,
+                        help="passed to every run (default: the app's, wholebrain when the "
+                             "shipped fine networks are installed, else 3label)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs per task (default 2)")
     parser.add_argument("--mem-gb", type=float, default=4.0,
                         help="memory per task (default 4; a run peaks at ~1.2 GiB)")
@@ -76,8 +78,12 @@ def app_command(args) -> list[str]:
 
 def job_scripts(args, labels: list[str], extra: list[str]) -> dict[str, str]:
     """``{file name: content}`` of the array script, the group script and the label list."""
+    from mixnet_bids.inference.planes import PLANES
+    from mixnet_bids.inference.weights import default_convention
+
     script_dir = args.script_dir
     app = shlex.join(app_command(args))
+    task = args.task or default_convention(list(PLANES), "v3")  # one for every job
     header = ["#!/bin/bash", f"#SBATCH --cpus-per-task={args.cpus}",
               f"#SBATCH --mem={int(args.mem_gb * 1024)}M", f"#SBATCH --time={args.time}"]
     header += [f"#SBATCH {option}" for option in shlex.split(args.sbatch_args)]
@@ -94,7 +100,7 @@ def job_scripts(args, labels: list[str], extra: list[str]) -> dict[str, str]:
         "export TMPDIR=${TMPDIR:-" + str(args.work_dir) + "}",
         f'{app} {bids} {out} participant --participant-label "$label" '
         f'-w {work}/sub-"$label" --nprocs {args.cpus} --mem-gb {args.mem_gb:g} '
-        + shlex.join(["--task", args.task, *extra]),
+        + shlex.join(["--task", task, *extra]),
     ]) + "\n"
     group = "\n".join(header[:1] + [
         "#SBATCH --job-name=mixnet-bids-group", "#SBATCH --cpus-per-task=1",
@@ -102,7 +108,7 @@ def job_scripts(args, labels: list[str], extra: list[str]) -> dict[str, str]:
         *[f"#SBATCH {option}" for option in shlex.split(args.sbatch_args)],
         f"#SBATCH --output={script_dir}/logs/group_%j.log",
         "set -euo pipefail",
-        f"{app} {bids} {out} group --task {args.task}",
+        f"{app} {bids} {out} group --task {task}",
     ]) + "\n"
     return {"participant.sbatch": participant, "group.sbatch": group,
             "participants.txt": "\n".join(labels) + "\n"}

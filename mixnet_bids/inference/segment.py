@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from mixnet_bids.inference.planes import canonical_zooms, from_canonical, to_canonical
-from mixnet_bids.inference.predict import fuse, normalised_entropy, predict_plane
+from mixnet_bids.inference.predict import fuse, predict_plane
 from mixnet_bids.inference.weights import load_model
 from mixnet_bids.preprocessing import write_like
 
@@ -50,16 +50,13 @@ def write_plane_probabilities(zstack_file: str, mask_file: str, plane: str, weig
 
 
 def fuse_files(prob_files: Sequence[str], planes: Sequence[str], weights: dict[str, float],
-               out_probs: str, out_dseg: str, out_uncertainty: str) -> None:
-    """Weighted plane fusion -> probabilities, argmax labels, normalised entropy."""
+               out_probs: str) -> None:
+    """Weighted plane fusion of the networks' class probabilities (the output conventions
+    are derived from them by ``conventions.segment``)."""
     ref = nib.load(prob_files[0])
     probs = {plane: np.asarray(nib.load(f).dataobj, dtype=np.float32)
              for plane, f in zip(planes, prob_files)}
     shapes = {p: a.shape for p, a in probs.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"plane probability maps differ in shape: {shapes}")
-    fused = fuse(probs, weights)
-    like = ref.slicer[..., 0]
-    write_like(fused, like, out_probs)
-    write_like(np.argmax(fused, axis=-1), like, out_dseg, np.uint8)
-    write_like(normalised_entropy(fused), like, out_uncertainty)
+    write_like(fuse(probs, weights), ref.slicer[..., 0], out_probs)

@@ -1,5 +1,6 @@
 """Shipped model weights: a plain state_dict (.pt, loaded with ``weights_only=True``)
-plus a JSON sidecar with the metadata and the SHA-256 of the weight file."""
+plus a JSON sidecar with the metadata and the SHA-256 of the weight file; and which
+networks serve an output convention."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 from mixnet_bids.io import atomic_write, atomic_write_text
-from mixnet_bids.labels import n_classes
+from mixnet_bids.labels import CONVENTIONS, n_classes
 from mixnet_bids.model import MixNet, build_mixnet
 
 WEIGHTS_DIR = Path(str(resources.files("mixnet_bids.data") / "weights"))
@@ -23,6 +24,38 @@ class WeightsError(RuntimeError):
 
 def weight_path(task: str, plane: str, version: str, folder: Path | None = None) -> Path:
     return Path(folder or WEIGHTS_DIR) / f"mixnet_{version}_{task}_{plane}.pt"
+
+
+def networks_for(convention: str, planes: list[str], version: str,
+                 folder: Path | None = None) -> tuple[str, dict[str, Path]]:
+    """The networks that serve the output ``convention``: ``(task, {plane: weight file})``.
+
+    Fine networks (``mixnet_<version>_fine_<plane>.pt``) give every convention, so they are
+    used whenever ``folder`` (default: the shipped weights) holds one for every plane in
+    ``planes``; otherwise the networks trained for the convention itself (``3label`` or
+    ``8label``). ``wholebrain`` has no networks of its own: without fine networks it is a
+    ``WeightsError``. The files are not opened here; ``load_model`` verifies them.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of "
+                         f"{sorted(CONVENTIONS)}")
+    fine = {plane: weight_path("fine", plane, version, folder) for plane in planes}
+    if all(path.is_file() for path in fine.values()):
+        return "fine", fine
+    if convention == "wholebrain":
+        where = Path(folder or WEIGHTS_DIR)
+        raise WeightsError(f"{where}: --task wholebrain needs fine networks "
+                           f"(mixnet_{version}_fine_<plane>.pt for {', '.join(planes)}), "
+                           "which are not there; use --task 3label or 8label, or "
+                           "--weights-dir with fine networks from mixnet-bids-train")
+    return convention, {plane: weight_path(convention, plane, version, folder)
+                        for plane in planes}
+
+
+def default_convention(planes: list[str], version: str, folder: Path | None = None) -> str:
+    """``wholebrain`` when fine networks are installed for ``planes``, else ``3label``."""
+    fine = networks_for("3label", planes, version, folder)[0] == "fine"
+    return "wholebrain" if fine else "3label"
 
 
 def sha256(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Nipype interfaces over the plain preprocessing functions (head mask, z-score stack)."""
+"""Nipype interfaces over the plain preprocessing functions (head mask, signal mask,
+z-score stack)."""
 
 from __future__ import annotations
 
@@ -15,27 +16,41 @@ from nipype.interfaces.base import (
 from nipype.utils.filemanip import fname_presuffix
 
 from mixnet_bids.model import MODALITIES
-from mixnet_bids.preprocessing import head_mask, load_3d, write_like, zscore
+from mixnet_bids.preprocessing import head_mask, load_3d, signal_mask, write_like, zscore
 
 
-class _HeadMaskInputSpec(BaseInterfaceInputSpec):
+class _ImageInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3D image")
 
 
-class _HeadMaskOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="binary head mask (uint8), same grid")
+class _MaskOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="binary mask (uint8), same grid")
 
 
 class HeadMask(SimpleInterface):
     """Head mask robust to the background level (see ``preprocessing.head_mask``)."""
 
-    input_spec = _HeadMaskInputSpec
-    output_spec = _HeadMaskOutputSpec
+    input_spec = _ImageInputSpec
+    output_spec = _MaskOutputSpec
 
     def _run_interface(self, runtime):
         img = load_3d(self.inputs.in_file)
         out = fname_presuffix(self.inputs.in_file, suffix="_mask", newpath=runtime.cwd)
         write_like(head_mask(img.get_fdata(dtype=np.float32)), img, out, np.uint8)
+        self._results["out_file"] = out
+        return runtime
+
+
+class SignalMask(SimpleInterface):
+    """Voxels that are not zero background (see ``preprocessing.signal_mask``)."""
+
+    input_spec = _ImageInputSpec
+    output_spec = _MaskOutputSpec
+
+    def _run_interface(self, runtime):
+        img = load_3d(self.inputs.in_file)
+        out = fname_presuffix(self.inputs.in_file, suffix="_signal", newpath=runtime.cwd)
+        write_like(signal_mask(np.asanyarray(img.dataobj)), img, out, np.uint8)
         self._results["out_file"] = out
         return runtime
 

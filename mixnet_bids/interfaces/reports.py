@@ -71,7 +71,8 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     volumes = File(exists=True, mandatory=True, desc="the one-row volumes TSV")
     settings_json = traits.Str(mandatory=True, desc="the run's settings (JSON)")
     warnings = traits.List(traits.Str, desc="warnings found by the input checks")
-    task = traits.Str(mandatory=True)
+    task = traits.Str(mandatory=True, desc="the output convention")
+    networks = traits.Str(desc="the task of the networks that gave it")
 
 
 class _SubjectReportOutputSpec(TraitedSpec):
@@ -100,7 +101,8 @@ class SubjectReport(SimpleInterface):
             registered={m: Path(p) for m, p in zip(self.inputs.modalities, registered)},
             volumes_tsv=Path(self.inputs.volumes),
             settings=json.loads(self.inputs.settings_json), versions=software_versions(),
-            warnings=list(self.inputs.warnings) + qc_warnings(row), task=self.inputs.task)
+            warnings=list(self.inputs.warnings) + qc_warnings(row), task=self.inputs.task,
+            networks=self.inputs.networks if isdefined(self.inputs.networks) else None)
         self._results["out_file"] = str(out)
         return runtime
 

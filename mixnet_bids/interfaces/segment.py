@@ -1,4 +1,4 @@
-"""Nipype interfaces for per-plane inference, plane fusion and tissue volumes."""
+"""Nipype interfaces for per-plane inference and plane fusion."""
 
 from __future__ import annotations
 
@@ -60,13 +60,11 @@ class _FusionInputSpec(BaseInterfaceInputSpec):
 
 
 class _FusionOutputSpec(TraitedSpec):
-    out_probs = File(exists=True, desc="fused 4D probabilities")
-    out_dseg = File(exists=True, desc="argmax labels (uint8)")
-    out_uncertainty = File(exists=True, desc="normalised entropy (0 certain, 1 uniform)")
+    out_probs = File(exists=True, desc="fused 4D probabilities of the networks' classes")
 
 
 class Fusion(SimpleInterface):
-    """Weighted average of the planes' probabilities, argmax and uncertainty."""
+    """Weighted average of the planes' probabilities."""
 
     input_spec = _FusionInputSpec
     output_spec = _FusionOutputSpec
@@ -74,10 +72,7 @@ class Fusion(SimpleInterface):
     def _run_interface(self, runtime):
         from mixnet_bids.inference.segment import fuse_files
 
-        names = {k: os.path.join(runtime.cwd, f"fused_{k}.nii.gz")
-                 for k in ("probs", "dseg", "uncertainty")}
-        fuse_files(self.inputs.in_probs, self.inputs.planes, self.inputs.plane_weights,
-                   names["probs"], names["dseg"], names["uncertainty"])
-        for key, path in names.items():
-            self._results[f"out_{key}"] = path
+        out = os.path.join(runtime.cwd, "fused_probs.nii.gz")
+        fuse_files(self.inputs.in_probs, self.inputs.planes, self.inputs.plane_weights, out)
+        self._results["out_probs"] = out
         return runtime

@@ -1,4 +1,5 @@
-"""Nipype interfaces: tissue maps from fused probabilities, and the volumes table."""
+"""Nipype interfaces: the output convention's maps from the fused probabilities, and the
+volumes table."""
 
 from __future__ import annotations
 
@@ -11,55 +12,101 @@ import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
+    InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
-from mixnet_bids.labels import TASK_CLASSES
+from mixnet_bids.conventions import STRUCTURES, segment
+from mixnet_bids.labels import CONVENTIONS, TASK_CLASSES, TISSUES
 from mixnet_bids.preprocessing import write_like
-from mixnet_bids.volumes import COLUMN_DESCRIPTIONS, tissue_probabilities, tissue_volumes
+from mixnet_bids.volumes import column_descriptions, tissue_volumes
 
 
-class _TissueMapsInputSpec(BaseInterfaceInputSpec):
-    in_probs = File(exists=True, mandatory=True, desc="fused 4D class probabilities")
-    task = traits.Enum(*TASK_CLASSES, mandatory=True)
+def _load_mask(path: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    mask = np.asarray(nib.load(path).dataobj) > 0
+    if mask.shape != shape:
+        raise ValueError(f"{what} shape {mask.shape} differs from the probabilities {shape}")
+    return mask
 
 
-class _TissueMapsOutputSpec(TraitedSpec):
-    out_probsegs = traits.List(File(exists=True), desc="GM, WM, CSF probability maps")
-    out_dseg3 = File(exists=True, desc="3-label dseg (0 BG, 1 GM, 2 WM, 3 CSF)")
+class _ConventionMapsInputSpec(BaseInterfaceInputSpec):
+    in_probs = File(exists=True, mandatory=True,
+                    desc="fused 4D probabilities of the networks' classes")
+    networks = traits.Enum(*TASK_CLASSES, mandatory=True, desc="the networks' task")
+    convention = traits.Enum(*CONVENTIONS, mandatory=True, desc="the output convention")
+    template_tiv = File(exists=True, mandatory=True,
+                        desc="the template's intracranial mask on the same grid")
+    signal_masks = InputMultiObject(File(exists=True),
+                                    desc="each input's signal mask (all but its zero "
+                                         "background) on the same grid")
 
 
-class TissueMaps(SimpleInterface):
-    """GM/WM/CSF probability maps and the 3-label dseg derived from any task."""
+class _ConventionMapsOutputSpec(TraitedSpec):
+    out_probs = File(exists=True, desc="4D probabilities of the convention's classes")
+    out_dseg = File(exists=True, desc="the convention's labels (uint8)")
+    out_uncertainty = File(exists=True, desc="normalised entropy (0 certain, 1 uniform)")
+    out_tiv = File(exists=True, desc="TIV mask (uint8)")
+    out_probsegs = traits.List(File(exists=True), desc="GM, WM, CSF maps, 0 outside the TIV")
+    out_structures = traits.List(File(exists=True),
+                                 desc="cerebellum, brainstem maps (when the networks give "
+                                      "them), 0 outside the TIV")
+    structure_names = traits.List(traits.Str, desc="names of ``out_structures``")
+    out_tissue_dseg = File(exists=True, desc="tissue labels (0 BG, 1 GM, 2 WM, 3 CSF), for "
+                                             "conventions that are not the 3 tissues")
 
-    input_spec = _TissueMapsInputSpec
-    output_spec = _TissueMapsOutputSpec
+
+class ConventionMaps(SimpleInterface):
+    """The output convention's probabilities, labels, uncertainty, TIV and tissue maps
+    (``conventions.segment``)."""
+
+    input_spec = _ConventionMapsInputSpec
+    output_spec = _ConventionMapsOutputSpec
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_probs)
-        probs = np.asarray(img.dataobj, dtype=np.float32)
+        fused = np.asarray(img.dataobj, dtype=np.float32)
+        grid = fused.shape[:-1]
+        signal = None
+        if isdefined(self.inputs.signal_masks) and self.inputs.signal_masks:
+            signal = np.zeros(grid, bool)
+            for path in self.inputs.signal_masks:
+                signal |= _load_mask(path, grid, f"signal mask {path}")
+        template = _load_mask(self.inputs.template_tiv, grid, "template TIV mask")
+        result = segment(fused, self.inputs.networks, self.inputs.convention, template, signal)
         like = img.slicer[..., 0]
-        maps = tissue_probabilities(probs, self.inputs.task)
-        outs = []
-        for tissue, prob in maps.items():
-            outs.append(os.path.join(runtime.cwd, f"{tissue}_probseg.nii.gz"))
-            write_like(prob, like, outs[-1])
-        stacked = np.stack([1.0 - sum(maps.values())] + list(maps.values()), axis=-1)
-        dseg3 = os.path.join(runtime.cwd, "dseg_3label.nii.gz")
-        write_like(np.argmax(stacked, axis=-1), like, dseg3, np.uint8)
-        self._results["out_probsegs"] = outs
-        self._results["out_dseg3"] = dseg3
+
+        def write(data: np.ndarray, name: str, dtype: type = np.float32) -> str:
+            path = os.path.join(runtime.cwd, name)
+            write_like(data, like, path, dtype)
+            return path
+
+        self._results["out_probs"] = write(result.probs, "probs.nii.gz")
+        self._results["out_dseg"] = write(result.dseg, "dseg.nii.gz", np.uint8)
+        self._results["out_uncertainty"] = write(result.uncertainty, "uncertainty.nii.gz")
+        self._results["out_tiv"] = write(result.tiv, "tiv_mask.nii.gz", np.uint8)
+        self._results["out_probsegs"] = [write(result.tissues[t], f"{t}_probseg.nii.gz")
+                                         for t in TISSUES]
+        self._results["out_structures"] = [write(prob, f"{name}_probseg.nii.gz")
+                                           for name, prob in result.structures.items()]
+        self._results["structure_names"] = list(result.structures)
+        if result.tissue_dseg is not None:
+            self._results["out_tissue_dseg"] = write(result.tissue_dseg, "tissue_dseg.nii.gz",
+                                                     np.uint8)
         return runtime
 
 
 class _VolumesInputSpec(BaseInterfaceInputSpec):
-    in_dseg = File(exists=True, mandatory=True)
-    in_probs = File(exists=True, mandatory=True)
-    in_uncertainty = File(exists=True, mandatory=True)
-    tiv_mask = File(exists=True, desc="intracranial mask on the same grid")
-    task = traits.Enum(*TASK_CLASSES, mandatory=True)
+    probsegs = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="GM, WM, CSF probability maps")
+    structures = InputMultiObject(File(exists=True), desc="cerebellum, brainstem maps")
+    structure_names = traits.List(traits.Enum(*STRUCTURES), desc="names of ``structures``")
+    tiv_mask = File(exists=True, mandatory=True, desc="TIV mask on the same grid")
+    dseg = File(exists=True, mandatory=True, desc="the convention's labels")
+    uncertainty = File(exists=True, mandatory=True)
+    convention = traits.Enum(*CONVENTIONS, mandatory=True)
     subject = traits.Str(mandatory=True)
     session = traits.Either(None, traits.Str, usedefault=True)
     qc = traits.Dict(traits.Str, traits.Float, desc="extra QC columns (e.g. nmi_FLAIR)")
@@ -71,33 +118,46 @@ class _VolumesOutputSpec(TraitedSpec):
 
 
 class TissueVolumes(SimpleInterface):
-    """One-row TSV: tissue volumes (mL, voxels), TIV, fractions and a QC score."""
+    """One-row TSV: probability-weighted volumes inside the TIV (mL), TIV, fractions and
+    QC scores; ``metadata`` describes each column for its JSON sidecar."""
 
     input_spec = _VolumesInputSpec
     output_spec = _VolumesOutputSpec
 
     def _run_interface(self, runtime):
-        dseg_img = nib.load(self.inputs.in_dseg)
-        dseg = np.asarray(dseg_img.dataobj)
-        probs = np.asarray(nib.load(self.inputs.in_probs).dataobj, dtype=np.float32)
-        uncertainty = np.asarray(nib.load(self.inputs.in_uncertainty).dataobj, np.float32)
-        voxel_ml = float(np.prod(dseg_img.header.get_zooms()[:3])) / 1000.0
-        tiv_ml = None
-        if self.inputs.tiv_mask:
-            tiv = np.asarray(nib.load(self.inputs.tiv_mask).dataobj) > 0
-            if tiv.shape != dseg.shape:
-                raise ValueError(f"TIV mask shape {tiv.shape} differs from dseg {dseg.shape}")
-            tiv_ml = float(tiv.sum()) * voxel_ml
+        tiv_img = nib.load(self.inputs.tiv_mask)
+        grid = tiv_img.shape[:3]
+        voxel_ml = float(np.prod(tiv_img.header.get_zooms()[:3])) / 1000.0
+
+        def load(path: str) -> np.ndarray:
+            data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+            if data.shape != grid:
+                raise ValueError(f"{path}: shape {data.shape} differs from the TIV mask {grid}")
+            return data
+
+        if len(self.inputs.probsegs) != len(TISSUES):
+            raise ValueError(f"{len(self.inputs.probsegs)} probseg maps; give "
+                             f"{', '.join(TISSUES)}")
+        structures = self.inputs.structures if isdefined(self.inputs.structures) else []
+        names = self.inputs.structure_names if isdefined(self.inputs.structure_names) else []
+        if len(structures) != len(names):
+            raise ValueError(f"{len(structures)} structure maps for {len(names)} names")
         row = {"participant_id": f"sub-{self.inputs.subject}"}
         if self.inputs.session:
             row["session_id"] = f"ses-{self.inputs.session}"
-        row.update(tissue_volumes(dseg, probs, self.inputs.task, voxel_ml, tiv_ml, uncertainty))
+        row.update(tissue_volumes(
+            dict(zip(TISSUES, map(load, self.inputs.probsegs))), load(self.inputs.tiv_mask),
+            voxel_ml, dict(zip(names, map(load, structures))), dseg=load(self.inputs.dseg),
+            uncertainty=load(self.inputs.uncertainty)))
         row.update(self.inputs.qc or {})
         out = os.path.join(runtime.cwd, "volumes.tsv")
         pd.DataFrame([row]).to_csv(out, sep="\t", index=False, float_format="%.4f",
                                    na_rep="n/a")
-        meta = {k: v for k, v in COLUMN_DESCRIPTIONS.items() if k in row}
-        meta["participant_id"] = {"Description": "BIDS participant label"}
+        meta = {"participant_id": {"Description": "BIDS participant label"}}
+        if "session_id" in row:
+            meta["session_id"] = {"Description": "BIDS session label"}
+        descriptions = column_descriptions(self.inputs.convention)
+        meta.update({k: v for k, v in descriptions.items() if k in row})
         self._results["out_tsv"] = out
         self._results["metadata"] = json.loads(json.dumps(meta))
         return runtime

@@ -8,7 +8,7 @@ import torch
 
 from mixnet_bids.inference.predict import fuse, normalised_entropy, predict_plane
 from mixnet_bids.interfaces.segment import Fusion
-from mixnet_bids.interfaces.tissue import TissueMaps, TissueVolumes
+from mixnet_bids.interfaces.tissue import ConventionMaps, TissueVolumes
 from mixnet_bids.model import build_mixnet
 from mixnet_bids.volumes import tissue_probabilities
 
@@ -44,7 +44,7 @@ def _save(data, path, dtype=np.float32):
     return str(path)
 
 
-def test_fusion_tissue_maps_and_volumes_interfaces(tmp_path):
+def test_fusion_convention_maps_and_volumes_interfaces(tmp_path):
     rng = np.random.default_rng(0)
     shape = (6, 5, 4)
     files = []
@@ -54,26 +54,30 @@ def test_fusion_tissue_maps_and_volumes_interfaces(tmp_path):
     fused = Fusion(in_probs=files, planes=["axial", "coronal"],
                    plane_weights={"axial": 4.0, "coronal": 1.0}).run(cwd=tmp_path).outputs
     probs = nib.load(fused.out_probs).get_fdata()
-    dseg = np.asarray(nib.load(fused.out_dseg).dataobj)
-    assert np.array_equal(dseg, probs.argmax(-1))
+    planes = [nib.load(f).get_fdata() for f in files]
+    assert np.allclose(probs, 0.8 * planes[0] + 0.2 * planes[1], atol=1e-6)
     assert np.allclose(nib.load(fused.out_probs).affine, np.diag([2.0, 2.0, 2.0, 1.0]))
 
-    maps = TissueMaps(in_probs=fused.out_probs, task="8label").run(cwd=tmp_path).outputs
+    tiv = _save(np.ones(shape), tmp_path / "tiv.nii.gz", np.uint8)
+    maps = ConventionMaps(in_probs=fused.out_probs, networks="8label", convention="8label",
+                          template_tiv=tiv).run(cwd=tmp_path).outputs
+    dseg = np.asarray(nib.load(maps.out_dseg).dataobj)
+    assert np.array_equal(dseg, probs.argmax(-1))
     gm = nib.load(maps.out_probsegs[0]).get_fdata()
     assert np.allclose(gm, probs[..., 1] + probs[..., 2], atol=1e-5)  # cortex + basal ganglia
     expected = tissue_probabilities(probs, "8label")
     three = np.stack([1 - sum(expected.values())] + list(expected.values()), -1).argmax(-1)
-    assert np.array_equal(np.asarray(nib.load(maps.out_dseg3).dataobj), three)
+    assert np.array_equal(np.asarray(nib.load(maps.out_tissue_dseg).dataobj), three)
 
-    tiv = _save(np.ones(shape), tmp_path / "tiv.nii.gz", np.uint8)
-    vol = TissueVolumes(in_dseg=fused.out_dseg, in_probs=fused.out_probs,
-                        in_uncertainty=fused.out_uncertainty, tiv_mask=tiv, task="8label",
-                        subject="01", session="A").run(cwd=tmp_path).outputs
+    vol = TissueVolumes(probsegs=maps.out_probsegs, structures=maps.out_structures,
+                        structure_names=maps.structure_names, tiv_mask=maps.out_tiv,
+                        dseg=maps.out_dseg, uncertainty=maps.out_uncertainty,
+                        convention="8label", subject="01", session="A").run(cwd=tmp_path).outputs
     row = pd.read_csv(vol.out_tsv, sep="\t").iloc[0]
     assert row["participant_id"] == "sub-01" and row["session_id"] == "ses-A"
     assert row["TIV_ml"] == pytest.approx(np.prod(shape) * 8 / 1000)
     assert row["GM_ml"] == pytest.approx(gm.sum() * 8 / 1000, abs=1e-4)  # TSV: 4 decimals
-    assert row["GM_voxels"] == int(np.isin(dseg, [1, 2]).sum())
+    assert row["cerebellum_ml"] == pytest.approx(probs[..., 7].sum() * 8 / 1000, abs=1e-4)
     assert row["GM_fraction"] == pytest.approx(row["GM_ml"] / row["TIV_ml"], abs=1e-3)
     assert "GM_ml" in vol.metadata and vol.metadata["GM_ml"]["Units"] == "mL"
 

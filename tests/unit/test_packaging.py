@@ -12,6 +12,8 @@ import pytest
 from helpers import bids_skeleton
 
 from mixnet_bids.cli.run import main
+from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.inference.weights import default_convention
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,9 +55,10 @@ def test_slurm_array_scripts(tmp_path, capsys):
                  "#SBATCH --partition=short", "SLURM_ARRAY_TASK_ID"):
         assert line in array
     assert f"-w {work}/sub-\"$label\" --nprocs 4" in array
-    assert array.rstrip().endswith("--task 3label --save-probabilities")
+    task = default_convention(list(PLANES), "v3")  # the app's default, for every job
+    assert array.rstrip().endswith(f"--task {task} --save-probabilities")
     group = (scripts / "group.sbatch").read_text()
-    assert group.rstrip().endswith("group --task 3label")
+    assert group.rstrip().endswith(f"group --task {task}")
     bash = shutil.which("bash")
     for script in (array, group):
         assert subprocess.run([bash, "-n"], input=script, text=True).returncode == 0

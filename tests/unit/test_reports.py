@@ -57,7 +57,7 @@ def head_phantom(folder, shape=(56, 64, 24), zooms=(2.0, 2.0, 4.0), rotate=None)
         paths[name] = folder / f"{name}.nii.gz"
         dtype = np.uint8 if name == "dseg" else np.float32
         nib.save(nib.Nifti1Image(data.astype(dtype), affine), str(paths[name]))
-    volumes = {"GM_ml": 612.4, "WM_ml": 455.1, "CSF_ml": 210.0, "GM_voxels": 76550,
+    volumes = {"GM_ml": 612.4, "WM_ml": 455.1, "CSF_ml": 210.0, "cerebellum_ml": 131.2,
                "brain_ml": 1277.5, "TIV_ml": 1500.0, "GM_fraction": 0.4083,
                "WM_fraction": 0.3034, "CSF_fraction": 0.14, "mean_uncertainty": 0.081,
                "nmi_FLAIR": 0.31}
@@ -66,14 +66,15 @@ def head_phantom(folder, shape=(56, 64, 24), zooms=(2.0, 2.0, 4.0), rotate=None)
     return paths
 
 
-def write_subject(tmp_path, paths, registered=("FLAIR", "IR"), warnings=(), task="3label"):
+def write_subject(tmp_path, paths, registered=("FLAIR", "IR"), warnings=(), task="3label",
+                  networks=None):
     return subject_report(
         tmp_path / "sub-01.html", title="sub-01 QC", reference=paths["reference"],
         dseg=paths["dseg"], uncertainty=paths["uncertainty"],
         registered={m: paths[m] for m in registered}, volumes_tsv=paths["volumes"],
         settings={"task": task, "seed": 0, "planes": ["axial", "coronal"]},
         versions={"mixnet-bids": "0.1.0", "nilearn": "0.14"}, warnings=list(warnings),
-        task=task)
+        task=task, networks=networks)
 
 
 def embedded_pngs(page: str) -> list[tuple[np.ndarray, str]]:
@@ -128,6 +129,23 @@ def test_subject_report_oblique_anisotropic_8label_input(tmp_path):
     assert "(oblique)" in page
     assert "Warnings: none" in page
     assert "No other modality was registered" in page
+
+
+@pytest.mark.parametrize("task", ["wholebrain", "3label"])
+def test_subject_report_says_which_voxels_each_class_covers(tmp_path, task):
+    page = write_subject(tmp_path, head_phantom(tmp_path / "in"), registered=(), task=task,
+                         networks="fine").read_text()
+    assert f"{task} (from the fine networks)" in page
+    gm = "Gray matter = cerebral cortex + deep gray matter (basal ganglia, thalamus)"
+    if task == "wholebrain":
+        assert gm + " + cerebellar cortex" in page
+        assert "cerebellum: probability-weighted volume inside the TIV mask" in page
+        assert "included in GM_ml and WM_ml in this convention" in page
+    else:
+        assert gm + "</td>" in page
+        assert "+ cerebellar cortex + cerebellar white matter + brain stem" in page  # BG
+        assert "background in the 3label convention" in page
+    assert "more likely brain than background" in page  # how the TIV is defined
 
 
 def test_display_grid_keeps_world_positions(tmp_path):

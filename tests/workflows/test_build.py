@@ -46,6 +46,24 @@ def test_single_subject_graph_has_one_node_per_plane(tmp_path):
     assert fusion.inputs.plane_weights == {"axial": 4.0, "coronal": 1.0}
     infer = wf.get_node("mixnet_axial")
     assert infer.inputs.weights.endswith("mixnet_v3_3label_axial.pt")
+    assert wf.get_node("convention_maps").inputs.networks == "3label"
+    assert {"signal_T1w", "signal_FLAIR", "signal_to_reference_FLAIR"} <= names
+
+
+@pytest.mark.parametrize("task,tissue_dseg", [("wholebrain", False), ("3label", False),
+                                              ("8label", True)])
+def test_fine_networks_serve_the_asked_convention(tmp_path, task, tissue_dseg):
+    bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
+    settings = Settings(bids, tmp_path / "out", tmp_path / "work", task=task,
+                        weights_dir=random_weights(tmp_path / "w", "fine"))
+    wf = init_single_subject_wf(settings=settings, subject="01", session=None,
+                                images={"T1w": str(bids / "sub-01/anat/sub-01_T1w.nii.gz")})
+    for plane in ("sagittal", "coronal", "axial"):
+        assert wf.get_node(f"mixnet_{plane}").inputs.weights.endswith(
+            f"mixnet_v3_fine_{plane}.pt")
+    maps = wf.get_node("convention_maps")
+    assert (maps.inputs.networks, maps.inputs.convention) == ("fine", task)
+    assert ("ds_dseg3" in node_names(wf)) == tissue_dseg
 
 
 def test_mixnet_wf_holds_every_subject(tmp_path):
