@@ -33,7 +33,8 @@ FLOORS_T1W = {"GM": 0.65, "WM": 0.75, "CSF": 0.57}
 
 def run_participant(bids, out, work, *extra):
     code = main([str(bids), str(out), "participant", "--participant-label", SUBJECT,
-                 "-w", str(work), "--skip-bids-validation", "--nprocs", "2", *extra])
+                 "-w", str(work), "--skip-bids-validation", "--nprocs", "2",
+                 "--task", "3label", *extra])
     assert code == 0
     return out / f"sub-{SUBJECT}" / "anat"
 
@@ -93,15 +94,18 @@ def test_volumes_agree_with_the_images(full_run):
     dseg_img = nib.load(anat / f"sub-{SUBJECT}_desc-3label_dseg.nii.gz")
     dseg = np.asarray(dseg_img.dataobj)
     voxel_ml = float(np.prod(dseg_img.header.get_zooms()[:3])) / 1000
-    for i, tissue in enumerate(["GM", "WM", "CSF"], start=1):
-        assert row[f"{tissue}_voxels"] == int((dseg == i).sum())
+    tiv = np.asarray(nib.load(anat / f"sub-{SUBJECT}_desc-tiv_mask.nii.gz").dataobj) > 0
+    assert tiv[dseg > 0].all()  # the TIV holds the segmented brain
+    for tissue in ["GM", "WM", "CSF"]:
         prob = nib.load(anat / f"sub-{SUBJECT}_label-{tissue}_probseg.nii.gz").get_fdata()
+        assert (prob[~tiv] == 0).all()
         assert row[f"{tissue}_ml"] == pytest.approx(prob.sum() * voxel_ml, rel=1e-3)
         assert row[f"{tissue}_fraction"] == pytest.approx(row[f"{tissue}_ml"] / row["TIV_ml"],
                                                           rel=1e-3)
-    tiv = np.asarray(nib.load(anat / f"sub-{SUBJECT}_desc-tiv_mask.nii.gz").dataobj) > 0
     assert row["TIV_ml"] == pytest.approx(tiv.sum() * voxel_ml, rel=1e-3)
-    assert row["brain_ml"] < row["TIV_ml"] * 1.1
+    assert row["GM_ml"] + row["WM_ml"] + row["CSF_ml"] <= row["TIV_ml"]
+    assert sum(row[f"{t}_fraction"] for t in ["GM", "WM", "CSF"]) <= 1
+    assert not [c for c in row.index if c.endswith("_voxels")]  # one volume definition
     assert 0 <= row["mean_uncertainty"] < 0.5
 
 
@@ -115,7 +119,7 @@ def test_dice_against_manual_labels(full_run, mrbrains_dir):
 
 def test_group_table(full_run):
     bids, out, _ = full_run
-    assert main([str(bids), str(out), "group"]) == 0
+    assert main([str(bids), str(out), "group", "--task", "3label"]) == 0
     table = pd.read_csv(out / "group_desc-3label_volumes.tsv", sep="\t")
     assert list(table["participant_id"]) == [f"sub-{SUBJECT}"]
     assert {"GM_ml", "WM_ml", "CSF_ml", "TIV_ml", "mean_uncertainty"} <= set(table.columns)

@@ -25,7 +25,7 @@ TIMEOUT = 900
 def app(bids, out, work, *labels, extra=()):
     return [sys.executable, "-m", "mixnet_bids.cli.run", str(bids), str(out), "participant",
             "--participant-label", *labels, "-w", str(work), "--skip-bids-validation",
-            "--nprocs", "2", *extra]
+            "--nprocs", "2", "--task", "3label", *extra]
 
 
 def run_app(*args, **kwargs):
@@ -122,7 +122,8 @@ def test_concurrent_jobs_share_one_output_folder(t1_bids, tmp_path):
     assert [p.name for p in out.rglob(".*")] == [".bidsignore"]
 
     group = subprocess.run([sys.executable, "-m", "mixnet_bids.cli.run", str(t1_bids),
-                            str(out), "group"], capture_output=True, text=True)
+                            str(out), "group", "--task", "3label"], capture_output=True,
+                           text=True)
     assert group.returncode == 0, group.stderr
     table = pd.read_csv(out / "group_desc-3label_volumes.tsv", sep="\t")
     assert list(table["participant_id"]) == ["sub-1", "sub-4"]
