@@ -66,6 +66,47 @@ def signal_mask(data: np.ndarray) -> np.ndarray:
     return ~np.isin(labels, np.unique(border[border > 0]))
 
 
+#: Largest volume (mL) of what is not zero background in a skull-stripped image. Adult
+#: intracranial volumes reach about 2.1 L: the brain of the MNI152 2009 template, larger than
+#: most brains, covers 1.89 L and the BrainWeb brains with their CSF 1.91-2.05 L, so a
+#: generously dilated brain mask stays below this; whole heads with their scalp take 3.3 L
+#: and more even when the field of view cuts them (MRBrainS T1w, 144 mm: 3.3-3.7 L; BrainWeb
+#: heads: 3.6-4.0 L).
+SKULL_STRIPPED_MAX_ML = 2800.0
+#: Smallest share of the image border that is zero background in a skull-stripped image.
+SKULL_STRIPPED_MIN_BORDER = 0.9
+
+
+def looks_skull_stripped(data: np.ndarray, zooms: tuple[float, float, float]) -> bool:
+    """Whether a 3D image looks skull-stripped: a zero background surrounds a brain-sized
+    region (``zooms``: voxel sizes in mm).
+
+    Skull stripping sets everything outside a brain mask to exactly 0, so two things hold:
+
+    1. the zero background (``signal_mask``) covers at least ``SKULL_STRIPPED_MIN_BORDER`` of
+       the image border: the brain lies inside the field of view, surrounded by zeros. A
+       magnitude image has noise in the air, and a whole head, even resampled with zeros
+       outside its field of view, crosses the border where the field of view cuts it (MRBrainS
+       T1w on its FLAIR grid: 62-80 % of the border is zero). Ten per cent tolerate a brain
+       cut at one face.
+    2. what is left is at most ``SKULL_STRIPPED_MAX_ML``: a brain, not a head whose air was set
+       to zero (which passes the first test).
+
+    Both use geometry only: a test on skull or scalp intensities would depend on the contrast
+    (fat is bright in a T1w image, the skull dark in most, FLAIR and IR differ).
+    """
+    data = np.asarray(data)
+    signal = signal_mask(data)
+    if not signal.any():
+        return False
+    zero = ~signal
+    border = np.concatenate([zero[[0, -1]].ravel(), zero[:, [0, -1]].ravel(),
+                             zero[:, :, [0, -1]].ravel()])
+    volume_ml = float(signal.sum()) * float(np.prod(zooms)) / 1000.0
+    return bool(border.mean() >= SKULL_STRIPPED_MIN_BORDER
+                and volume_ml <= SKULL_STRIPPED_MAX_ML)
+
+
 def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Z-score ``data`` with the mean and s.d. of the voxels inside ``mask``.
 

@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 from mixnet_bids.config import Settings
 from mixnet_bids.conventions import TISSUE_CONVENTION, class_table
 from mixnet_bids.interfaces.bids import DerivativesDataSink, derivative_name
+from mixnet_bids.interfaces.preproc import SkullStripped
 from mixnet_bids.labels import TISSUES
 from mixnet_bids.sidecars import TISSUE_NAMES, own_uri, raw_uri, template_uri
 
@@ -25,7 +26,9 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
     (default ``settings.output_dir``; the app stages them in the work dir). Each image
     gets a JSON sidecar: its Description, Sources (BIDS URIs of the files it was made
     from, ``mixnet_bids.sidecars``) and SpatialReference (the input image whose grid it
-    keeps, or the template); ``images`` are the input files, ``{modality: path}``.
+    keeps, or the template), and for the preprocessed inputs SkullStripped, as detected on
+    the input (``preprocessing.looks_skull_stripped``); ``images`` are the input files,
+    ``{modality: path}``.
 
     Workflow Graph
         .. workflow::
@@ -130,15 +133,19 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
             sinks.append(node)
     for modality in modalities:
         acq, suffix = PREPROC_NAMES[modality]
-        metadata = {**reference_grid, "SkullStripped": False,
+        metadata = {**reference_grid,
                     "Description": "The input, bias-corrected (ANTs N4)",
                     "Sources": [raw_uri(settings.bids_dir, images[modality])]}
         if modality != reference:
             metadata["Description"] += (f", rigidly registered to the {reference} image and "
                                         "resampled on its grid")
             metadata["Sources"].append(preprocs[reference])
-        sink(f"ds_preproc_{modality}", f"{modality}_preproc", suffix, metadata,
-             acquisition=acq, desc="preproc")
+        # SkullStripped: whether the input, and so its bias-corrected copy, looks stripped
+        stripped = pe.Node(SkullStripped(in_file=str(images[modality]), metadata=metadata),
+                           name=f"skull_stripped_{modality}")
+        preproc = sink(f"ds_preproc_{modality}", f"{modality}_preproc", suffix,
+                       acquisition=acq, desc="preproc")
+        workflow.connect(stripped, "metadata", preproc, "metadata")
     volumes = sink("ds_volumes", "volumes", "volumes", desc=task, extension=".tsv")
     workflow.connect(inputnode, "volumes_meta", volumes, "metadata")
 

@@ -1,5 +1,5 @@
 """Nipype interfaces over the plain preprocessing functions (head mask, signal mask,
-z-score stack)."""
+skull-stripping detection, z-score stack)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ from nipype.interfaces.base import (
 from nipype.utils.filemanip import fname_presuffix
 
 from mixnet_bids.model import MODALITIES
-from mixnet_bids.preprocessing import head_mask, load_3d, signal_mask, write_like, zscore
+from mixnet_bids.preprocessing import (
+    head_mask,
+    load_3d,
+    looks_skull_stripped,
+    signal_mask,
+    write_like,
+    zscore,
+)
 
 
 class _ImageInputSpec(BaseInterfaceInputSpec):
@@ -52,6 +59,33 @@ class SignalMask(SimpleInterface):
         out = fname_presuffix(self.inputs.in_file, suffix="_signal", newpath=runtime.cwd)
         write_like(signal_mask(np.asanyarray(img.dataobj)), img, out, np.uint8)
         self._results["out_file"] = out
+        return runtime
+
+
+class _SkullStrippedInputSpec(BaseInterfaceInputSpec):
+    # not exists=True: the path is set when the graph is built, the file checked when it runs
+    in_file = File(mandatory=True, desc="an input image as given")
+    metadata = traits.Dict(desc="JSON sidecar content to complete")
+
+
+class _SkullStrippedOutputSpec(TraitedSpec):
+    skull_stripped = traits.Bool(desc="whether the image looks skull-stripped")
+    metadata = traits.Dict(desc="``metadata`` with ``SkullStripped`` set")
+
+
+class SkullStripped(SimpleInterface):
+    """Whether an input looks skull-stripped (``preprocessing.looks_skull_stripped``), as the
+    ``SkullStripped`` key that BIDS requires in the sidecar of a preprocessed image."""
+
+    input_spec = _SkullStrippedInputSpec
+    output_spec = _SkullStrippedOutputSpec
+
+    def _run_interface(self, runtime):
+        img = load_3d(self.inputs.in_file)
+        stripped = looks_skull_stripped(np.asanyarray(img.dataobj),
+                                        tuple(nib.affines.voxel_sizes(img.affine)))
+        self._results["skull_stripped"] = stripped
+        self._results["metadata"] = {**self.inputs.metadata, "SkullStripped": stripped}
         return runtime
 
 

@@ -101,7 +101,7 @@ def test_participant_and_group_outputs_pass_the_bids_validator(tmp_path):
     mask = json.loads((out / "sub-01" / "anat" / "sub-01_desc-tiv_mask.json").read_text())
     assert mask["Type"] == "Brain"
     preproc = json.loads((out / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.json").read_text())
-    assert preproc["SkullStripped"] is False
+    assert preproc["SkullStripped"] is True  # the input is the brain-extracted MNI152 T1
     group = json.loads((out / "group_desc-3label_volumes.json").read_text())
     assert {"participant_id", "GM_ml", "TIV_ml"} <= set(group)
     assert not list(out.rglob("*.lock"))

@@ -129,6 +129,13 @@ def test_the_zero_background_is_never_tissue(run):
         assert enclosed.sum() > 1000 and (dseg[enclosed] > 0).any()
 
 
+def test_the_preproc_sidecar_says_whether_the_input_was_skull_stripped(run):
+    subject, bids, out, _ = run
+    sidecar = json.loads((out / f"sub-{subject}" / "anat"
+                          / f"sub-{subject}_desc-preproc_T1w.json").read_text())
+    assert sidecar["SkullStripped"] is (subject == "stripped")
+
+
 def test_outputs_and_lookup_table_of_the_wholebrain_convention(stripped_run):
     bids, out, weights = stripped_run
     anat = out / "sub-stripped" / "anat"
