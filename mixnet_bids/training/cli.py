@@ -24,6 +24,9 @@ from pathlib import Path
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT, DEFAULT_RECIPE, RECIPES, get_recipe
 
+#: planes in the order they train: the axial network weighs most in the fusion (1:1:4)
+TRAINING_ORDER = ("axial", "coronal", "sagittal")
+
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """``--recipe`` and the data options shared by mixnet-bids-train and mixnet-bids-cv."""
@@ -92,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder: one sub-folder (checkpoint, config, log, weights) per "
                              "plane; default checkpoints/<recipe>")
-    parser.add_argument("--planes", nargs="+", choices=PLANES, default=list(PLANES))
+    parser.add_argument("--planes", nargs="+", choices=PLANES, default=list(TRAINING_ORDER),
+                        help="planes to train, one after another (default: axial, which "
+                             "carries 4 of the fused 6 parts, then coronal and sagittal)")
     add_recipe_arguments(parser)
     parser.add_argument("--exclude", nargs="*", default=[],
                         help="subjects left out of training; they are the validation subjects "
