@@ -92,3 +92,43 @@ def tissue_dice(model: MixNet, task: str, cases: list[ValidationCase],
     # a tissue absent from every reference and prediction has no Dice (NaN)
     return {t: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
             for t, v in scores.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score weight files on the validation sets, each set apart (probes in docs/results.md):
+
+        python -m mixnet_bids.training.validation WEIGHTS.pt ... --brainweb DIR \\
+            --cache cache --mrbrains-subjects 1
+    """
+    import argparse
+
+    from mixnet_bids.inference.weights import load_model
+    from mixnet_bids.training.cache import load_cached
+    from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0],
+                                     allow_abbrev=False)
+    parser.add_argument("weights", type=Path, nargs="+", help="one plane's weight files")
+    parser.add_argument("--brainweb", type=Path, help="BrainWeb label maps (held-out anatomies)")
+    parser.add_argument("--cache", type=Path, help="training cache (MRBrainS subjects)")
+    parser.add_argument("--mrbrains-subjects", nargs="*", default=[], metavar="LABEL")
+    args = parser.parse_args(argv)
+    sets = {}
+    if args.brainweb:
+        sets["BrainWeb held-out, whole brain"] = brainweb_cases(args.brainweb,
+                                                                BRAINWEB_HELD_OUT[:2])
+    for label in args.mrbrains_subjects:
+        subject = load_cached(Path(args.cache) / "preproc" / f"sub-{label}.npz")
+        sets[f"MRBrainS sub-{label}, 3 labels"] = [mrbrains_case(subject)]
+    print("| weights | validation set | GM | WM | CSF |\n| --- | --- | --- | --- | --- |")
+    for path in args.weights:
+        model, meta = load_model(path)
+        for name, cases in sets.items():
+            dice = tissue_dice(model, meta["task"], cases, meta["plane"])
+            print(f"| {path} | {name} | " + " | ".join(f"{dice[t]:.3f}" for t in TISSUES)
+                  + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
