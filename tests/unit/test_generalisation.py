@@ -1,0 +1,255 @@
+"""The generalisation benchmark's parts (``benchmarks/generalisation.py``): the conditions it
+builds from MRBrainS and BrainWeb, its scoring, its peers (real antspyx N4 + Atropos and
+scikit-learn's Gaussian mixture) on a phantom, and its table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))
+BRAINWEB = SHARED / "data" / "brainweb20"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "generalisation", ROOT / "benchmarks" / "generalisation.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["generalisation"] = module   # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_benchmark()
+GM, WM, CSF, IGNORED = bench.GM, bench.WM, bench.CSF, bench.IGNORE_INDEX
+
+
+# -- scoring ------------------------------------------------------------------------------
+
+
+def test_dice_by_hand_with_ignored_voxels():
+    reference = np.array([GM, WM, WM, WM, CSF, CSF, IGNORED, IGNORED, 0])
+    prediction = np.array([GM, GM, WM, WM, CSF, 0, GM, WM, CSF])
+    scores = bench.dice_scores(prediction, reference)
+    # GM: predicted at 0, 1 (6 is ignored), true at 0 -> 2 * 1 / (2 + 1)
+    # WM: predicted at 2, 3 (7 ignored), true at 1, 2, 3 -> 2 * 2 / (2 + 3)
+    # CSF: predicted at 4, 8, true at 4, 5 -> 2 * 1 / (2 + 2)
+    assert scores == pytest.approx({"GM": 2 / 3, "WM": 4 / 5, "CSF": 1 / 2})
+
+
+def test_dice_of_a_tissue_absent_from_both_is_nan():
+    scores = bench.dice_scores(np.array([GM, 0]), np.array([GM, IGNORED]))
+    assert scores["GM"] == 1.0 and np.isnan(scores["WM"]) and np.isnan(scores["CSF"])
+
+
+def test_mrbrains_labels_to_tissues_ignore_cerebellum_brainstem_and_others():
+    codes = bench.tissue_codes(np.arange(11), bench.MRBRAINS_TISSUE)
+    assert codes.tolist() == [0, GM, GM, WM, WM, CSF, CSF] + [IGNORED] * 4
+    brainweb = bench.tissue_codes(np.arange(12), bench.BRAINWEB_TISSUE)
+    assert brainweb.tolist() == [0, CSF, GM, WM] + [0] * 8
+
+
+# -- conditions ---------------------------------------------------------------------------
+
+
+def test_bias_and_gamma_is_a_smooth_field_of_the_set_range_on_the_gamma_contrast():
+    data = np.zeros((30, 40, 20), np.float32)
+    head = np.zeros(data.shape, bool)
+    head[5:25, 5:35, 3:17] = True
+    data[head] = 500.0
+    data[10:20, 10:30, 5:15] = 1000.0
+    out = bench.bias_and_gamma(data, head, np.random.default_rng(3), gamma=0.5,
+                               log_range=1.0)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert (out[data == 0] == 0).all()
+    contrast = (data[head] / 1000.0) ** 0.5   # 1000 is the 99.5th percentile of the head
+    log_field = np.log(out[head] / (1000.0 * contrast))
+    assert log_field.max() - log_field.min() == pytest.approx(1.0, rel=1e-4)
+    # smooth: neighbours differ by little, unlike the 1000/500 edge of the input
+    field = np.where(head, out / np.where(data > 0, 1000.0 * (data / 1000.0) ** 0.5, 1), 1)
+    assert np.abs(np.diff(np.log(field[5:25, 5:35, 3:17]), axis=0)).max() < 0.1
+
+
+def test_skull_strip_keeps_the_dilated_mask_only():
+    data = np.random.default_rng(0).uniform(1, 2, (20, 20, 20)).astype(np.float32)
+    mask = np.zeros(data.shape, bool)
+    mask[8:12, 8:12, 8:12] = True
+    out = bench.skull_strip(data, mask, 2)
+    kept = ndimage.binary_dilation(mask, iterations=2)
+    assert (out[~kept] == 0).all() and (out[kept] == data[kept]).all()
+    assert kept.sum() > mask.sum()
+
+
+def tissue_means(case):
+    image = nib.load(case.image).get_fdata(dtype=np.float32)
+    reference = np.asarray(nib.load(case.reference).dataobj)
+    return {code: float(image[reference == code].mean()) for code in (GM, WM, CSF)}
+
+
+def check_case(case, stripped: bool):
+    """Image, reference and mask share one grid, values are finite, the tissues sit where
+    the reference says (CSF < GM < WM on a T1w), and a stripped image is 0 off the brain."""
+    image, reference, mask = (nib.load(p) for p in (case.image, case.reference,
+                                                     case.brain_mask))
+    assert image.shape == reference.shape == mask.shape
+    assert np.allclose(image.affine, reference.affine) and np.allclose(image.affine,
+                                                                       mask.affine)
+    assert np.allclose(nib.affines.voxel_sizes(image.affine), 1.0)
+    data = image.get_fdata(dtype=np.float32)
+    assert np.isfinite(data).all() and data.min() >= 0
+    assert case.image == case.bids_dir / f"sub-{case.subject}" / "anat" / \
+        f"sub-{case.subject}_T1w.nii.gz"
+    assert (case.bids_dir / "dataset_description.json").is_file()
+    means = tissue_means(case)
+    assert means[CSF] < means[GM] < means[WM]
+    brain = np.asarray(mask.dataobj) > 0
+    labelled = np.isin(np.asarray(reference.dataobj), (GM, WM, CSF))
+    assert brain[labelled].all()
+    if stripped:
+        assert (data[~ndimage.binary_dilation(brain, iterations=3)] == 0).all()
+        assert (data[brain] > 0).mean() > 0.99
+    else:
+        assert (data[~brain] > 0).sum() > brain.sum()   # a head around the brain
+    return data, brain
+
+
+@pytest.fixture(scope="module")
+def mrbrains_cases(mrbrains_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("conditions")
+    return {c: bench.build_case(c, "1", work, mrbrains_dir, BRAINWEB)
+            for c in ("mrbrains", "mrbrains-stripped", "mrbrains-bias")}
+
+
+def test_mrbrains_conditions(mrbrains_cases):
+    whole, brain = check_case(mrbrains_cases["mrbrains"], stripped=False)
+    stripped, _ = check_case(mrbrains_cases["mrbrains-stripped"], stripped=True)
+    biased, _ = check_case(mrbrains_cases["mrbrains-bias"], stripped=False)
+    assert np.array_equal(stripped[brain], whole[brain])
+    # MRBrainS ignores its cerebellum and brainstem: some voxels are ignored, inside the brain
+    reference = np.asarray(nib.load(mrbrains_cases["mrbrains"].reference).dataobj)
+    assert (reference == IGNORED).sum() > 50_000 and brain[reference == IGNORED].all()
+    # the bias field changes the same tissue's intensity by a lot across the head
+    wm = reference == WM
+    ratio = biased[wm] / whole[wm] ** bench.GAMMA
+    assert np.percentile(ratio, 99) / np.percentile(ratio, 1) > 1.5
+
+
+@pytest.fixture(scope="module")
+def brainweb_dir():
+    if not (BRAINWEB / "sub-05_desc-crisp_dseg.nii.gz").is_file():
+        pytest.skip(f"BrainWeb label maps not found at {BRAINWEB} (set MIXNET_SHARED or place "
+                    "the team's shared folder beside the project)")
+    return BRAINWEB
+
+
+def test_brainweb_conditions(brainweb_dir, tmp_path):
+    head = bench.build_case("brainweb", "sub-05", tmp_path, SHARED, brainweb_dir)
+    stripped = bench.build_case("brainweb-stripped", "05", tmp_path, SHARED, brainweb_dir)
+    assert head.subject == stripped.subject == "05"
+    check_case(head, stripped=False)
+    check_case(stripped, stripped=True)
+    ref_head, ref_stripped = (np.asarray(nib.load(c.reference).dataobj)
+                              for c in (head, stripped))
+    assert np.array_equal(ref_head, ref_stripped)
+    assert not (ref_head == IGNORED).any()
+
+
+def test_an_unknown_condition_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown condition 'skull'"):
+        bench.build_case("skull", "1", tmp_path, tmp_path, tmp_path)
+
+
+def test_a_missing_mrbrains_subject_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reg_T1.nii.gz not found"):
+        bench.mrbrains_1mm(tmp_path, "7")
+
+
+# -- peers --------------------------------------------------------------------------------
+
+
+def phantom(shape=(56, 64, 48), seed=0):
+    """A 3-tissue T1w-like head at 2 mm: a WM core in GM in CSF, a smooth bias, noise."""
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, np.float32) - 1) / 2
+    radius = np.sqrt(sum(((grid[i] - centre[i]) / (0.45 * shape[i])) ** 2 for i in range(3)))
+    truth = np.zeros(shape, np.uint8)
+    truth[radius < 1.0] = CSF
+    truth[radius < 0.8] = GM
+    truth[radius < 0.5] = WM
+    # a wavy GM/WM border, so that the classes are not one ball each
+    truth[(radius < 0.65) & (np.sin(grid[0] / 2.0) > 0.3)] = WM
+    means = np.array([0.0, 550.0, 800.0, 250.0], np.float32)   # by code: bg, GM, WM, CSF
+    bias = np.exp(0.2 * (grid[0] / shape[0] - 0.5))
+    noise = np.random.default_rng(seed).normal(0, 40, shape).astype(np.float32)
+    return (means[truth] * bias + noise).astype(np.float32), truth
+
+
+def test_atropos_and_the_gaussian_mixture_segment_a_phantom():
+    data, truth = phantom()
+    mask = truth > 0
+    corrected = bench.n4_corrected(data, (2.0, 2.0, 2.0), mask)
+    assert corrected.shape == data.shape and np.isfinite(corrected).all()
+    for tissues in (bench.atropos_tissues(corrected, (2.0, 2.0, 2.0), mask),
+                    bench.gmm_tissues(corrected, mask)):
+        assert (tissues[~mask] == 0).all()
+        scores = bench.dice_scores(tissues, truth)
+        assert min(scores.values()) > 0.85, scores
+
+
+def test_classes_are_named_by_their_mean_intensity():
+    intensities = np.array([900.0, 100.0, 500.0, 0.0])
+    mask = np.array([True, True, True, False])
+    classes = np.array([0, 1, 2, 0])
+    assert bench.by_intensity(classes, intensities, mask).tolist() == [WM, CSF, GM, 0]
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+def report():
+    meta = {"command": "python benchmarks/generalisation.py --conditions brainweb",
+            "date": "2026-12-05", "cpu": "test CPU", "cores": 2, "niceness": 19,
+            "commit": "abc123", "task": "3label", "networks": "3label", "weights": "shipped",
+            "conditions": ["brainweb"], "subset": True}
+    dice = {"GM": 0.8, "WM": 0.9, "CSF": 0.7}
+    records = [{"condition": "brainweb", "subject": "05", "method": "mixnet-bids",
+                "mask": None, "dice": dice, "seconds": 120.0, "mask_dice": 0.95}]
+    for method, seconds in (("atropos", 40.0), ("gmm", 30.0)):
+        for mask, gm in (("app", 0.6), ("true", 0.7)):
+            records.append({"condition": "brainweb", "subject": "05", "method": method,
+                            "mask": mask, "dice": {**dice, "GM": gm}, "seconds": seconds})
+    return {"meta": meta, "records": records}
+
+
+def test_the_table_has_both_masks_side_by_side_and_the_time_ratios():
+    table = bench.markdown(report())
+    assert "Command: `python benchmarks/generalisation.py --conditions brainweb`" in table
+    assert "git abc123" in table and "test CPU" in table and "**A subset**" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[2] == ("| (d) BrainWeb held out, MPRAGE-like 1 mm | mixnet-bids | 05 | "
+                       "0.800 / 0.900 / 0.700 | — | 120 | 1 |")
+    assert rows[3] == ("| | N4 + Atropos | 05 | 0.600 / 0.900 / 0.700 | "
+                       "0.700 / 0.900 / 0.700 | 40 | 3.0 |")
+    assert rows[4].endswith("| 30 | 4.0 |")
+    assert "Dice: (d) 0.950" in table and "call background" in table
+
+
+def test_the_results_doc_gets_the_table_between_its_markers(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nearlier text\n")
+    bench.update_results_doc(doc, "first table\n")
+    bench.update_results_doc(doc, "second table\n")
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nearlier text\n\n## Generalisation benchmark\n")
+    assert "second table" in text and "first table" not in text
+    assert text.count("## Generalisation benchmark") == 1
+    json.dumps(report())   # the report is what main writes as JSON
