@@ -255,11 +255,8 @@ def app_command(case: Case, out: Path, work: Path, task: str, weights_dir: Path 
 
 
 def run_app(case: Case, root: Path, task: str, weights_dir: Path | None,
-            ) -> tuple[Path, Path, float]:
-    """Run mixnet-bids on ``case`` from a fresh work folder: ``(dseg, brain mask, seconds)``.
-
-    Its brain mask is the ``desc-tiv_mask`` it writes: the intracranial mask that bounds its
-    tissue maps."""
+            ) -> tuple[Path, float]:
+    """Run mixnet-bids on ``case`` from a fresh work folder: ``(its anat folder, seconds)``."""
     out, work = root / "out", root / "work" / case.subject
     shutil.rmtree(work, ignore_errors=True)
     log = root / f"sub-{case.subject}.log"
@@ -272,9 +269,7 @@ def run_app(case: Case, root: Path, task: str, weights_dir: Path | None,
     if code:
         raise SystemExit(f"mixnet-bids failed on {case.image} (exit {code}); see {log}")
     shutil.rmtree(work, ignore_errors=True)
-    anat = out / f"sub-{case.subject}" / "anat"
-    return (anat / f"sub-{case.subject}_desc-{task}_dseg.nii.gz",
-            anat / f"sub-{case.subject}_desc-tiv_mask.nii.gz", seconds)
+    return out / f"sub-{case.subject}" / "anat", seconds
 
 
 def n4_corrected(data: np.ndarray, zooms: tuple[float, ...], mask: np.ndarray) -> np.ndarray:
@@ -358,14 +353,21 @@ def record(case: Case, method: str, mask: str | None, dice: dict[str, float],
 
 
 def benchmark_case(case: Case, root: Path, task: str, weights_dir: Path | None) -> list[dict]:
-    """mixnet-bids, then the peers in its brain mask and in the true one."""
+    """mixnet-bids, then the peers in its brain mask and in the true one.
+
+    The app's brain mask is the ``desc-tiv_mask`` it writes, the intracranial mask that bounds
+    its tissue maps; its record also keeps what its preprocessed T1w's sidecar says of
+    ``SkullStripped``."""
     reference = np.asarray(nib.load(str(case.reference)).dataobj)
     truth = np.asarray(nib.load(str(case.brain_mask)).dataobj) > 0
-    dseg, app_mask_path, seconds = run_app(case, root / "mixnet-bids", task, weights_dir)
-    app_mask = np.asarray(nib.load(str(app_mask_path)).dataobj) > 0
-    prediction = np.asarray(nib.load(str(dseg)).dataobj)
+    anat, seconds = run_app(case, root / "mixnet-bids", task, weights_dir)
+    prefix = f"sub-{case.subject}"
+    app_mask = np.asarray(nib.load(str(anat / f"{prefix}_desc-tiv_mask.nii.gz")).dataobj) > 0
+    prediction = np.asarray(nib.load(str(anat / f"{prefix}_desc-{task}_dseg.nii.gz")).dataobj)
+    sidecar = json.loads((anat / f"{prefix}_desc-preproc_T1w.json").read_text())
     records = [record(case, "mixnet-bids", None, dice_scores(prediction, reference), seconds,
-                      mask_dice=round(mask_dice(app_mask, truth), 4))]
+                      mask_dice=round(mask_dice(app_mask, truth), 4),
+                      skull_stripped=sidecar.get("SkullStripped"))]
     return records + run_peers(case, {"app": app_mask, "true": truth}, root / "peers")
 
 
@@ -413,14 +415,18 @@ def markdown(report: dict) -> str:
             seconds = mean_of(app, "seconds")
             lines.append(f"| | {name} | {subjects} | {dice_text(app)} | {dice_text(true)} | "
                          f"{seconds:.0f} | {our_time / seconds:.1f} |")
-    masks = []
+    masks, stripped = [], []
     for condition in meta["conditions"]:
-        values = [r["mask_dice"] for r in records
-                  if r["condition"] == condition and r["method"] == "mixnet-bids"]
-        if values:
-            masks.append(f"{TITLES[condition].split(' ')[0]} {np.mean(values):.3f}")
+        ours = [r for r in records
+                if r["condition"] == condition and r["method"] == "mixnet-bids"]
+        if ours:
+            letter = TITLES[condition].split(" ")[0]
+            masks.append(f"{letter} {np.mean([r['mask_dice'] for r in ours]):.3f}")
+            said = sorted({str(r.get("skull_stripped")).lower() for r in ours})
+            stripped.append(f"{letter} {'/'.join(said)}")
     lines += ["", f"- The app's brain mask (its `desc-tiv_mask`) against the true brain mask, "
-                  f"Dice: {'; '.join(masks)}.",
+                  f"Dice: {'; '.join(masks)}. `SkullStripped` in the app's "
+                  f"`desc-preproc_T1w.json`: {'; '.join(stripped)}.",
               "- MRBrainS labels the cerebellum (7) and the brainstem (8) as whole structures, "
               "not as GM and WM: those voxels (and 9, 10) are ignored for every method. "
               "BrainWeb's GM and WM include the cerebellum and the brainstem"
