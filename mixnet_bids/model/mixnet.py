@@ -30,15 +30,37 @@ DILATIONS: tuple[int, ...] = (2, 1, 4, 1, 8)
 PYRAMID_BINS: tuple[int, ...] = (2, 4, 6, 12)
 
 
+class GroupedDilatedConv2d(nn.Conv2d):
+    """A grouped, dilated convolution that runs in the default memory layout under bfloat16
+    autocast.
+
+    With torch 2.13.0 on an AMD EPYC (AVX-512 BF16), the bfloat16 weight gradient of a
+    grouped dilated 3x3 convolution in channels-last was NaN (from 32 x 32 feature maps up)
+    while every other layer was right. Computing these three convolutions of MixNetv3 in the
+    default layout, and the rest of the network in channels-last, gave finite gradients
+    that agree with float32 as well as the all-default layout does, 1.4x faster per training
+    step than the default layout (one thread, batch 8 of 128 x 128). Outside autocast it is
+    a plain ``nn.Conv2d``; the parameters are the same.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_autocast_enabled("cpu") and
+                x.is_contiguous(memory_format=torch.channels_last)):
+            return super().forward(x)
+        y = self._conv_forward(x.contiguous(), self.weight.contiguous(), self.bias)
+        return y.contiguous(memory_format=torch.channels_last)
+
+
 def _bn_relu_conv(c_in: int, c_out: int, kernel: int, dilation: int = 1,
                   groups: int = 1) -> nn.Sequential:
     """Pre-activation block: BN -> ReLU -> conv (same spatial size)."""
     padding = dilation * (kernel - 1) // 2
+    conv = GroupedDilatedConv2d if groups > 1 and dilation > 1 else nn.Conv2d
     return nn.Sequential(
         nn.BatchNorm2d(c_in),
         nn.ReLU(inplace=True),
-        nn.Conv2d(c_in, c_out, kernel, padding=padding, dilation=dilation, groups=groups,
-                  bias=False),
+        conv(c_in, c_out, kernel, padding=padding, dilation=dilation, groups=groups,
+             bias=False),
     )
 
 
