@@ -111,7 +111,7 @@ train-background: install
 	mkdir -p logs
 	nohup nice -n 19 $(MAKE) --no-print-directory weights RECIPE=$(RECIPE) \
 	  TRAIN_ARGS="--commit-every 3600 --curves-dir docs/curves $(TRAIN_ARGS)" \
-	  > logs/train-$(RECIPE).log 2>&1 &
+	  >> logs/train-$(RECIPE).log 2>&1 &
 	@echo "training $(RECIPE) in the background: tail -f logs/train-$(RECIPE).log"
 
 # Learning curves of a recipe's run (loss and validation Dice per plane) -> docs/curves/.
