@@ -34,32 +34,40 @@ class _MaskOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="binary mask (uint8), same grid")
 
 
-class HeadMask(SimpleInterface):
+class _MaskInterface(SimpleInterface):
+    """A binary mask of one 3D image, written beside it with ``suffix`` (uint8, same grid)."""
+
+    input_spec = _ImageInputSpec
+    output_spec = _MaskOutputSpec
+    suffix = ""
+
+    def _mask(self, img) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _run_interface(self, runtime):
+        img = load_3d(self.inputs.in_file)
+        out = fname_presuffix(self.inputs.in_file, suffix=self.suffix, newpath=runtime.cwd)
+        write_like(self._mask(img), img, out, np.uint8)
+        self._results["out_file"] = out
+        return runtime
+
+
+class HeadMask(_MaskInterface):
     """Head mask robust to the background level (see ``preprocessing.head_mask``)."""
 
-    input_spec = _ImageInputSpec
-    output_spec = _MaskOutputSpec
+    suffix = "_mask"
 
-    def _run_interface(self, runtime):
-        img = load_3d(self.inputs.in_file)
-        out = fname_presuffix(self.inputs.in_file, suffix="_mask", newpath=runtime.cwd)
-        write_like(head_mask(img.get_fdata(dtype=np.float32)), img, out, np.uint8)
-        self._results["out_file"] = out
-        return runtime
+    def _mask(self, img) -> np.ndarray:
+        return head_mask(img.get_fdata(dtype=np.float32))
 
 
-class SignalMask(SimpleInterface):
+class SignalMask(_MaskInterface):
     """Voxels that are not zero background (see ``preprocessing.signal_mask``)."""
 
-    input_spec = _ImageInputSpec
-    output_spec = _MaskOutputSpec
+    suffix = "_signal"
 
-    def _run_interface(self, runtime):
-        img = load_3d(self.inputs.in_file)
-        out = fname_presuffix(self.inputs.in_file, suffix="_signal", newpath=runtime.cwd)
-        write_like(signal_mask(np.asanyarray(img.dataobj)), img, out, np.uint8)
-        self._results["out_file"] = out
-        return runtime
+    def _mask(self, img) -> np.ndarray:
+        return signal_mask(np.asanyarray(img.dataobj))
 
 
 class _SkullStrippedInputSpec(BaseInterfaceInputSpec):
