@@ -66,7 +66,10 @@ def plane_iterations(recipe, args: argparse.Namespace) -> dict[str, int]:
 
 
 def load_brainweb(folder: Path | None, recipe, parser: argparse.ArgumentParser):
-    """(training label volumes, held-out validation cases) from ``--brainweb``."""
+    """(training label volumes, held-out validation cases) from ``--brainweb``; nothing for
+    recipes that neither synthesise nor validate."""
+    if recipe.synth_fraction == 0 and not recipe.validate_every:
+        return [], []
     if folder is None:
         if recipe.synth_fraction > 0:
             parser.error(f"--recipe {recipe.name} synthesises images from BrainWeb label "
@@ -100,15 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "carries 4 of the fused 6 parts, then coronal and sagittal)")
     add_recipe_arguments(parser)
     parser.add_argument("--exclude", nargs="*", default=[],
-                        help="subjects left out of training; they are the validation subjects "
-                             "of the learning curve")
+                        help="subjects left out of training; for recipes that validate, they "
+                             "are the learning curve's validation set (instead of the held-out "
+                             "BrainWeb anatomies)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random stream")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads (default: every core)")
     parser.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
                         help="iterations between checkpoints (and learning-curve points)")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
-                        help="stop after this many iterations (checkpointed); rerun resumes")
+                        help="stop this invocation after about this many iterations (at the "
+                             "next checkpoint); rerun resumes")
     parser.add_argument("--commit-every", type=float, default=0, metavar="SECONDS",
                         help="commit the run folder to git at the first checkpoint this long "
                              "after the last commit, and at the end (0: never)")
@@ -147,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     excluded = subject_names(args.exclude)
     cached = [load_cached(f) for f in files]
     subjects = [s for s in cached if s.name not in excluded]
-    if recipe.validate_every:
-        cases += [mrbrains_case(s) for s in cached if s.name in excluded]
+    if recipe.validate_every and excluded:
+        # subjects left out are the validation set (scored in the MRBrainS 3 labels)
+        cases = [mrbrains_case(s) for s in cached if s.name in excluded]
     out = args.out or Path("checkpoints") / recipe.name
     command = "mixnet-bids-train " + shlex.join(sys.argv[1:] if argv is None else argv)
     iterations = plane_iterations(recipe, args)
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         except NonFiniteLoss as err:
             parser.exit(1, f"mixnet-bids-train: {err}\n")
         print(f"{plane}: wrote {path}")
+        if path.name == "checkpoint.pt":  # --stop-after ended this invocation
+            break
     return 0
 
 

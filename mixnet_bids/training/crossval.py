@@ -121,8 +121,8 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     train = [s for s in subjects if s.name != held_out.name]
     validation = [mrbrains_case(held_out)] if recipe.validate_every else None
     weight_files = {}
-    for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations,
-                                            out).items():
+    for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations, out,
+                                            synth_volumes).items():
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
         if path.exists():
             check_same_recipe(run_dir / "config.json", cfg)
@@ -139,10 +139,13 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
 
 
 def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
-               iterations: dict[str, int], out: Path) -> dict[str, tuple[Path, TrainConfig]]:
+               iterations: dict[str, int], out: Path,
+               synth_volumes: list | None = None) -> dict[str, tuple[Path, TrainConfig]]:
     """Each plane's run folder and training config in the fold of ``held_out`` (trained on
-    the other ``subjects``)."""
+    the other ``subjects``, and the BrainWeb anatomies of recipes that synthesise)."""
     train = [s.name for s in subjects if s.name != held_out.name]
+    if recipe.synth_fraction > 0:
+        train += [v.name for v in synth_volumes or []]
     return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
                     replace(recipe, plane=plane, iterations=iterations[plane],
                             batch_size=DEFAULT_BATCH[plane], subjects=train))
@@ -179,7 +182,8 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
         todo = [task for task in tasks
                 if not len(done[task]) or subject.name not in set(done[task]["subject"])]
         if not todo:
-            for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out).values():
+            for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out,
+                                           synth_volumes).values():
                 check_same_recipe(run_dir / "config.json", cfg)
             continue
         rows = run_fold(subjects, subject, recipe, iterations, out, command, synth_volumes)

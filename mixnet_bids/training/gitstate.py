@@ -24,6 +24,18 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
+def last_commit_time(path: Path) -> float:
+    """Unix time of the last commit that touched ``path`` (0 when none, or not in git)."""
+    path = Path(path).resolve()
+    try:
+        result = _git(path if path.is_dir() else path.parent, "log", "-1", "--format=%ct",
+                      "--", str(path))
+    except OSError:
+        return 0.0
+    stamp = result.stdout.strip()
+    return float(stamp) if result.returncode == 0 and stamp else 0.0
+
+
 def commit_state(paths: list[Path], message: str, attempts: int = 5) -> bool:
     """Commit ``paths`` (folders or files, and only them) to the git repository they are in;
     True when a commit was made.
@@ -48,5 +60,7 @@ def commit_state(paths: list[Path], message: str, attempts: int = 5) -> bool:
         if "index.lock" not in error:
             break
         time.sleep(2 * (attempt + 1))
+    # leave nothing staged that someone else's next commit would take along
+    _git(cwd, "reset", "--quiet", "--", *names)
     LOGGER.warning("could not commit %s to git: %s", ", ".join(names), error)
     return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -60,11 +61,12 @@ def _gradients(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
 
 
 def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
-                     targets: torch.Tensor, precision: str,
-                     steps: int = 2) -> tuple[Precision, dict]:
+                     targets: torch.Tensor, precision: str, steps: int = 2,
+                     prefer: str | None = None) -> tuple[Precision, dict]:
     """The fastest candidate of ``precision`` ("float32", "bfloat16" or "auto") whose
-    gradients on ``images``/``targets`` are finite and agree with float32; and a report
-    (seconds per forward + backward and gradient difference of each candidate)."""
+    gradients on ``images``/``targets`` are finite and agree with float32, or ``prefer``
+    (a candidate's ``describe()``) when it passes; and a report (seconds per forward +
+    backward and gradient difference of each candidate; null where not finite)."""
     if precision not in CANDIDATES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(CANDIDATES)}")
     reference = copy.deepcopy(model).train()
@@ -80,12 +82,16 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
         seconds = (time.perf_counter() - t0) / steps
         difference = float((grads - ref).norm() / ref.norm().clamp_min(1e-30))
         ok = bool(torch.isfinite(grads).all()) and difference <= GRADIENT_TOLERANCE
-        report[candidate.describe()] = {"seconds": round(seconds, 4),
-                                        "gradient_difference": round(difference, 5), "ok": ok}
+        report[candidate.describe()] = {
+            "seconds": round(seconds, 4), "ok": ok,
+            "gradient_difference": round(difference, 5) if math.isfinite(difference) else None}
         LOGGER.info("precision check: %s %.3f s per step, gradient difference %.4f%s",
                     candidate.describe(), seconds, difference, "" if ok else " (rejected)")
         if ok and (best is None or seconds < report[best.describe()]["seconds"]):
             best = candidate
+    if prefer in report and report[prefer]["ok"]:
+        best = next(Precision(bf16, layout) for bf16, layout in CANDIDATES[precision]
+                    if Precision(bf16, layout).describe() == prefer)
     if best is None:
         raise FloatingPointError(
             f"no {precision} candidate gave finite gradients that agree with float32 on this "

@@ -32,7 +32,7 @@ from mixnet_bids.model import MODALITIES, build_mixnet
 from mixnet_bids.training.augment import AugmentConfig
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.dataset import MixedSampler, SliceSampler
-from mixnet_bids.training.gitstate import commit_state, git_commit
+from mixnet_bids.training.gitstate import commit_state, git_commit, last_commit_time
 from mixnet_bids.training.losses import CoarseLabelLoss
 from mixnet_bids.training.precision import Precision, choose_precision
 from mixnet_bids.training.recipes import Recipe
@@ -82,8 +82,8 @@ class TrainConfig:
     #: stop (checkpointed) after this many iterations in this invocation, e.g. to fit a
     #: cluster job's time limit; rerunning resumes. None: run to the end.
     stop_after: int | None = None
-    #: commit the run folder to git when this many seconds passed since the last commit
-    #: (at a checkpoint), and at the end; 0: never
+    #: commit the run folder to git at the first checkpoint this many seconds after its last
+    #: commit (as git records it), and at the end; 0: never
     commit_every: float = 0
     subjects: list[str] = field(default_factory=list)
 
@@ -135,7 +135,7 @@ def make_loss(cfg: TrainConfig) -> CoarseLabelLoss:
 
 
 #: TrainConfig fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"threads", "checkpoint_every", "stop_after", "commit_every"}
+RESUMABLE_CHANGES = {"threads", "stop_after", "commit_every"}
 
 
 def _as_json(cfg: TrainConfig) -> dict:
@@ -187,9 +187,10 @@ def check_finite(loss: torch.Tensor, model: nn.Module, cfg: TrainConfig, iterati
 
 
 def host_precision(model: nn.Module, criterion: nn.Module, cfg: TrainConfig,
-                   crop: tuple[int, int]) -> tuple[Precision, dict]:
+                   crop: tuple[int, int], previous: str | None = None) -> tuple[Precision, dict]:
     """The precision and layout this run trains in on this host (see precision.py); a fixed
-    ``<precision>-<layout>`` is taken as it is."""
+    ``<precision>-<layout>`` is taken as it is. ``previous`` (the run's last choice) is kept
+    when it passes this host's check, so restarts on one host do not switch."""
     if "-" in cfg.precision:
         name, layout = cfg.precision.split("-", 1)
         return Precision(name == "bfloat16", layout), {}
@@ -198,7 +199,26 @@ def host_precision(model: nn.Module, criterion: nn.Module, cfg: TrainConfig,
     images = torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator)
     targets = torch.randint(0, n_classes(cfg.task), (cfg.batch_size, *crop),
                             generator=generator)
-    return choose_precision(model, criterion, images, targets, cfg.precision)
+    return choose_precision(model, criterion, images, targets, cfg.precision, prefer=previous)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (e.g. "AMD EPYC 9R14"), as the kernel reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def last_precision(hosts_file: Path) -> str | None:
+    """The precision and layout of the run's last start (``hosts.jsonl``), if any."""
+    if not hosts_file.exists():
+        return None
+    lines = hosts_file.read_text().splitlines()
+    return json.loads(lines[-1])["precision"] if lines else None
 
 
 def compact_optimizer_state(state: dict) -> dict:
@@ -256,7 +276,8 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         sampler = MixedSampler(sampler, synth, cfg.synth_fraction, seed=cfg.seed)
     model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
     criterion = make_loss(cfg)
-    precision, report = host_precision(model, criterion, cfg, sampler.crop)
+    precision, report = host_precision(model, criterion, cfg, sampler.crop,
+                                       last_precision(out_dir / "hosts.jsonl"))
     model = model.to(memory_format=precision.memory_format)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
@@ -272,8 +293,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         start, elapsed = int(state["iteration"]), float(state["elapsed"])
         LOGGER.info("resumed %s at iteration %d", checkpoint, start)
     with open(out_dir / "hosts.jsonl", "a", encoding="utf-8") as hosts:
-        hosts.write(json.dumps({"iteration": start, "cpu": platform.processor() or
-                                platform.machine(), "torch": torch.__version__,
+        hosts.write(json.dumps({"iteration": start, "cpu": cpu_name(), "torch": torch.__version__,
                                 "threads": cfg.threads, "precision": precision.describe(),
                                 "check": report}) + "\n")
     LOGGER.info("%s %s: training in %s", cfg.plane, cfg.task, precision.describe())
@@ -281,9 +301,14 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     log_file = out_dir / "log.tsv"
     _log_header(log_file)
     model.train()
-    running, t0, last_commit = [], time.monotonic(), time.monotonic()
-    end = cfg.iterations if cfg.stop_after is None else min(cfg.iterations,
-                                                            start + cfg.stop_after)
+    running, t0 = [], time.monotonic()
+    last_commit = last_commit_time(out_dir) if cfg.commit_every else 0.0
+    end = cfg.iterations
+    if cfg.stop_after is not None:
+        # stop at a checkpoint the uninterrupted run makes too: the optimiser's moments are
+        # rounded at checkpoints, so the same checkpoints give the same weights
+        every = cfg.checkpoint_every
+        end = min(cfg.iterations, -(-(start + cfg.stop_after) // every) * every)
     for iteration in range(start, end):
         images, targets = sampler.batch(cfg.batch_size)
         images = images.to(memory_format=precision.memory_format)
@@ -319,10 +344,10 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         # go on from what was saved, so that a resumed run is this run
         optimizer.load_state_dict(compact)
         t0 = time.monotonic()
-        if cfg.commit_every and time.monotonic() - last_commit >= cfg.commit_every:
+        if cfg.commit_every and time.time() - last_commit >= cfg.commit_every:
             save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} at iteration "
                                 f"{done} of {cfg.iterations}", curves_dir)
-            last_commit = time.monotonic()
+            last_commit = time.time()
     if end < cfg.iterations:
         LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, cfg.iterations)
         if cfg.commit_every:

@@ -51,8 +51,8 @@ def brainweb_cases(folder: Path, subjects: tuple[str, ...], spacing: float = 1.0
     cases = []
     for volume in load_label_volumes(Path(folder), list(subjects)):
         image, labels, affine = render_volume(volume, np.random.default_rng(seed), spacing)
-        image, affine = to_canonical(image, affine)
         labels, _ = to_canonical(labels, affine)
+        image, affine = to_canonical(image, affine)
         channels = np.zeros(image.shape + (3,), np.float32)
         channels[..., 0] = zscore(image, head_mask(image))
         reference = np.zeros(labels.shape, np.uint8)

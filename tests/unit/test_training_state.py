@@ -1,6 +1,7 @@
 """Training state that continues anywhere: compact checkpoints, a killed run resumed in a fresh
 folder, the per-host precision check, recipes, the fine-class loss and state in git."""
 
+import json
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from mixnet_bids.labels import (
     target_membership,
     to_convention,
 )
-from mixnet_bids.training.gitstate import commit_state
+from mixnet_bids.training.gitstate import commit_state, last_commit_time
 from mixnet_bids.training.losses import CoarseLabelLoss
 from mixnet_bids.training.precision import choose_precision
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, RECIPES
@@ -81,7 +82,8 @@ def test_a_killed_run_resumed_in_a_fresh_folder_gives_the_same_weights(tmp_path)
 
 def test_the_checkpoint_keeps_optimizer_moments_in_bfloat16_and_stays_small(tmp_path):
     cfg = TrainConfig(plane="axial", task="fine", iterations=2, batch_size=2, crop=(32, 32),
-                      threads=1, optimizer="adamw", lr=1e-3, stop_after=1)
+                      threads=1, optimizer="adamw", lr=1e-3, stop_after=1,
+                      checkpoint_every=1)
     checkpoint = train_plane([synthetic_subject()], cfg, tmp_path, command="test")
     state = torch.load(checkpoint, weights_only=True)
     moments = [v for s in state["optimizer"]["state"].values() for k, v in s.items()
@@ -258,3 +260,46 @@ def test_a_run_commits_its_state_and_redrawn_curve_as_it_goes(tmp_path):
     png = tmp_path / "docs" / "curves" / "probe_3label_v3_axial.png"
     assert "docs/curves/probe_3label_v3_axial.png" in files
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stop_after_ends_at_a_checkpoint_and_a_restart_keeps_the_hosts_choice(tmp_path):
+    cfg = TrainConfig(plane="axial", iterations=10, batch_size=2, crop=(32, 32), threads=1,
+                      checkpoint_every=4, stop_after=3, precision="float32")
+    checkpoint = train_plane([synthetic_subject()], cfg, tmp_path, command="test")
+    # 3 iterations asked, stopped at the checkpoint an uninterrupted run makes (4)
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 4
+    train_plane([synthetic_subject()], cfg, tmp_path, command="test")
+    hosts = [json.loads(line) for line in (tmp_path / "hosts.jsonl").read_text().splitlines()]
+    assert [h["iteration"] for h in hosts] == [0, 4]
+    assert hosts[1]["precision"] == hosts[0]["precision"]
+    assert hosts[0]["cpu"] and hosts[0]["cpu"] != "x86_64" or not Path("/proc/cpuinfo").exists()
+
+
+def test_a_preferred_precision_is_kept_when_it_passes():
+    images, targets = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    loss = nn.CrossEntropyLoss()
+    net = nn.Conv2d(3, 4, 3, padding=1)
+    for prefer in ("float32 default", "float32 channels_last"):
+        chosen, _ = choose_precision(net, loss, images, targets, "float32", prefer=prefer)
+        assert chosen.describe() == prefer
+    # a preference that fails the check is not kept
+    chosen, report = choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "auto",
+                                      prefer="bfloat16 default")
+    assert not chosen.bf16 and report["bfloat16 default"]["gradient_difference"] is None
+
+
+def test_a_failed_commit_leaves_nothing_staged(tmp_path):
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "config", "user.email", "t@example.org")
+    _git(tmp_path, "config", "user.name", "t")
+    hook = tmp_path / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    run = tmp_path / "checkpoints" / "r"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"state")
+    assert not commit_state([run], "refused by the hook")
+    assert _git(tmp_path, "diff", "--cached", "--name-only") == ""
+    assert last_commit_time(run) == 0.0
+    hook.unlink()
+    assert commit_state([run], "accepted") and last_commit_time(run) > 0
