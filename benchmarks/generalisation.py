@@ -59,6 +59,7 @@ import numpy as np
 from nibabel.processing import resample_from_to, resample_to_output
 from scipy import ndimage
 
+from mixnet_bids.evaluation.metrics import dice, tissue_dice
 from mixnet_bids.labels import IGNORE_INDEX, TISSUES
 from mixnet_bids.preprocessing import head_mask
 
@@ -222,22 +223,6 @@ def build_case(condition: str, subject: str, work: Path, mrbrains: Path,
 # -- scoring ------------------------------------------------------------------------------
 
 
-def dice_scores(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Dice of each tissue (codes 1 GM, 2 WM, 3 CSF) over the voxels the reference does not
-    ignore; NaN for a tissue absent from both."""
-    valid = reference != IGNORE_INDEX
-    scores = {}
-    for code, tissue in enumerate(TISSUES, start=1):
-        a, b = (prediction == code) & valid, reference == code
-        total = int(a.sum() + b.sum())
-        scores[tissue] = 2.0 * int((a & b).sum()) / total if total else float("nan")
-    return scores
-
-
-def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
-
-
 # -- methods ------------------------------------------------------------------------------
 
 
@@ -340,7 +325,7 @@ def run_peers(case: Case, masks: dict[str, np.ndarray], out: Path) -> list[dict]
             save(tissues, img.affine,
                  out / f"sub-{case.subject}_method-{method}_mask-{mask_name}_dseg.nii.gz",
                  np.uint8)
-            records.append(record(case, method, mask_name, dice_scores(tissues, reference),
+            records.append(record(case, method, mask_name, tissue_dice(tissues, reference),
                                   seconds))
     return records
 
@@ -365,8 +350,8 @@ def benchmark_case(case: Case, root: Path, task: str, weights_dir: Path | None) 
     app_mask = np.asarray(nib.load(str(anat / f"{prefix}_desc-tiv_mask.nii.gz")).dataobj) > 0
     prediction = np.asarray(nib.load(str(anat / f"{prefix}_desc-{task}_dseg.nii.gz")).dataobj)
     sidecar = json.loads((anat / f"{prefix}_desc-preproc_T1w.json").read_text())
-    records = [record(case, "mixnet-bids", None, dice_scores(prediction, reference), seconds,
-                      mask_dice=round(mask_dice(app_mask, truth), 4),
+    records = [record(case, "mixnet-bids", None, tissue_dice(prediction, reference), seconds,
+                      mask_dice=round(dice(app_mask, truth), 4),
                       skull_stripped=sidecar.get("SkullStripped"))]
     return records + run_peers(case, {"app": app_mask, "true": truth}, root / "peers")
 

@@ -16,13 +16,24 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, map_labels
+from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, TISSUES, map_labels
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two boolean masks (1.0 when both are empty)."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def tissue_dice(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Dice of each tissue (1 GM, 2 WM, 3 CSF) over the voxels the reference does not ignore
+    (``IGNORE_INDEX``); NaN for a tissue absent from both."""
+    valid = reference != IGNORE_INDEX
+    scores = {}
+    for code, tissue in enumerate(TISSUES, start=1):
+        a, b = (prediction == code) & valid, reference == code
+        scores[tissue] = dice(a, b) if a.any() or b.any() else float("nan")
+    return scores
 
 
 def volumetric_similarity(a: np.ndarray, b: np.ndarray) -> float:

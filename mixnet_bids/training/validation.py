@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mixnet_bids.evaluation.metrics import tissue_dice as evaluation_dice
 from mixnet_bids.inference.planes import to_canonical
 from mixnet_bids.inference.predict import predict_plane
-from mixnet_bids.labels import IGNORE_INDEX, TISSUES, map_labels, to_3label, to_convention
+from mixnet_bids.labels import TISSUES, map_labels, to_3label, to_convention
 from mixnet_bids.model import MixNet
 from mixnet_bids.preprocessing import head_mask, zscore
 from mixnet_bids.training.cache import CachedSubject
@@ -83,13 +84,10 @@ def tissue_dice(model: MixNet, task: str, cases: list[ValidationCase],
         head = np.any(case.image != 0, axis=-1)
         probs = predict_plane(model, case.image, head, case.zooms, plane)
         pred = np.argmax(in_convention(probs, task, case.convention), axis=-1)
-        valid = case.reference != IGNORE_INDEX
-        for index, tissue in enumerate(TISSUES, start=1):
-            a, b = (pred == index) & valid, (case.reference == index) & valid
-            total = a.sum() + b.sum()
-            scores[tissue].append(2.0 * (a & b).sum() / total if total else np.nan)
+        for tissue, value in evaluation_dice(pred, case.reference).items():
+            scores[tissue].append(value)
     model.train(was_training)
-    # a tissue absent from every reference and prediction has no Dice (NaN)
+    # a tissue absent from every case's reference and prediction has no Dice (NaN)
     return {t: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
             for t, v in scores.items()}
 

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mixnet_bids.evaluation.metrics import tissue_dice
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))
 BRAINWEB = SHARED / "data" / "brainweb20"
@@ -39,7 +41,7 @@ GM, WM, CSF, IGNORED = bench.GM, bench.WM, bench.CSF, bench.IGNORE_INDEX
 def test_dice_by_hand_with_ignored_voxels():
     reference = np.array([GM, WM, WM, WM, CSF, CSF, IGNORED, IGNORED, 0])
     prediction = np.array([GM, GM, WM, WM, CSF, 0, GM, WM, CSF])
-    scores = bench.dice_scores(prediction, reference)
+    scores = tissue_dice(prediction, reference)
     # GM: predicted at 0, 1 (6 is ignored), true at 0 -> 2 * 1 / (2 + 1)
     # WM: predicted at 2, 3 (7 ignored), true at 1, 2, 3 -> 2 * 2 / (2 + 3)
     # CSF: predicted at 4, 8, true at 4, 5 -> 2 * 1 / (2 + 2)
@@ -47,7 +49,7 @@ def test_dice_by_hand_with_ignored_voxels():
 
 
 def test_dice_of_a_tissue_absent_from_both_is_nan():
-    scores = bench.dice_scores(np.array([GM, 0]), np.array([GM, IGNORED]))
+    scores = tissue_dice(np.array([GM, 0]), np.array([GM, IGNORED]))
     assert scores["GM"] == 1.0 and np.isnan(scores["WM"]) and np.isnan(scores["CSF"])
 
 
@@ -201,7 +203,7 @@ def test_atropos_and_the_gaussian_mixture_segment_a_phantom():
     for tissues in (bench.atropos_tissues(corrected, (2.0, 2.0, 2.0), mask),
                     bench.gmm_tissues(corrected, mask)):
         assert (tissues[~mask] == 0).all()
-        scores = bench.dice_scores(tissues, truth)
+        scores = tissue_dice(tissues, truth)
         assert min(scores.values()) > 0.85, scores
 
 
