@@ -81,7 +81,12 @@ def test_killed_run_resumes_to_byte_identical_derivatives(t1_bids, reference_run
     result = run_app(t1_bids, out, work, "1")
     assert result.returncode == 0, result.stderr
     reference = derivatives(reference_run[0], "1")
-    assert len(reference) == 9
+    images = ["desc-3label_dseg", "desc-3label_uncertainty", "desc-preproc_T1w",
+              "desc-tiv_mask", "label-CSF_probseg", "label-GM_probseg", "label-WM_probseg"]
+    # every image with its JSON sidecar, and the volumes table with its sidecar
+    assert sorted(reference) == sorted(
+        [f"sub-1_{name}.{ext}" for name in images for ext in ("json", "nii.gz")]
+        + ["sub-1_desc-3label_volumes.json", "sub-1_desc-3label_volumes.tsv"])
     assert derivatives(out, "1") == reference
     assert not list((out / "sub-1").glob(".anat.*"))
 
