@@ -45,7 +45,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -62,6 +61,7 @@ from scipy import ndimage
 from mixnet_bids.evaluation.metrics import dice, tissue_dice
 from mixnet_bids.labels import IGNORE_INDEX, TISSUES
 from mixnet_bids.preprocessing import head_mask
+from mixnet_bids.versions import cpu_name
 
 #: Environment variables that set the thread count of every library involved (OpenMP, BLAS,
 #: ITK inside antspyx and the app's ANTs programs); the benchmark runs with all at 1.
@@ -440,16 +440,6 @@ def update_results_doc(doc: Path, table: str) -> None:
 # -- running it ---------------------------------------------------------------------------
 
 
-def host_cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
@@ -518,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             and set(args.mrbrains_subjects) == set(MRBRAINS_T1W)
             and set(brainweb_subjects) == set(BRAINWEB_HELD_OUT))
     meta = {"command": "python benchmarks/generalisation.py " + shlex.join(sys.argv[1:]),
-            "date": datetime.date.today().isoformat(), "cpu": host_cpu(),
+            "date": datetime.date.today().isoformat(), "cpu": cpu_name(),
             "cores": os.cpu_count(), "niceness": os.nice(0), "commit": git_commit(),
             "task": task, "networks": networks,
             "weights": str(args.weights_dir or "shipped"),

@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from mixnet_bids.training.dataset import DEFAULT_CROPS, SliceSampler
 from mixnet_bids.training.precision import CANDIDATES, Precision, choose_precision
 from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT, RECIPES
 from mixnet_bids.training.train import TrainConfig, make_loss, make_optimizer, step_loss
+from mixnet_bids.versions import cpu_name
 
 #: the shipped weights' recipe trains in bfloat16, default layout: the baseline of the ratios
 BASELINE = Precision(True, "default")
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "recipe": recipe.name, "plane": args.plane, "task": recipe.task,
         "batch": [batch, 3, *crop], "threads": args.threads, "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "sampling_s": {k: round(v, 4) for k, v in sampling.items()},
         "step_s": {k: round(v, 4) for k, v in step_s.items()},
         "rejected": [k for k, v in check.items() if not v["ok"]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import re
 from importlib import metadata
+from pathlib import Path
 
 from mixnet_bids import __version__
 
@@ -37,3 +38,14 @@ def version_text() -> str:
     lines = [f"mixnet-bids {versions.pop('mixnet-bids')}", "running with:"]
     lines += [f"  {name} {version}" for name, version in versions.items()]
     return "\n".join(lines) + "\n"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (e.g. "AMD EPYC 9R14"), as the kernel reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from mixnet_bids.training.losses import CoarseLabelLoss
 from mixnet_bids.training.precision import Precision, choose_precision
 from mixnet_bids.training.recipes import Recipe
 from mixnet_bids.training.validation import ValidationCase, tissue_dice
+from mixnet_bids.versions import cpu_name
 
 LOGGER = logging.getLogger(__name__)
 LR_MILESTONES = (0.2, 0.4, 0.6, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -200,17 +200,6 @@ def host_precision(model: nn.Module, criterion: nn.Module, cfg: TrainConfig,
     targets = torch.randint(0, n_classes(cfg.task), (cfg.batch_size, *crop),
                             generator=generator)
     return choose_precision(model, criterion, images, targets, cfg.precision, prefer=previous)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (e.g. "AMD EPYC 9R14"), as the kernel reports it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def last_precision(hosts_file: Path) -> str | None:
