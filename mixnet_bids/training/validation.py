@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mixnet_bids.conventions import convention_probabilities
 from mixnet_bids.evaluation.metrics import tissue_dice as evaluation_dice
 from mixnet_bids.inference.planes import to_canonical
 from mixnet_bids.inference.predict import predict_plane
-from mixnet_bids.labels import TISSUES, map_labels, to_3label, to_convention
+from mixnet_bids.labels import TISSUES, map_labels
 from mixnet_bids.model import MixNet
 from mixnet_bids.preprocessing import head_mask, zscore
 from mixnet_bids.training.cache import CachedSubject
@@ -64,17 +65,6 @@ def brainweb_cases(folder: Path, subjects: tuple[str, ...], spacing: float = 1.0
     return cases
 
 
-def in_convention(probs: np.ndarray, task: str, convention: str) -> np.ndarray:
-    """A network's class probabilities ``(..., C)`` as background + the 3 tissues of
-    ``convention`` (MRBrainS networks know only the 3-label convention)."""
-    if task == "fine":
-        return to_convention(probs, convention)
-    if task == "8label":
-        groups = to_3label(np.arange(probs.shape[-1], dtype=np.uint8), task)
-        return np.stack([probs[..., groups == i].sum(-1) for i in range(len(TISSUES) + 1)], -1)
-    return probs
-
-
 def tissue_dice(model: MixNet, task: str, cases: list[ValidationCase],
                 plane: str) -> dict[str, float]:
     """Mean Dice per tissue of one plane's network over ``cases``."""
@@ -83,7 +73,7 @@ def tissue_dice(model: MixNet, task: str, cases: list[ValidationCase],
     for case in cases:
         head = np.any(case.image != 0, axis=-1)
         probs = predict_plane(model, case.image, head, case.zooms, plane)
-        pred = np.argmax(in_convention(probs, task, case.convention), axis=-1)
+        pred = np.argmax(convention_probabilities(probs, task, case.convention), axis=-1)
         for tissue, value in evaluation_dice(pred, case.reference).items():
             scores[tissue].append(value)
     model.train(was_training)
