@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("NIPYPE_NO_ET", "1")
+from mixnet_bids.runtime import prepare_runtime
 
-from mixnet_bids.cli.run import ensure_tools_on_path  # noqa: E402
-
-ensure_tools_on_path()  # the ANTs console scripts, as for the app's own runs
+prepare_runtime()  # no network, the ANTs console scripts on PATH: as for the app's own runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))

@@ -48,10 +48,11 @@ def run_preproc(images: dict[str, str], work_dir: str | Path, name: str) -> dict
     Returns the z-score stack and head mask (Nipype drops the identity ``outputnode``
     from the executed graph, so they are read from the ``zscore`` node).
     """
-    from mixnet_bids.cli.run import ensure_tools_on_path
+    from mixnet_bids.runtime import prepare_runtime
+
+    prepare_runtime()
     from mixnet_bids.workflows.preprocessing import init_preproc_wf
 
-    ensure_tools_on_path()  # the ANTs console scripts, also when the venv is not activated
     workflow = init_preproc_wf(modalities=list(images), name=name)
     workflow.base_dir = str(Path(work_dir).absolute())
     for modality, path in images.items():

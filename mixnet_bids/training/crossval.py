@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mixnet_bids.conventions import convention_probabilities
 from mixnet_bids.evaluation.metrics import evaluate
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_plane
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
-from mixnet_bids.labels import to_convention
+from mixnet_bids.io import atomic_write
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.cli import (
@@ -51,7 +52,6 @@ from mixnet_bids.training.train import (
     check_same_recipe,
     train_plane,
 )
-from mixnet_bids.volumes import tissue_probabilities
 
 LOGGER = logging.getLogger(__name__)
 
@@ -84,17 +84,10 @@ def fused_probabilities(subject: CachedSubject, weight_files: dict[str, Path],
 
 
 def labels_in(fused: np.ndarray, net_task: str, task: str) -> np.ndarray:
-    """Labels of ``task`` from the fused probabilities of ``net_task`` networks: 8-label
-    networks give 3-label classes by summing each tissue's probabilities (GM = cortical GM
-    + basal ganglia, ...); fine networks give any convention by summing fine classes."""
-    if net_task == "fine":
-        fused = to_convention(fused, task)
-    elif task != net_task:
-        if task != "3label":
-            raise ValueError(f"{net_task} networks cannot be scored as {task}")
-        tissues = list(tissue_probabilities(fused, net_task).values())
-        fused = np.stack([1.0 - sum(tissues), *tissues], axis=-1)
-    return np.argmax(fused, axis=-1).astype(np.uint8)
+    """Labels of ``task`` from the fused probabilities of ``net_task`` networks, grouped as
+    the app groups them (``conventions.convention_probabilities``): fine networks give any
+    convention, 8-label networks also the 3 tissues (GM = cortical GM + basal ganglia, ...)."""
+    return np.argmax(convention_probabilities(fused, net_task, task), axis=-1).astype(np.uint8)
 
 
 def scored_tasks(task: str) -> tuple[str, ...]:
@@ -196,10 +189,7 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
 
 def write_atomically(table: pd.DataFrame, path: Path) -> None:
     """Write ``table`` as a TSV that appears complete or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, float_format="%.4f"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mrbrains is None or args.cache is None:
         parser.error("--mrbrains and --cache are required (except with --report)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    from mixnet_bids.runtime import prepare_runtime
+
+    prepare_runtime()
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
 

@@ -150,7 +150,7 @@ def test_8label_networks_are_scored_in_3label_classes_by_summing_each_tissue(tmp
     rows = score_subject(subject, {"axial": weights}, ("8label", "3label"), subsets=False)
     assert [r["label"] for r in rows["3label"]] == ["GM", "WM", "CSF"]
     assert len(rows["8label"]) == 8
-    with pytest.raises(ValueError, match="3label networks cannot be scored as 8label"):
+    with pytest.raises(ValueError, match="3label networks cannot give the 8label classes"):
         labels_in(*fused_probabilities(subject, {"axial": _train(tmp_path / "3", 1)}, ("T1w",)),
                   "8label")
 
