@@ -11,6 +11,13 @@ from bids.layout import Query
 
 from mixnet_bids.model import MODALITIES
 
+
+def subject_key(subject: str, session: str | None = None) -> str:
+    """``sub-X`` or ``sub-X_ses-Y``: how one participant's (session's) files and reports
+    are named (labels without their ``sub-``/``ses-`` prefixes)."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
+
+
 #: Default pybids queries per modality (keys as in ``MODALITIES``); ``--bids-filter-file``
 #: entries (keys ``t1w``, ``ir``, ``flair``) update them, as in fMRIPrep.
 DEFAULT_QUERIES: dict[str, dict] = {

@@ -3,7 +3,7 @@
 Reads ``<out>/cv_<task>_<version>.tsv`` (one row per held-out subject, modality subset and
 label, written by :mod:`mixnet_bids.training.crossval`) and the metadata of each fold's
 weight files (iterations, wall time), and renders what ``docs/results.md`` shows: per-subject
-rows with all of a subject's modalities, the mean against the issue's floors and the
+rows with all of a subject's modalities, the mean against the project's floors and the
 paper's Table 2, the mean per modality subset, and the compute used.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-#: Minimum mean Dice of the fused 3-label model, all modalities present (issue 2).
+#: Minimum mean Dice of the fused 3-label model, all modalities present (the floors below
+#: the paper that the project set for its cross-validation).
 FLOORS: dict[str, float] = {"GM": 0.83, "WM": 0.87, "CSF": 0.83}
 
 #: Chen et al. 2018, Table 2: leave-one-subject-out Dice, 3-label, all modalities.

@@ -20,6 +20,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mixnet_bids.bids import subject_key
 from mixnet_bids.io import atomic_write, atomic_write_text, exchange
 
 #: Entities in BIDS order that derivative names may carry.
@@ -88,7 +89,7 @@ def derivative_path(output_dir: Path, entities: dict[str, str | None], suffix: s
 
 def report_name(subject: str, session: str | None) -> str:
     """File name of a subject's HTML report (beside its ``sub-X`` folder)."""
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "") + ".html"
+    return subject_key(subject, session) + ".html"
 
 
 def subject_folder(root: Path, subject: str, session: str | None) -> Path:

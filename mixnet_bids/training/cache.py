@@ -17,7 +17,7 @@ import numpy as np
 from bids import BIDSLayout
 from nibabel.processing import resample_from_to
 
-from mixnet_bids.bids import DEFAULT_QUERIES, collect_modalities
+from mixnet_bids.bids import DEFAULT_QUERIES, collect_modalities, subject_key
 from mixnet_bids.inference.planes import canonical_zooms, to_canonical
 from mixnet_bids.io import atomic_write
 from mixnet_bids.preprocessing import load_3d
@@ -85,7 +85,7 @@ def build_cache(bids_dir: str | Path, labels_dir: str | Path, cache_dir: str | P
         ses = dseg.entities.get("session")
         if subjects and sub not in subjects:
             continue
-        key = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+        key = subject_key(sub, ses)
         target = cache_dir / f"{key}.npz"
         written.append(target)
         if target.exists():
