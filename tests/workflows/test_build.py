@@ -2,11 +2,11 @@
 
 import pytest
 from helpers import bids_skeleton, random_weights
-from mixnet_bids.workflows.base import init_mixnet_wf, init_single_subject_wf
-from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
 
 from mixnet_bids.config import Settings
 from mixnet_bids.templates import ensure_templateflow
+from mixnet_bids.workflows.base import init_mixnet_wf, init_single_subject_wf
+from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
 
 
 @pytest.fixture(scope="module", autouse=True)
