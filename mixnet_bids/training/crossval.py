@@ -101,13 +101,14 @@ def scored_tasks(task: str) -> tuple[str, ...]:
 
 def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
              iterations: dict[str, int], out: Path, command: str,
-             synth_volumes: list | None = None) -> dict[str, list[dict]]:
+             synth_volumes: list | None = None,
+             batch: dict[str, int] = DEFAULT_BATCH) -> dict[str, list[dict]]:
     """Train the three planes without ``held_out`` and score it in the classes of
     ``scored_tasks`` (rows per task).
 
     ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
-    takes its ``iterations`` and its default batch from it. ``synth_volumes``: BrainWeb label
-    maps, for recipes that synthesise images.
+    takes its ``iterations`` and ``batch`` (the recipe's, per plane). ``synth_volumes``:
+    BrainWeb label maps, for recipes that synthesise images.
     """
     from mixnet_bids.training.validation import mrbrains_case
 
@@ -115,7 +116,7 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     validation = [mrbrains_case(held_out)] if recipe.validate_every else None
     weight_files = {}
     for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations, out,
-                                            synth_volumes).items():
+                                            synth_volumes, batch).items():
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
         if path.exists():
             check_same_recipe(run_dir / "config.json", cfg)
@@ -133,7 +134,8 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
 
 def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
                iterations: dict[str, int], out: Path,
-               synth_volumes: list | None = None) -> dict[str, tuple[Path, TrainConfig]]:
+               synth_volumes: list | None = None,
+               batch: dict[str, int] = DEFAULT_BATCH) -> dict[str, tuple[Path, TrainConfig]]:
     """Each plane's run folder and training config in the fold of ``held_out`` (trained on
     the other ``subjects``, and the BrainWeb anatomies of recipes that synthesise)."""
     train = [s.name for s in subjects if s.name != held_out.name]
@@ -141,7 +143,7 @@ def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: T
         train += [v.name for v in synth_volumes or []]
     return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
                     replace(recipe, plane=plane, iterations=iterations[plane],
-                            batch_size=DEFAULT_BATCH[plane], subjects=train))
+                            batch_size=batch[plane], subjects=train))
             for plane in PLANES}
 
 
@@ -162,7 +164,8 @@ def score_subject(subject: CachedSubject, weight_files: dict[str, Path],
 
 def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                    recipe: TrainConfig, iterations: dict[str, int], out: Path,
-                   command: str, synth_volumes: list | None = None) -> None:
+                   command: str, synth_volumes: list | None = None,
+                   batch: dict[str, int] = DEFAULT_BATCH) -> None:
     """The folds of the ``held_out`` subjects, appended to ``<out>/cv_<task>_<version>.tsv``
     for each of ``scored_tasks``; a subject already in every table is skipped (its planes'
     recipe checked), one missing from a table is scored with its fold's finished planes."""
@@ -176,10 +179,11 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                 if not len(done[task]) or subject.name not in set(done[task]["subject"])]
         if not todo:
             for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out,
-                                           synth_volumes).values():
+                                           synth_volumes, batch).values():
                 check_same_recipe(run_dir / "config.json", cfg)
             continue
-        rows = run_fold(subjects, subject, recipe, iterations, out, command, synth_volumes)
+        rows = run_fold(subjects, subject, recipe, iterations, out, command, synth_volumes,
+                        batch)
         LOGGER.info("fold %s %s done in %.0f s", recipe.version, subject.name,
                     time.monotonic() - t0)
         for task in todo:
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     held_out = [s for s in subjects if not wanted or s.name in wanted]
     try:
         cross_validate(subjects, held_out, template, plane_iterations(recipe, args), out,
-                       command, volumes)
+                       command, volumes, recipe.batch)
     except RecipeMismatch as err:
         parser.exit(2, f"mixnet-bids-cv: {err}\n")
     except NonFiniteLoss as err:

@@ -162,8 +162,9 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     recipe = TrainConfig(plane="axial", lr=1e-3, optimizer="adamw", threads=1,
                          precision="bfloat16-default",
                          p_t1w_only=0.25, class_weights=[1.0, 1.0, 1.0, 2.0])
+    batch = {"axial": 2, "coronal": 3, "sagittal": 4}  # the recipe's, per plane
     rows = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
-                    out=tmp_path, command="test")["3label"]
+                    out=tmp_path, command="test", batch=batch)["3label"]
     for plane in ("axial", "coronal", "sagittal"):
         meta = read_metadata(weight_path("3label", plane, "v3",
                                          tmp_path / "3label_v3" / "sub-2" / plane))
@@ -172,18 +173,19 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
         assert settings["optimizer"] == "adamw" and meta["iterations"] == 1
         assert settings["precision"] == "bfloat16-default"
         assert settings["class_weights"] == [1.0, 1.0, 1.0, 2.0]
+        assert settings["batch_size"] == batch[plane]
     assert [(r["subject"], r["modalities"], r["label"]) for r in rows] == [
         ("sub-2", "T1w", label) for label in ("GM", "WM", "CSF")]
     # the finished planes are reused with the same recipe, and refused with another
     axial = weight_path("3label", "axial", "v3", tmp_path / "3label_v3" / "sub-2" / "axial")
     stamp = axial.stat().st_mtime_ns
     again = run_fold(subjects, subjects[1], recipe, {"axial": 1, "coronal": 1, "sagittal": 1},
-                     out=tmp_path, command="test")["3label"]
+                     out=tmp_path, command="test", batch=batch)["3label"]
     assert [r["dice"] for r in again] == [r["dice"] for r in rows]
     assert axial.stat().st_mtime_ns == stamp
     with pytest.raises(RecipeMismatch, match=r"iterations=1\b"):
         run_fold(subjects, subjects[1], recipe, {"axial": 2, "coronal": 1, "sagittal": 1},
-                 out=tmp_path, command="test")
+                 out=tmp_path, command="test", batch=batch)
 
 
 def test_an_8label_cross_validation_is_also_scored_in_the_3_tissues(tmp_path):
