@@ -6,8 +6,9 @@ uint8, plus a ``numpy.random.Generator``; it returns new arrays.
 
 Spatial transforms (paper): elastic deformation (alpha=10, sigma=4), scaling by
 0.9/0.95/1.05/1.1, rotation about the centre by multiples of 45 degrees, translation up to
-15 % of the size, flips. Each is drawn separately; the sagittal and coronal planes, whose
-pixels are anisotropic, get flips and translations only. One ``map_coordinates`` call
+15 % of the size, left-right flips (axial and coronal slices). Each is drawn separately;
+the sagittal and coronal planes, whose pixels are anisotropic, get no rotation, scaling or
+elastic deformation. One ``map_coordinates`` call
 applies the composed transform (linear for images, nearest for labels).
 
 Robustness (ours): modality dropout, contrast / gamma / smooth bias field per channel,
@@ -59,7 +60,9 @@ def spatial(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         angle = np.deg2rad(45.0 * rng.integers(1, 8))
         c, s = np.cos(angle), np.sin(angle)
         matrix = matrix @ np.array([[c, -s], [s, c]])
-    if rng.random() < cfg.p_flip:
+    # a flip mirrors left and right: the rows of axial and coronal slices; sagittal slices
+    # have no left-right axis (mirroring them front-back makes anatomy no scan shows)
+    if plane != "sagittal" and rng.random() < cfg.p_flip:
         matrix = matrix @ np.diag([-1.0, 1.0])
     shift = np.zeros(2)
     if rng.random() < cfg.p_translate:

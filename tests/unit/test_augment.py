@@ -44,6 +44,17 @@ def test_sagittal_and_coronal_get_no_rotation_or_scaling():
     assert np.array_equal(out_labels, labels) and np.array_equal(out, image)
 
 
+def test_flips_mirror_left_and_right_only():
+    image, labels = blobs()
+    cfg = AugmentConfig(p_elastic=0, p_scale=0, p_rotate=0, p_translate=0, p_flip=1)
+    for plane in ("axial", "coronal"):  # rows are R-L: mirrored
+        out, out_labels = spatial(image, labels, np.random.default_rng(0), plane, cfg)
+        assert np.array_equal(out_labels, labels[::-1]) and np.allclose(out, image[:, ::-1])
+    # sagittal rows are A-P: a front-back mirror is no plausible anatomy
+    out, out_labels = spatial(image, labels, np.random.default_rng(0), "sagittal", cfg)
+    assert np.array_equal(out_labels, labels) and np.array_equal(out, image)
+
+
 def test_drop_modalities_keeps_at_least_one_present_channel():
     image = np.ones((3, 8, 8), np.float32)
     for seed in range(20):
