@@ -25,6 +25,10 @@ class Settings:
     plane_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PLANE_WEIGHTS))
     weights_dir: Path | None = None
     device: str = "cpu"
+    #: the networks' arithmetic, float32 or bfloat16 (chosen per host by ``--precision``),
+    #: and the record of that choice (``inference.precision.choose_precision``)
+    precision: str = "float32"
+    precision_check: dict = field(default_factory=dict)
     save_probabilities: bool = False
     output_spaces: list[str] = field(default_factory=list)
     nprocs: int = 1

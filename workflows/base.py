@@ -81,7 +81,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     merge_probs = pe.Node(niu.Merge(len(settings.planes)), name="merge_probs")
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
-            PlaneInference(plane=plane, device=settings.device, num_threads=omp,
+            PlaneInference(plane=plane, device=settings.device, precision=settings.precision,
+                           num_threads=omp,
                            progress=settings.progress, weights=str(weight_files[plane])),
             name=f"mixnet_{plane}", n_procs=omp, mem_gb=2.0)
         workflow.connect([
@@ -120,7 +121,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     workflow.connect([
         (merge_probs, fusion, [("out", "in_probs")]),
         (fusion, convention_maps, [("out_probs", "in_probs")]),
-        (preproc, convention_maps, [("outputnode.signal_masks", "signal_masks")]),
+        (preproc, convention_maps, [("outputnode.signal_masks", "signal_masks"),
+                                    ("outputnode.reference", "reference")]),
         (tiv_wf, convention_maps, [("outputnode.tiv_mask", "template_tiv")]),
         (preproc, tiv_wf, [("outputnode.reference", "inputnode.reference"),
                            ("outputnode.head_mask", "inputnode.head_mask")]),

@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run: auto takes a CUDA GPU when one is usable, "
                         "else the CPU (default auto)")
+    g.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="the networks' arithmetic: auto takes bfloat16 where the hardware "
+                        "computes it (AVX-512 BF16, AMX, CUDA) and the networks' labels agree "
+                        "with float32 in a check at start, else float32 (default auto); the "
+                        "choice is recorded in the run's settings")
     g.add_argument("--save-probabilities", action="store_true",
                    help="also write the fused class probabilities (4D)")
     g = parser.add_argument_group("resources")

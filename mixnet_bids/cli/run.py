@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mixnet-bids: group report written to {report}")
             return 0
         runs, problems = collect_inputs(settings)
+        from mixnet_bids.inference.precision import run_precision
+        settings.precision, settings.precision_check = run_precision(settings, args.precision)
     except InputProblems as err:
         _print_problems(err.problems)
         return 2

@@ -13,13 +13,16 @@ import numpy as np
 import torch
 
 from mixnet_bids.inference.planes import slices_to_volume, volume_to_slices
+from mixnet_bids.inference.precision import autocast
 from mixnet_bids.model import MixNet
 
 LOGGER = logging.getLogger(__name__)
 #: Default plane weights (sagittal:coronal:axial), as in the paper.
 DEFAULT_PLANE_WEIGHTS: dict[str, float] = {"sagittal": 1.0, "coronal": 1.0, "axial": 4.0}
-#: Pixels of margin kept around the head's bounding box in every slice.
+#: Voxels of margin kept around the head's bounding box.
 MARGIN = 8
+#: Pixels of one forward pass (16 slices of 256 x 256): about 1 GiB of activations.
+PIXELS_PER_BATCH = 16 * 256 * 256
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -32,58 +35,79 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
-    """Bounding box (with margin) of a stack of 2D masks ``(n, H, W)``."""
-    rows = np.flatnonzero(mask.any(axis=(0, 2)))
-    cols = np.flatnonzero(mask.any(axis=(0, 1)))
-    h, w = mask.shape[1:]
-    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + margin + 1)),
-            slice(max(0, cols[0] - margin), min(w, cols[-1] + margin + 1)))
+def head_box(mask: np.ndarray, margin: int = MARGIN) -> tuple[slice, ...] | None:
+    """Bounding box of the ``True`` voxels of ``mask`` widened by ``margin`` voxels on
+    every side (clipped to the array); ``None`` when the mask is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        where = np.flatnonzero(mask.any(axis=others))
+        if not where.size:
+            return None
+        box.append(slice(max(0, where[0] - margin),
+                         min(mask.shape[axis], where[-1] + margin + 1)))
+    return tuple(box)
+
+
+def slices_per_batch(height: int, width: int) -> int:
+    """As many slices of ``height x width`` as fit in ``PIXELS_PER_BATCH``."""
+    return max(1, PIXELS_PER_BATCH // max(1, height * width))
 
 
 def predict_plane(model: MixNet, image: np.ndarray, head: np.ndarray,
-                  zooms: Sequence[float], plane: str, batch_size: int = 8,
-                  device: torch.device | None = None,
-                  progress: Iterable | None = None) -> np.ndarray:
+                  zooms: Sequence[float], plane: str, batch_size: int | None = None,
+                  device: torch.device | None = None, progress: Iterable | None = None,
+                  precision: str = "float32") -> np.ndarray:
     """Class probabilities ``(X, Y, Z, C)`` of one plane's network.
 
-    ``image``: canonical ``(X, Y, Z, 3)`` z-scores; ``head``: canonical head mask (only
-    slices and the bounding box that contain head voxels are run; elsewhere the
-    probability of background is 1).
+    ``image``: canonical ``(X, Y, Z, 3)`` z-scores; ``head``: canonical head mask. Only the
+    head's bounding box (plus ``MARGIN``) is resampled and run, and in it only the slices
+    that hold head voxels; elsewhere the probability of background is 1. ``batch_size``:
+    slices per forward pass (default: ``slices_per_batch``); ``precision``: ``float32`` or
+    ``bfloat16`` (autocast), both in channels-last (``inference.precision``).
     """
-    device = device or torch.device("cpu")
-    model = model.to(device).eval()
+    probs = np.zeros(image.shape[:3] + (model.n_classes,), np.float32)
+    probs[..., 0] = 1.0
+    box = head_box(head)
+    if box is not None:
+        probs[box] = _predict_box(model, image[box], head[box], zooms, plane, batch_size,
+                                  device or torch.device("cpu"), progress, precision)
+    return probs
+
+
+def _predict_box(model: MixNet, image: np.ndarray, head: np.ndarray, zooms: Sequence[float],
+                 plane: str, batch_size: int | None, device: torch.device,
+                 progress: Iterable | None, precision: str) -> np.ndarray:
+    model = model.to(device, memory_format=torch.channels_last).eval()
     slices = volume_to_slices(image, zooms, plane, order=1)
     head_slices = volume_to_slices(head.astype(np.uint8), zooms, plane, order=0) > 0
-    n_classes = model.n_classes
-    probs = np.zeros(slices.shape[:3] + (n_classes,), np.float32)
+    probs = np.zeros(slices.shape[:3] + (model.n_classes,), np.float32)
     probs[..., 0] = 1.0
     active = np.flatnonzero(head_slices.any(axis=(1, 2)))
-    if active.size:
-        rows, cols = _bbox(head_slices, MARGIN)
-        batches = [active[i:i + batch_size] for i in range(0, active.size, batch_size)]
-        with torch.inference_mode():
-            for index in (progress(batches) if progress else batches):
-                x = torch.from_numpy(np.ascontiguousarray(
-                    slices[index][:, rows, cols].transpose(0, 3, 1, 2))).to(device)
-                x = x.contiguous(memory_format=torch.channels_last)
-                p = torch.softmax(model(x), dim=1).permute(0, 2, 3, 1).float().cpu().numpy()
-                probs[index, rows, cols] = p
+    size = batch_size or slices_per_batch(*slices.shape[1:3])
+    batches = [active[i:i + size] for i in range(0, active.size, size)]
+    with torch.inference_mode(), autocast(precision, device):
+        for index in (progress(batches) if progress else batches):
+            x = torch.from_numpy(slices[index].transpose(0, 3, 1, 2)).to(device)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            probs[index] = torch.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).cpu().numpy()
     return slices_to_volume(probs, image.shape[:3], plane, order=1)
 
 
 def fuse(plane_probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """Weighted average of plane probabilities, accumulated in place."""
+    """Weighted average of plane probabilities, accumulated in place (one result and one
+    scratch array; the inputs are left as they are)."""
     total = float(sum(weights[p] for p in plane_probs))
     if total <= 0:
         raise ValueError(f"plane weights must sum to a positive number, got {dict(weights)}")
-    fused = None
+    fused, scratch = None, None
     for plane, probs in plane_probs.items():
-        w = weights[plane] / total
+        w = np.float32(weights[plane] / total)
         if fused is None:
-            fused = probs * w
+            fused = np.multiply(probs, w, dtype=np.float32)
         else:
-            fused += probs * w
+            scratch = np.multiply(probs, w, out=scratch, dtype=np.float32)
+            fused += scratch
     return fused
 
 

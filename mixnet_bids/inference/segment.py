@@ -1,7 +1,9 @@
-"""File-level inference: one plane's probabilities on the reference grid, and fusion.
+"""File-level inference: one plane's probabilities, and fusion, on the head's box.
 
-These are the plain functions behind the Nipype interfaces and the training evaluation.
-Every output keeps the reference image's affine, shape and orientation exactly.
+These are the plain functions behind the Nipype interfaces. The planes' probabilities and
+their fusion are written on the head's bounding box of the reference grid (``head_crop``;
+an uncompressed work file whose affine places it in the reference grid); ``paste`` puts a
+result back on the whole grid, with the reference image's affine, shape and orientation.
 """
 
 from __future__ import annotations
@@ -16,47 +18,89 @@ import torch
 from tqdm import tqdm
 
 from mixnet_bids.inference.planes import canonical_zooms, from_canonical, to_canonical
-from mixnet_bids.inference.predict import fuse, predict_plane
+from mixnet_bids.inference.predict import MARGIN, fuse, head_box, predict_plane
 from mixnet_bids.inference.weights import load_model
 from mixnet_bids.preprocessing import write_like
 
 
+def head_crop(head: nib.Nifti1Image, margin: int = MARGIN) -> tuple[slice, ...]:
+    """The head mask's bounding box on its own grid, widened by ``margin`` voxels; the
+    whole grid when the mask is empty."""
+    box = head_box(np.asarray(head.dataobj) > 0, margin)
+    return box or tuple(slice(0, n) for n in head.shape[:3])
+
+
 def plane_probabilities(zstack: nib.Nifti1Image, head: nib.Nifti1Image, plane: str,
                         weights: Path, device: torch.device | None = None,
-                        batch_size: int = 8, progress: Iterable | None = None
-                        ) -> tuple[np.ndarray, dict]:
+                        batch_size: int | None = None, progress: Iterable | None = None,
+                        precision: str = "float32") -> tuple[np.ndarray, dict]:
     """Run one plane's network on a z-score stack; ``(X, Y, Z, C)`` on the input grid."""
     model, meta = load_model(weights)
     if meta["plane"] != plane:
         raise ValueError(f"{weights}: trained for the {meta['plane']} plane, not {plane}")
+    if zstack.shape[:3] != head.shape[:3]:
+        raise ValueError(f"z-score stack shape {zstack.shape} differs from the head mask "
+                         f"shape {head.shape}")
     image, affine = to_canonical(zstack.get_fdata(dtype=np.float32), zstack.affine)
     mask, _ = to_canonical(np.asarray(head.dataobj) > 0, head.affine)
     probs = predict_plane(model, image, mask, canonical_zooms(affine), plane,
-                          batch_size=batch_size, device=device, progress=progress)
+                          batch_size=batch_size, device=device, progress=progress,
+                          precision=precision)
     return from_canonical(probs, zstack.affine), meta
 
 
 def write_plane_probabilities(zstack_file: str, mask_file: str, plane: str, weights: Path,
                               out_file: str, device: torch.device | None = None,
-                              progress: bool = False) -> str:
-    """Write one plane's probabilities; ``progress``: a bar of slice batches on stderr."""
+                              progress: bool = False, precision: str = "float32") -> str:
+    """Write one plane's probabilities on the head's bounding box (``head_crop``): the
+    output's grid is that box of the input grid, its affine says where (everywhere else
+    the probability of background is 1). ``progress``: a bar of slice batches on stderr."""
     bar = partial(tqdm, desc=f"MixNet {plane}", unit="batch", leave=False) if progress \
         else None
-    zstack = nib.load(zstack_file)
-    probs, _ = plane_probabilities(zstack, nib.load(mask_file), plane, weights, device,
-                                   progress=bar)
-    write_like(probs, zstack.slicer[..., 0], out_file)
+    zstack, head = nib.load(zstack_file), nib.load(mask_file)
+    box = head_crop(head)
+    probs, _ = plane_probabilities(zstack.slicer[box], head.slicer[box], plane, weights,
+                                   device, progress=bar, precision=precision)
+    write_like(probs, zstack.slicer[box + (0,)], out_file)
     return out_file
 
 
 def fuse_files(prob_files: Sequence[str], planes: Sequence[str], weights: dict[str, float],
                out_probs: str) -> None:
-    """Weighted plane fusion of the networks' class probabilities (the output conventions
-    are derived from them by ``conventions.segment``)."""
-    ref = nib.load(prob_files[0])
-    probs = {plane: np.asarray(nib.load(f).dataobj, dtype=np.float32)
-             for plane, f in zip(planes, prob_files)}
-    shapes = {p: a.shape for p, a in probs.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"plane probability maps differ in shape: {shapes}")
-    write_like(fuse(probs, weights), ref.slicer[..., 0], out_probs)
+    """Weighted plane fusion of the networks' class probabilities, on the planes' common
+    grid (the output conventions are derived from them by ``conventions.segment``)."""
+    images = [nib.load(f) for f in prob_files]
+    grids = {plane: (img.shape, np.round(img.affine, 4).tolist())
+             for plane, img in zip(planes, images)}
+    if len({repr(g) for g in grids.values()}) != 1:
+        raise ValueError(f"plane probability maps differ in shape or affine: {grids}")
+    probs = {plane: np.asarray(img.dataobj, dtype=np.float32)
+             for plane, img in zip(planes, images)}
+    write_like(fuse(probs, weights), images[0].slicer[..., 0], out_probs)
+
+
+def paste(crop: np.ndarray, crop_affine: np.ndarray, shape: Sequence[int],
+          affine: np.ndarray, fill: float | Sequence[float] = 0) -> np.ndarray:
+    """``crop`` (a box of the grid ``shape``/``affine``, placed by its own affine) on the
+    whole grid, ``fill`` elsewhere (one value, or one per trailing channel)."""
+    box = crop_box(crop.shape, crop_affine, shape, affine)
+    out = np.empty(tuple(shape[:3]) + crop.shape[3:], crop.dtype)
+    out[...] = fill
+    out[box] = crop
+    return out
+
+
+def crop_box(crop_shape: Sequence[int], crop_affine: np.ndarray, shape: Sequence[int],
+             affine: np.ndarray) -> tuple[slice, slice, slice]:
+    """Where a crop lies in a grid: its voxel box, from the two affines. ``ValueError``
+    unless the crop is a whole-voxel box of the grid with the same axes and voxel sizes."""
+    start = np.linalg.solve(affine, crop_affine[:, 3])[:3]
+    corner = np.round(start).astype(int)
+    stop = corner + np.asarray(crop_shape[:3])
+    if (not np.allclose(crop_affine[:3, :3], affine[:3, :3], atol=1e-4)
+            or not np.allclose(start, corner, atol=1e-3)
+            or (corner < 0).any() or (stop > np.asarray(shape[:3])).any()):
+        raise ValueError(f"the probabilities' grid ({tuple(crop_shape[:3])}, affine "
+                         f"{crop_affine.tolist()}) is not a box of the grid "
+                         f"({tuple(shape[:3])}, affine {affine.tolist()})")
+    return tuple(slice(a, b) for a, b in zip(corner, stop))

@@ -23,16 +23,20 @@ class _PlaneInferenceInputSpec(BaseInterfaceInputSpec):
     plane = traits.Enum(*PLANES, mandatory=True)
     weights = File(exists=True, mandatory=True, desc="weight file (.pt with .json sidecar)")
     device = traits.Str("cpu", usedefault=True)
+    precision = traits.Enum("float32", "bfloat16", usedefault=True,
+                            desc="float32, or bfloat16 autocast (inference.precision)")
     num_threads = traits.Int(1, usedefault=True, nohash=True)
     progress = traits.Bool(False, usedefault=True, nohash=True, desc="show a progress bar")
 
 
 class _PlaneInferenceOutputSpec(TraitedSpec):
-    out_probs = File(exists=True, desc="4D class probabilities on the input grid")
+    out_probs = File(exists=True, desc="4D class probabilities on the head's box of the "
+                                       "input grid (uncompressed)")
 
 
 class PlaneInference(SimpleInterface):
-    """Run one plane's MixNet slice by slice; probabilities on the reference grid."""
+    """Run one plane's MixNet slice by slice; probabilities on the head's box of the
+    reference grid."""
 
     input_spec = _PlaneInferenceInputSpec
     output_spec = _PlaneInferenceOutputSpec
@@ -44,11 +48,12 @@ class PlaneInference(SimpleInterface):
         from mixnet_bids.inference.segment import write_plane_probabilities
 
         torch.set_num_threads(max(1, self.inputs.num_threads))
-        out = fname_presuffix(self.inputs.zstack, suffix=f"_{self.inputs.plane}_probs",
-                              newpath=runtime.cwd)
+        out = fname_presuffix(self.inputs.zstack, suffix=f"_{self.inputs.plane}_probs.nii",
+                              newpath=runtime.cwd, use_ext=False)
         write_plane_probabilities(self.inputs.zstack, self.inputs.head_mask,
                                   self.inputs.plane, self.inputs.weights, out,
-                                  choose_device(self.inputs.device), self.inputs.progress)
+                                  choose_device(self.inputs.device), self.inputs.progress,
+                                  self.inputs.precision)
         self._results["out_probs"] = out
         return runtime
 
@@ -60,7 +65,8 @@ class _FusionInputSpec(BaseInterfaceInputSpec):
 
 
 class _FusionOutputSpec(TraitedSpec):
-    out_probs = File(exists=True, desc="fused 4D probabilities of the networks' classes")
+    out_probs = File(exists=True, desc="fused 4D probabilities of the networks' classes, "
+                                       "on the planes' grid (the head's box)")
 
 
 class Fusion(SimpleInterface):
@@ -72,7 +78,7 @@ class Fusion(SimpleInterface):
     def _run_interface(self, runtime):
         from mixnet_bids.inference.segment import fuse_files
 
-        out = os.path.join(runtime.cwd, "fused_probs.nii.gz")
+        out = os.path.join(runtime.cwd, "fused_probs.nii")
         fuse_files(self.inputs.in_probs, self.inputs.planes, self.inputs.plane_weights, out)
         self._results["out_probs"] = out
         return runtime

@@ -34,11 +34,14 @@ def _load_mask(path: str, shape: tuple[int, ...], what: str) -> np.ndarray:
 
 class _ConventionMapsInputSpec(BaseInterfaceInputSpec):
     in_probs = File(exists=True, mandatory=True,
-                    desc="fused 4D probabilities of the networks' classes")
+                    desc="fused 4D probabilities of the networks' classes, on the "
+                         "reference grid or a box of it (placed by its affine)")
     networks = traits.Enum(*TASK_CLASSES, mandatory=True, desc="the networks' task")
     convention = traits.Enum(*CONVENTIONS, mandatory=True, desc="the output convention")
+    reference = File(exists=True, mandatory=True,
+                     desc="the reference image: the grid and header of every output")
     template_tiv = File(exists=True, mandatory=True,
-                        desc="the template's intracranial mask on the same grid")
+                        desc="the template's intracranial mask on the reference grid")
     signal_masks = InputMultiObject(File(exists=True),
                                     desc="each input's signal mask (all but its zero "
                                          "background) on the same grid")
@@ -60,33 +63,48 @@ class _ConventionMapsOutputSpec(TraitedSpec):
 
 class ConventionMaps(SimpleInterface):
     """The output convention's probabilities, labels, uncertainty, TIV and tissue maps
-    (``conventions.segment``)."""
+    (``conventions.segment``), computed on the probabilities' box and written on the whole
+    reference grid."""
 
     input_spec = _ConventionMapsInputSpec
     output_spec = _ConventionMapsOutputSpec
 
     def _run_interface(self, runtime):
+        from mixnet_bids.inference.segment import crop_box, paste
+
         img = nib.load(self.inputs.in_probs)
         fused = np.asarray(img.dataobj, dtype=np.float32)
-        grid = fused.shape[:-1]
+        like = nib.load(self.inputs.reference)
+        grid = like.shape[:3]
+        box = crop_box(fused.shape, img.affine, grid, like.affine)
+        template = _load_mask(self.inputs.template_tiv, grid, "template TIV mask")
         signal = None
         if isdefined(self.inputs.signal_masks) and self.inputs.signal_masks:
             signal = np.zeros(grid, bool)
             for path in self.inputs.signal_masks:
                 signal |= _load_mask(path, grid, f"signal mask {path}")
-        template = _load_mask(self.inputs.template_tiv, grid, "template TIV mask")
-        result = segment(fused, self.inputs.networks, self.inputs.convention, template, signal)
-        like = img.slicer[..., 0]
+            signal = signal[box]
+        result = segment(fused, self.inputs.networks, self.inputs.convention, template[box],
+                         signal)
+        del fused
 
-        def write(data: np.ndarray, name: str, dtype: type = np.float32) -> str:
+        def write(data: np.ndarray, name: str, dtype: type = np.float32,
+                  fill: float | list[float] = 0) -> str:
             path = os.path.join(runtime.cwd, name)
-            write_like(data, like, path, dtype)
+            write_like(paste(data, img.affine, grid, like.affine, fill), like, path, dtype)
             return path
 
-        self._results["out_probs"] = write(result.probs, "probs.nii.gz")
+        # outside the box the probability of background is 1: background, certain, and in
+        # the TIV only where the template mask is
+        background = [1.0] + [0.0] * (result.probs.shape[-1] - 1)
+        self._results["out_probs"] = write(result.probs, "probs.nii.gz", fill=background)
         self._results["out_dseg"] = write(result.dseg, "dseg.nii.gz", np.uint8)
         self._results["out_uncertainty"] = write(result.uncertainty, "uncertainty.nii.gz")
-        self._results["out_tiv"] = write(result.tiv, "tiv_mask.nii.gz", np.uint8)
+        tiv = template.copy()
+        tiv[box] = result.tiv
+        tiv_path = os.path.join(runtime.cwd, "tiv_mask.nii.gz")
+        write_like(tiv, like, tiv_path, np.uint8)
+        self._results["out_tiv"] = tiv_path
         self._results["out_probsegs"] = [write(result.tissues[t], f"{t}_probseg.nii.gz")
                                          for t in TISSUES]
         self._results["out_structures"] = [write(prob, f"{name}_probseg.nii.gz")

@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mixnet_bids.inference.predict import fuse, normalised_entropy, predict_plane
+from mixnet_bids.inference.predict import (
+    MARGIN,
+    fuse,
+    head_box,
+    normalised_entropy,
+    predict_plane,
+    slices_per_batch,
+)
+from mixnet_bids.inference.segment import crop_box, head_crop, paste
 from mixnet_bids.interfaces.segment import Fusion
 from mixnet_bids.interfaces.tissue import ConventionMaps, TissueVolumes
 from mixnet_bids.model import build_mixnet
@@ -26,17 +34,55 @@ def test_fusion_weights_are_normalised_and_entropy_bounded():
         fuse({"axial": a}, {"axial": 0.0})
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("plane", ["sagittal", "coronal", "axial"])
-def test_predict_plane_fills_only_the_head_and_sums_to_one(plane):
+def test_predict_plane_fills_only_the_head_and_sums_to_one(plane, precision):
     torch.manual_seed(0)
     model = build_mixnet("v3", 4)
     image = np.random.default_rng(0).normal(size=(30, 26, 9, 3)).astype(np.float32)
     head = np.zeros(image.shape[:3], bool)
     head[5:20, 6:18, 2:7] = True
-    probs = predict_plane(model, image, head, (0.958333, 0.958333, 3.0), plane, batch_size=4)
-    assert probs.shape == (30, 26, 9, 4)
+    probs = predict_plane(model, image, head, (0.958333, 0.958333, 3.0), plane, batch_size=4,
+                          precision=precision)
+    assert probs.shape == (30, 26, 9, 4) and probs.dtype == np.float32
     assert np.allclose(probs.sum(-1), 1, atol=1e-5)
     assert np.all(probs[0, 0, 0] == [1, 0, 0, 0])  # far from the head: background
+    # the head's slices are run: its voxels are not all certain background
+    assert (probs[head][:, 0] < 1).any()
+
+
+def test_batch_size_does_not_change_the_probabilities():
+    torch.manual_seed(0)
+    model = build_mixnet("v3", 4)
+    image = np.random.default_rng(1).normal(size=(24, 20, 7, 3)).astype(np.float32)
+    head = np.ones(image.shape[:3], bool)
+    zooms = (0.958333, 0.958333, 3.0)
+    one = predict_plane(model, image, head, zooms, "axial", batch_size=1)
+    assert np.allclose(one, predict_plane(model, image, head, zooms, "axial"), atol=1e-5)
+    assert slices_per_batch(256, 256) == 16 and slices_per_batch(4000, 4000) == 1
+
+
+def test_head_box_widens_by_the_margin_and_stops_at_the_edges():
+    mask = np.zeros((40, 30, 20), bool)
+    mask[15:20, 2:5, 10:12] = True
+    assert head_box(mask, 3) == (slice(12, 23), slice(0, 8), slice(7, 15))
+    assert head_box(np.zeros((4, 4, 4), bool), 3) is None
+
+
+def test_crop_box_and_paste_place_a_box_by_its_affine():
+    affine = np.array([[-1.0, 0, 0, 90], [0, 1.0, 0, -120], [0, 0, 2.0, -60], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(np.zeros((30, 40, 20), np.float32), affine)
+    crop = img.slicer[4:14, 5:25, 3:9]
+    box = crop_box(crop.shape, crop.affine, img.shape, affine)
+    assert box == (slice(4, 14), slice(5, 25), slice(3, 9))
+    values = np.random.default_rng(0).random(crop.shape + (2,)).astype(np.float32)
+    whole = paste(values, crop.affine, img.shape, affine, fill=[1.0, 0.0])
+    assert np.array_equal(whole[box], values)
+    assert np.all(whole[0, 0, 0] == [1, 0]) and whole.shape == (30, 40, 20, 2)
+    shifted = crop.affine.copy()
+    shifted[:3, 3] += 0.5  # half a voxel: not a box of the grid
+    with pytest.raises(ValueError, match=r"\(10, 20, 6\).*\(30, 40, 20\)"):
+        crop_box(crop.shape, shifted, img.shape, affine)
 
 
 def _save(data, path, dtype=np.float32):
@@ -46,28 +92,45 @@ def _save(data, path, dtype=np.float32):
 
 def test_fusion_convention_maps_and_volumes_interfaces(tmp_path):
     rng = np.random.default_rng(0)
-    shape = (6, 5, 4)
+    shape, box = (9, 8, 6), (slice(2, 8), slice(1, 6), slice(1, 5))
+    reference = nib.Nifti1Image(np.zeros(shape, np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    nib.save(reference, str(tmp_path / "reference.nii.gz"))
     files = []
-    for i, plane in enumerate(["axial", "coronal"]):
-        p = rng.random(shape + (9,)).astype(np.float32)
-        files.append(_save(p / p.sum(-1, keepdims=True), tmp_path / f"{plane}.nii.gz"))
+    for plane in ["axial", "coronal"]:
+        crop = reference.slicer[box]
+        p = rng.random(crop.shape + (9,)).astype(np.float32)
+        files.append(str(tmp_path / f"{plane}.nii"))
+        nib.save(nib.Nifti1Image(p / p.sum(-1, keepdims=True), crop.affine), files[-1])
     fused = Fusion(in_probs=files, planes=["axial", "coronal"],
                    plane_weights={"axial": 4.0, "coronal": 1.0}).run(cwd=tmp_path).outputs
     probs = nib.load(fused.out_probs).get_fdata()
     planes = [nib.load(f).get_fdata() for f in files]
     assert np.allclose(probs, 0.8 * planes[0] + 0.2 * planes[1], atol=1e-6)
-    assert np.allclose(nib.load(fused.out_probs).affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert np.allclose(nib.load(fused.out_probs).affine, reference.slicer[box].affine)
 
-    tiv = _save(np.ones(shape), tmp_path / "tiv.nii.gz", np.uint8)
+    template = np.zeros(shape)
+    template[0:3] = 1  # reaches outside the probabilities' box
+    tiv = _save(template, tmp_path / "tiv.nii.gz", np.uint8)
     maps = ConventionMaps(in_probs=fused.out_probs, networks="8label", convention="8label",
+                          reference=str(tmp_path / "reference.nii.gz"),
                           template_tiv=tiv).run(cwd=tmp_path).outputs
     dseg = np.asarray(nib.load(maps.out_dseg).dataobj)
-    assert np.array_equal(dseg, probs.argmax(-1))
+    assert dseg.shape == shape and np.allclose(nib.load(maps.out_dseg).affine, reference.affine)
+    assert np.array_equal(dseg[box], probs.argmax(-1))
+    outside = np.ones(shape, bool)
+    outside[box] = False
+    assert not dseg[outside].any()
+    assert np.all(nib.load(maps.out_uncertainty).get_fdata()[outside] == 0)
+    tiv_out = np.asarray(nib.load(maps.out_tiv).dataobj) > 0
+    assert np.array_equal(tiv_out[outside], template[outside] > 0) and tiv_out[box].all()
     gm = nib.load(maps.out_probsegs[0]).get_fdata()
-    assert np.allclose(gm, probs[..., 1] + probs[..., 2], atol=1e-5)  # cortex + basal ganglia
+    assert np.allclose(gm[box], probs[..., 1] + probs[..., 2], atol=1e-5)  # cortex + b. ganglia
+    assert not gm[outside].any()
+    all_probs = nib.load(maps.out_probs).get_fdata()
+    assert np.all(all_probs[outside][:, 0] == 1) and np.allclose(all_probs.sum(-1), 1, atol=1e-5)
     expected = tissue_probabilities(probs, "8label")
     three = np.stack([1 - sum(expected.values())] + list(expected.values()), -1).argmax(-1)
-    assert np.array_equal(np.asarray(nib.load(maps.out_tissue_dseg).dataobj), three)
+    assert np.array_equal(np.asarray(nib.load(maps.out_tissue_dseg).dataobj)[box], three)
 
     vol = TissueVolumes(probsegs=maps.out_probsegs, structures=maps.out_structures,
                         structure_names=maps.structure_names, tiv_mask=maps.out_tiv,
@@ -75,7 +138,7 @@ def test_fusion_convention_maps_and_volumes_interfaces(tmp_path):
                         convention="8label", subject="01", session="A").run(cwd=tmp_path).outputs
     row = pd.read_csv(vol.out_tsv, sep="\t").iloc[0]
     assert row["participant_id"] == "sub-01" and row["session_id"] == "ses-A"
-    assert row["TIV_ml"] == pytest.approx(np.prod(shape) * 8 / 1000)
+    assert row["TIV_ml"] == pytest.approx(tiv_out.sum() * 8 / 1000)
     assert row["GM_ml"] == pytest.approx(gm.sum() * 8 / 1000, abs=1e-4)  # TSV: 4 decimals
     assert row["cerebellum_ml"] == pytest.approx(probs[..., 7].sum() * 8 / 1000, abs=1e-4)
     assert row["GM_fraction"] == pytest.approx(row["GM_ml"] / row["TIV_ml"], abs=1e-3)
@@ -92,10 +155,42 @@ def test_plane_inference_progress_bar_only_when_asked(tmp_path, capsys):
     data = np.random.default_rng(0).normal(size=(30, 26, 20, 3))
     zstack = _save(data, tmp_path / "z.nii.gz")
     head = _save(np.ones((30, 26, 20)), tmp_path / "head.nii.gz", np.uint8)
-    write_plane_probabilities(zstack, head, "axial", weights, str(tmp_path / "a.nii.gz"))
+    write_plane_probabilities(zstack, head, "axial", weights, str(tmp_path / "a.nii"))
     assert "MixNet axial" not in capsys.readouterr().err
-    write_plane_probabilities(zstack, head, "axial", weights, str(tmp_path / "b.nii.gz"),
+    write_plane_probabilities(zstack, head, "axial", weights, str(tmp_path / "b.nii"),
                               progress=True)
     assert "MixNet axial" in capsys.readouterr().err
-    assert np.array_equal(nib.load(tmp_path / "a.nii.gz").get_fdata(),
-                          nib.load(tmp_path / "b.nii.gz").get_fdata())
+    assert np.array_equal(nib.load(tmp_path / "a.nii").get_fdata(),
+                          nib.load(tmp_path / "b.nii").get_fdata())
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_plane_probabilities_are_written_on_the_heads_box(tmp_path, precision):
+    from helpers import random_weights
+
+    from mixnet_bids.inference.segment import write_plane_probabilities
+    from mixnet_bids.inference.weights import weight_path
+
+    weights = weight_path("3label", "coronal", "v3", random_weights(tmp_path / "w"))
+    shape = (40, 36, 30)
+    affine = np.array([[-2.0, 0, 0, 40], [0, 2.0, 0, -30], [0, 0, 2.0, -20], [0, 0, 0, 1]])
+    head = np.zeros(shape, np.uint8)
+    head[12:25, 20:30, 5:12] = 1
+    data = np.random.default_rng(0).normal(size=shape + (3,)).astype(np.float32)
+    zstack = str(tmp_path / "z.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), zstack)
+    nib.save(nib.Nifti1Image(head, affine), str(tmp_path / "head.nii.gz"))
+    out = write_plane_probabilities(zstack, str(tmp_path / "head.nii.gz"), "coronal",
+                                    weights, str(tmp_path / "p.nii"), precision=precision)
+    img = nib.load(out)
+    box = crop_box(img.shape, img.affine, shape, affine)
+    assert box == head_crop(nib.load(str(tmp_path / "head.nii.gz"))) == head_box(head > 0)
+    assert box == (slice(12 - MARGIN, 25 + MARGIN), slice(20 - MARGIN, 36),
+                   slice(0, 12 + MARGIN))
+    probs = np.asarray(img.dataobj)
+    assert probs.shape == tuple(b.stop - b.start for b in box) + (4,)
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(-1), 1, atol=1e-5)
+    # a second run on the same host in the same precision is byte-identical
+    again = write_plane_probabilities(zstack, str(tmp_path / "head.nii.gz"), "coronal",
+                                      weights, str(tmp_path / "q.nii"), precision=precision)
+    assert np.array_equal(np.asarray(nib.load(again).dataobj), probs)

@@ -1,0 +1,168 @@
+"""Precision of inference: float32, or bfloat16 where this host computes it natively and the
+networks' labels agree with float32. Both run in channels-last.
+
+``--precision auto`` (the default) decides once per run, before any subject starts:
+
+1. bfloat16 only where the hardware has it (``native_bfloat16``): a CUDA GPU that supports
+   it, or a CPU with AVX-512 BF16 or AMX (on other CPUs PyTorch emulates it, slower than
+   float32);
+2. then a check of the networks themselves: each plane's network labels a few slices of the
+   MNI152 template (shipped inside nilearn) in float32 and in bfloat16, and bfloat16 is taken
+   only if every class the float32 labels hold agrees with Dice >= ``AGREEMENT_DICE``.
+
+``--precision float32`` skips both; ``--precision bfloat16`` runs the check and stops with a
+clear message when the labels disagree. The choice and the check's numbers go into the run's
+settings (the ``settings.json`` of the subject's log folder and the report).
+
+MixNetv3's grouped dilated convolutions run in the default layout under bfloat16 autocast
+(``model.GroupedDilatedConv2d``); the rest of the network runs in channels-last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from mixnet_bids.evaluation.metrics import dice
+from mixnet_bids.inference.planes import SLICE_AXIS, canonical_zooms, to_canonical
+
+LOGGER = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+#: Smallest Dice, per class, between the bfloat16 and the float32 labels of the check.
+AGREEMENT_DICE = 0.99
+#: Classes with fewer voxels than this in the check's float32 labels are not scored.
+MIN_CLASS_VOXELS = 200
+#: Slices per plane of the check (around the middle of the brain).
+CHECK_SLICES = 3
+#: CPU flags (/proc/cpuinfo) of native bfloat16 arithmetic.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class PrecisionError(RuntimeError):
+    """bfloat16 was asked for but its labels disagree with float32 on this host."""
+
+
+def autocast(precision: str, device: torch.device | None = None):
+    """The autocast context of ``precision`` (``float32``: none)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if precision != "bfloat16":
+        raise ValueError(f"unknown precision {precision!r}; use float32 or bfloat16")
+    return torch.autocast((device or torch.device("cpu")).type, dtype=torch.bfloat16)
+
+
+def cpu_flags() -> set[str]:
+    """The flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & set(BF16_CPU_FLAGS))
+
+
+def check_volume() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """The MNI152 T1w (1 mm, brain-extracted) as the networks see a T1w-only input:
+    canonical ``(X, Y, Z, 3)`` z-scores (T1w channel, IR and FLAIR zero), its brain mask
+    and voxel sizes."""
+    from mixnet_bids.preprocessing import zscore
+    from mixnet_bids.templates import ensure_templateflow, get_template
+
+    ensure_templateflow()
+    img = nib.load(get_template("T1w", resolution=1))
+    t1, affine = to_canonical(img.get_fdata(dtype=np.float32), img.affine)
+    mask = t1 > 0
+    image = np.zeros(t1.shape + (3,), np.float32)
+    image[..., 0] = zscore(t1, mask)
+    return image, mask, canonical_zooms(affine)
+
+
+def _middle_slab(array: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
+    where = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+    start = (where[0] + where[-1]) // 2 - CHECK_SLICES // 2
+    return np.take(array, range(start, start + CHECK_SLICES), axis=axis)
+
+
+def label_agreement(models: Mapping[str, torch.nn.Module], device: torch.device,
+                    ) -> dict[str, dict[str, float]]:
+    """Per plane, the Dice of each class between the bfloat16 and the float32 labels of its
+    network on the check slices (classes with at least ``MIN_CLASS_VOXELS`` voxels)."""
+    from mixnet_bids.inference.predict import predict_plane
+
+    image, mask, zooms = check_volume()
+    agreement = {}
+    for plane, model in models.items():
+        axis = SLICE_AXIS[plane]
+        slab, head = _middle_slab(image, mask, axis), _middle_slab(mask, mask, axis)
+        labels = {precision: predict_plane(model, slab, head, zooms, plane, device=device,
+                                           precision=precision).argmax(-1)
+                  for precision in ("float32", "bfloat16")}
+        agreement[plane] = {
+            str(k): round(dice(labels["float32"] == k, labels["bfloat16"] == k), 5)
+            for k in range(model.n_classes)
+            if (labels["float32"] == k).sum() >= MIN_CLASS_VOXELS}
+    return agreement
+
+
+def choose_precision(requested: str, weight_files: Mapping[str, Path],
+                     device: torch.device) -> tuple[str, dict]:
+    """``float32`` or ``bfloat16`` for ``requested`` (one of ``PRECISIONS``) on this host,
+    and a record of why: the host's bfloat16 support and the agreement per plane and class.
+
+    Raises ``PrecisionError`` when ``bfloat16`` is asked for and disagrees with float32.
+    """
+    from mixnet_bids.inference.weights import load_model
+
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; choose one of {PRECISIONS}")
+    native = native_bfloat16(device)
+    record = {"requested": requested, "layout": "channels_last",
+              "native_bfloat16": native, "agreement_bound": AGREEMENT_DICE}
+    if requested == "float32" or (requested == "auto" and not native):
+        return "float32", record
+    models = {plane: load_model(path)[0] for plane, path in weight_files.items()}
+    agreement = label_agreement(models, device)
+    worst = min(min(scores.values(), default=1.0) for scores in agreement.values())
+    record.update(agreement=agreement, worst_dice=worst)
+    agrees = worst >= AGREEMENT_DICE
+    LOGGER.info("precision check: bfloat16 labels agree with float32 to Dice %.4f at worst "
+                "(bound %.3f)%s", worst, AGREEMENT_DICE, "" if agrees else ": float32")
+    if agrees:
+        return "bfloat16", record
+    if requested == "bfloat16":
+        raise PrecisionError(
+            f"--precision bfloat16: the networks' bfloat16 labels agree with float32 to "
+            f"Dice {worst:.4f} at worst on this host, below {AGREEMENT_DICE}; use "
+            "--precision float32 (or auto)")
+    return "float32", record
+
+
+def run_precision(settings, requested: str) -> tuple[str, dict]:
+    """``choose_precision`` for the networks and the device of a run's ``Settings``; a
+    disagreement asked for is one of the run's ``InputProblems``."""
+    from mixnet_bids.checks import InputProblems
+    from mixnet_bids.inference.predict import choose_device
+    from mixnet_bids.inference.weights import networks_for
+
+    _, files = networks_for(settings.task, settings.planes, settings.model_version,
+                            settings.weights_dir)
+    try:
+        return choose_precision(requested, files, choose_device(settings.device))
+    except PrecisionError as err:
+        raise InputProblems([str(err)]) from None

@@ -1,0 +1,97 @@
+"""Inference precision: the host check, its record, and bfloat16 against float32 with the
+shipped networks on real images."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mixnet_bids.cli.parser import build_parser
+from mixnet_bids.evaluation.metrics import tissue_dice
+from mixnet_bids.inference.planes import PLANES, canonical_zooms, to_canonical
+from mixnet_bids.inference.precision import (
+    AGREEMENT_DICE,
+    autocast,
+    choose_precision,
+    label_agreement,
+    native_bfloat16,
+)
+from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_plane
+from mixnet_bids.inference.weights import load_model, networks_for
+from mixnet_bids.preprocessing import head_mask, zscore
+
+CPU = torch.device("cpu")
+#: Smallest Dice per tissue between the bfloat16 and the float32 fused segmentation of a
+#: real subject with the shipped networks.
+SUBJECT_DICE = 0.995
+
+
+def shipped(task="3label"):
+    return networks_for(task, list(PLANES), "v3")[1]
+
+
+def test_precision_option_and_autocast():
+    parser = build_parser()
+    assert parser.parse_args(["b", "o", "participant"]).precision == "auto"
+    assert parser.parse_args(["b", "o", "participant", "--precision", "bfloat16"]
+                             ).precision == "bfloat16"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["b", "o", "participant", "--precision", "float16"])
+    with autocast("bfloat16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast("float32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with pytest.raises(ValueError, match="float16"):
+        autocast("float16")
+
+
+def test_float32_asked_for_runs_no_check():
+    choice, record = choose_precision("float32", shipped(), CPU)
+    assert choice == "float32" and "agreement" not in record
+    assert record["requested"] == "float32" and record["layout"] == "channels_last"
+    with pytest.raises(ValueError, match="float16"):
+        choose_precision("float16", shipped(), CPU)
+
+
+def test_auto_takes_bfloat16_only_where_native_and_in_agreement():
+    choice, record = choose_precision("auto", shipped(), CPU)
+    assert record["native_bfloat16"] == native_bfloat16(CPU)
+    if not record["native_bfloat16"]:
+        assert choice == "float32" and "agreement" not in record
+    else:
+        assert set(record["agreement"]) == set(PLANES)
+        assert choice == ("bfloat16" if record["worst_dice"] >= AGREEMENT_DICE else "float32")
+
+
+def test_shipped_3label_networks_agree_in_bfloat16_on_the_template():
+    """Each plane's network labels the middle slices of the MNI152 T1w alike in bfloat16
+    and float32 (computed natively or emulated, the arithmetic is the same)."""
+    models = {plane: load_model(path)[0] for plane, path in shipped().items()}
+    agreement = label_agreement(models, CPU)
+    assert set(agreement) == set(PLANES)
+    for plane, scores in agreement.items():
+        assert {"0", "1", "2", "3"} <= set(scores), plane  # every class is scored
+        assert min(scores.values()) >= AGREEMENT_DICE, (plane, scores)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_bfloat16_segmentation_of_a_real_subject_agrees_with_float32(mrbrains_dir):
+    """MRBrainS subject 1 (T1w, IR, FLAIR; z-scored in the head mask, no N4): the fused
+    3-tissue segmentation in bfloat16 agrees with float32 to Dice >= SUBJECT_DICE."""
+    folder = mrbrains_dir / "1" / "orig"
+    images = [nib.load(str(folder / name)) for name in ("reg_T1.nii.gz", "IR.nii.gz",
+                                                        "FLAIR.nii.gz")]
+    data = [img.get_fdata(dtype=np.float32) for img in images]
+    head = np.logical_or.reduce([head_mask(d) for d in data])
+    stack = np.stack([zscore(d, head) for d in data], axis=-1)
+    image, affine = to_canonical(stack, images[0].affine)
+    mask, _ = to_canonical(head, images[0].affine)
+    labels = {}
+    for precision in ("float32", "bfloat16"):
+        probs = {plane: predict_plane(load_model(path)[0], image, mask,
+                                      canonical_zooms(affine), plane, precision=precision)
+                 for plane, path in shipped().items()}
+        labels[precision] = fuse(probs, DEFAULT_PLANE_WEIGHTS).argmax(-1)
+    scores = tissue_dice(labels["bfloat16"], labels["float32"])
+    assert all(score >= SUBJECT_DICE for score in scores.values()), scores
