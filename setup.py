@@ -22,6 +22,7 @@ setup(
         "mixnet_bids.inference",
         "mixnet_bids.interfaces",
         "mixnet_bids.model",
+        "mixnet_bids.reports",
         "mixnet_bids.training",
         "mixnet_bids.workflows",
     ],

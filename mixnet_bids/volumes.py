@@ -24,7 +24,11 @@ from mixnet_bids.labels import TISSUES
 _QC_DESCRIPTIONS: dict[str, dict] = {
     "mean_uncertainty": {"Description": "mean normalised entropy of the fused "
                                         "probabilities inside the segmented tissue "
-                                        "(0 certain, 1 uniform): a QC score"},
+                                        "(0 certain, 1 uniform)"},
+    "mean_margin": {"Description": "mean, over the segmented tissue, of the difference "
+                                   "between the two largest of the background, GM, WM and "
+                                   "CSF probabilities (0 a tie, 1 certain): a QC score, low "
+                                   "when the networks hesitate between classes"},
     **{f"nmi_{m}": {"Description": f"normalised mutual information (1 to 2, higher is "
                                    f"better) of the registered {m} with the reference "
                                    "inside the head mask: a registration QC score"}
@@ -68,12 +72,23 @@ def tissue_probabilities(probs: np.ndarray, task: str) -> dict[str, np.ndarray]:
     return {name: tissue[..., i + 1] for i, name in enumerate(TISSUES)}
 
 
+def tissue_margin(tissues: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per voxel, the largest minus the second largest of the background, GM, WM and CSF
+    probabilities (background = 1 - GM - WM - CSF): 0 where two classes tie, 1 where one
+    class has it all."""
+    probs = [tissues[t] for t in TISSUES]
+    probs.insert(0, np.clip(1.0 - sum(probs), 0.0, 1.0))
+    ordered = np.sort(np.stack(probs, axis=-1), axis=-1)
+    return ordered[..., -1] - ordered[..., -2]
+
+
 def tissue_volumes(tissues: Mapping[str, np.ndarray], tiv: np.ndarray, voxel_ml: float,
                    structures: Mapping[str, np.ndarray] | None = None,
                    dseg: np.ndarray | None = None,
                    uncertainty: np.ndarray | None = None) -> dict[str, float]:
     """Probability-weighted volumes (mL) inside the TIV mask, the TIV, the tissues'
-    fractions of it, and the mean uncertainty inside the tissue the dseg labels.
+    fractions of it, and the mean uncertainty and ``tissue_margin`` inside the tissue the
+    dseg labels.
 
     ``tissues``: GM, WM, CSF probability maps; ``structures``: other maps to report
     (cerebellum, brainstem); every map on the grid of ``tiv``.
@@ -95,4 +110,8 @@ def tissue_volumes(tissues: Mapping[str, np.ndarray], tiv: np.ndarray, voxel_ml:
     if uncertainty is not None and dseg is not None:
         tissue = dseg > 0
         row["mean_uncertainty"] = float(uncertainty[tissue].mean()) if tissue.any() else np.nan
+    if dseg is not None:
+        tissue = dseg > 0
+        row["mean_margin"] = (float(tissue_margin(tissues)[tissue].mean()) if tissue.any()
+                              else np.nan)
     return row

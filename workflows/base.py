@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 from mixnet_bids.workflows.outputs import init_outputs_wf
@@ -22,9 +24,29 @@ def subject_key(subject: str, session: str | None) -> str:
     return f"sub-{subject}" + (f"_ses-{session}" if session else "")
 
 
+#: The graph that holds every subject of a run; its folder in the work folder holds one
+#: folder per subject graph (``subject_workflow_name``).
+MIXNET_WF = "mixnet_wf"
+
+
+def subject_workflow_name(subject: str, session: str | None) -> str:
+    return f"single_subject_{subject_key(subject, session).replace('-', '_')}_wf"
+
+
 def init_mixnet_wf(*, settings: Settings,
-                   subjects: list[tuple[str, str | None, dict[str, str]]]) -> pe.Workflow:
-    """All participants: one single-subject graph per (subject, session).
+                   subjects: list[tuple[str, str | None, dict[str, str]]],
+                   warnings: dict[str, list[str]] | None = None,
+                   crash_dirs: dict[str, Path] | None = None) -> pe.Workflow:
+    """All participants of a run in one graph: one single-subject graph per (subject, session).
+
+    MultiProc runs the steps of every subject side by side within ``--nprocs`` and
+    ``--mem-gb``. The subject graphs share no node, so a step that fails stops only the
+    later steps of its own subject: the others finish and publish.
+
+    Inputs
+        ``subjects``: ``(subject, session, {modality: path})``; ``warnings`` (the input
+        checks' warnings) and ``crash_dirs`` (the folder for crash files), each by subject
+        key (``subject_key``).
 
     Workflow Graph
         .. workflow::
@@ -36,17 +58,25 @@ def init_mixnet_wf(*, settings: Settings,
                 settings=Settings(Path("bids"), Path("out"), Path("work")),
                 subjects=[("01", None, {"T1w": "sub-01_T1w.nii.gz"})])
     """
-    workflow = pe.Workflow(name="mixnet_wf")
+    workflow = pe.Workflow(name=MIXNET_WF)
     workflow.base_dir = str(settings.work_dir)
     for subject, session, images in subjects:
-        workflow.add_nodes([init_single_subject_wf(
-            settings=settings, subject=subject, session=session, images=images)])
+        key = subject_key(subject, session)
+        subject_wf = init_single_subject_wf(settings=settings, subject=subject,
+                                            session=session, images=images,
+                                            warnings=(warnings or {}).get(key))
+        if crash_dirs and key in crash_dirs:  # a node's own config wins over the graph's
+            for name in subject_wf.list_node_names():
+                subject_wf.get_node(name).config = {
+                    "execution": {"crashdump_dir": str(crash_dirs[key])}}
+        workflow.add_nodes([subject_wf])
     return workflow
 
 
 def staging_dir(settings: Settings, workflow_name: str) -> Path:
-    """Where a subject's derivatives are assembled before the ``publish`` node moves them."""
-    return Path(settings.work_dir) / workflow_name / "derivatives"
+    """Where a subject's derivatives are assembled before the ``publish`` node moves them:
+    in the subject graph's own work folder."""
+    return Path(settings.work_dir) / MIXNET_WF / workflow_name / "derivatives"
 
 
 def init_single_subject_wf(*, settings: Settings, subject: str, session: str | None,
@@ -68,11 +98,10 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         node, ``publish``.
     """
     key = subject_key(subject, session)
-    workflow = pe.Workflow(name=name or f"single_subject_{key.replace('-', '_')}_wf")
+    workflow = pe.Workflow(name=name or subject_workflow_name(subject, session))
     staging = staging_dir(settings, workflow.name)
-    omp = settings.omp_nthreads
 
-    preproc = init_preproc_wf(modalities=list(images), omp_nthreads=omp)
+    preproc = init_preproc_wf(modalities=list(images))
     for modality, path in images.items():
         setattr(preproc.inputs.inputnode, modality, str(path))
 
@@ -82,9 +111,9 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
             PlaneInference(plane=plane, device=settings.device, precision=settings.precision,
-                           num_threads=omp,
-                           progress=settings.progress, weights=str(weight_files[plane])),
-            name=f"mixnet_{plane}", n_procs=omp, mem_gb=2.0)
+                           num_threads=settings.omp_nthreads, progress=settings.progress,
+                           weights=str(weight_files[plane])),
+            name=f"mixnet_{plane}", n_procs=settings.omp_nthreads, mem_gb=2.0)
         workflow.connect([
             (preproc, infer, [("outputnode.zstack", "zstack"),
                               ("outputnode.head_mask", "head_mask")]),
@@ -96,7 +125,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                      name="fusion", mem_gb=2.0)
     convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task),
                               name="convention_maps", mem_gb=3.0)
-    tiv_wf = init_tiv_wf(omp_nthreads=omp)
+    tiv_wf = init_tiv_wf()
     volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,
                                     session=session), name="volumes", mem_gb=1.0)
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
@@ -112,7 +141,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     report = pe.Node(SubjectReport(
         out_file=str(staging / report_name(subject, session)), task=settings.task,
         networks=networks, title=f"mixnet-bids: {key}", modalities=others,
-        warnings=list(warnings or []),
+        warnings=list(warnings or []), reference_name=Path(images[reference]).name,
+        command_line=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         settings_json=settings.to_json()), name="report", mem_gb=1.0)
     publish = pe.Node(PublishSubject(staging=str(staging),
                                      base_directory=str(settings.output_dir),
@@ -135,6 +165,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                                     ("outputnode.head_mask", "head_mask")]),
         (registration_qc, volumes, [("qc", "qc")]),
         (preproc, report, [("outputnode.reference", "reference")]),
+        (tiv_wf, report, [("outputnode.tiv_mask", "template_mask")]),
         (convention_maps, report, [("out_dseg", "dseg"), ("out_uncertainty", "uncertainty")]),
         (volumes, report, [("out_tsv", "volumes")]),
         (outputs_wf, publish, [("outputnode.out", "in_files")]),
@@ -155,7 +186,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         workflow.connect(preproc, f"outputnode.{modality}_preproc",
                          outputs_wf, f"inputnode.{modality}_preproc")
     if settings.output_spaces:
-        template_wf = init_template_outputs_wf(omp_nthreads=omp)
+        template_wf = init_template_outputs_wf()
         workflow.connect([
             (preproc, template_wf, [("outputnode.reference", "inputnode.reference")]),
             (convention_maps, template_wf, [("out_tiv", "inputnode.tiv_mask"),

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixnet_bids import reports
 from mixnet_bids.reports import group_report, outlier_flags, robust_z, subject_report
+from mixnet_bids.reports.figures import FIG_WIDTH_IN, Scene
+from mixnet_bids.reports.html import DPI
+from mixnet_bids.reports.outliers import MIN_COHORT, OUTLIER_Z
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMG_SRC = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]* alt="([^"]+)"')
@@ -60,7 +62,7 @@ def head_phantom(folder, shape=(56, 64, 24), zooms=(2.0, 2.0, 4.0), rotate=None)
     volumes = {"GM_ml": 612.4, "WM_ml": 455.1, "CSF_ml": 210.0, "cerebellum_ml": 131.2,
                "brain_ml": 1277.5, "TIV_ml": 1500.0, "GM_fraction": 0.4083,
                "WM_fraction": 0.3034, "CSF_fraction": 0.14, "mean_uncertainty": 0.081,
-               "nmi_FLAIR": 0.31}
+               "mean_margin": 0.47, "nmi_FLAIR": 1.06}
     paths["volumes"] = folder / "volumes.tsv"
     pd.DataFrame([volumes]).to_csv(paths["volumes"], sep="\t", index=False)
     return paths
@@ -104,7 +106,7 @@ def test_subject_report_embeds_one_png_per_figure(tmp_path):
     # segmentation, uncertainty, one registration check per modality
     assert len(images) == 4
     for pixels, alt in images:
-        assert pixels.shape[1] == reports.FIG_WIDTH_IN * reports.DPI
+        assert pixels.shape[1] == FIG_WIDTH_IN * DPI
         assert pixels.shape[0] > 300
         assert pixels[..., :3].var() > 0.001
         assert alt.strip()
@@ -153,7 +155,7 @@ def test_display_grid_keeps_world_positions(tmp_path):
     paths = head_phantom(tmp_path, shape=(56, 64, 30), zooms=(2.0, 2.0, 3.0),
                          rotate=rotation(20, -30))
     dseg = nib.load(paths["dseg"])
-    scene = reports._Scene(nib.load(paths["reference"]), dseg)
+    scene = Scene(nib.load(paths["reference"]), dseg)
     assert scene.resample
     assert np.count_nonzero(scene.affine[:3, :3] - np.diag(np.diag(scene.affine[:3, :3]))) == 0
 
@@ -184,7 +186,8 @@ def cohort(n=10, **columns) -> pd.DataFrame:
     typical = {"GM_ml": (600, 15), "WM_ml": (450, 12), "CSF_ml": (200, 10),
                "brain_ml": (1250, 25), "TIV_ml": (1500, 30), "GM_fraction": (0.40, 0.01),
                "WM_fraction": (0.30, 0.01), "CSF_fraction": (0.13, 0.007),
-               "mean_uncertainty": (0.08, 0.005), "nmi_FLAIR": (0.30, 0.01)}
+               "mean_uncertainty": (0.08, 0.005), "mean_margin": (0.45, 0.01),
+               "nmi_FLAIR": (1.06, 0.005)}
     table = pd.DataFrame({"participant_id": [f"sub-{i:02d}" for i in range(1, n + 1)]})
     for name, (mean, sd) in typical.items():
         table[name] = mean + sd * rng.permutation(np.linspace(-1.5, 1.5, n))
@@ -215,7 +218,7 @@ def test_far_gm_fraction_is_flagged():
     flags = outlier_flags(table)
     assert flags["participant_id"].tolist() == ["sub-07"]
     assert flags["measure"].tolist() == ["GM_fraction"]
-    assert flags["robust_z"].iloc[0] > reports.OUTLIER_Z
+    assert flags["robust_z"].iloc[0] > OUTLIER_Z
     assert "GM_fraction = 0.6 is high" in flags["reason"].iloc[0]
 
 
@@ -238,17 +241,20 @@ def test_uncertainty_is_flagged_only_when_high():
 
 def test_registration_score_is_flagged_only_when_low():
     low = cohort()
-    low.loc[4, "nmi_FLAIR"] = 0.05
+    low.loc[4, "nmi_FLAIR"] = 1.0
     assert outlier_flags(low)["measure"].tolist() == ["nmi_FLAIR"]
     high = cohort()
-    high.loc[4, "nmi_FLAIR"] = 0.90
+    high.loc[4, "nmi_FLAIR"] = 1.2
     assert outlier_flags(high).empty
 
 
-def test_small_cohorts_are_not_flagged():
-    table = cohort(n=4)
-    table.loc[0, "GM_fraction"] = 0.9
+def test_small_cohorts_get_no_z_scores():
+    """Below MIN_COHORT a plausibly large head is not an outlier, however far it is."""
+    table = cohort(n=MIN_COHORT - 1)
+    table.loc[0, ["TIV_ml", "brain_ml"]] = [2050.0, 1700.0]   # robust z about +20
     assert outlier_flags(table).empty
+    assert outlier_flags(cohort(n=MIN_COHORT, TIV_ml=[1500.0] * 9 + [2050.0]))[
+        "measure"].tolist() == ["TIV_ml"]
 
 
 def test_group_report_links_the_flagged_subject(tmp_path):
@@ -269,6 +275,60 @@ def test_group_report_links_the_flagged_subject(tmp_path):
     assert all(pixels[..., :3].var() > 0.001 for pixels, _ in images)
     assert_self_contained(page)
     assert plt.get_fignums() == []
+
+
+def test_margin_is_flagged_only_when_low():
+    low = cohort()
+    low.loc[5, "mean_margin"] = 0.30
+    assert outlier_flags(low)[["participant_id", "measure"]].values.tolist() == [
+        ["sub-06", "mean_margin"]]
+    high = cohort()
+    high.loc[5, "mean_margin"] = 0.70
+    assert outlier_flags(high).empty
+
+
+def test_group_report_of_a_small_cohort_flags_volumes_above_the_tiv(tmp_path):
+    """Five subjects: no z-scores (a large head is not an outlier), but a tissue volume
+    above the TIV and a hesitating run are flagged whatever the cohort's size."""
+    table = cohort(n=5)
+    table.loc[1, ["TIV_ml", "brain_ml"]] = [2050.0, 1700.0]          # large, plausible
+    table.loc[3, "CSF_ml"] = 1600.0                                   # > TIV 1500
+    table.loc[4, "mean_margin"] = 0.38
+    out = group_report(tmp_path / "group.html", table, task="3label",
+                       report_links={p: f"{p}.html" for p in table["participant_id"]})
+    page = out.read_text(encoding="utf-8")
+    flagged = page.split('id="flags"')[1].split("</section>")[0]
+    assert "3 flagged" not in flagged and "2 flagged" in flagged
+    assert '<a href="sub-04.html">sub-04</a>' in flagged
+    assert "CSF_ml 1600.0 mL" in flagged and "&gt; TIV" in flagged
+    assert '<a href="sub-05.html">sub-05</a>' in flagged and "mean_margin 0.380" in flagged
+    assert "sub-02" not in flagged
+    assert f"Cohort outliers not computed: 5 rows, fewer than {MIN_COHORT}" in page
+    cohort_table = page.split('id="cohort"')[1].split("</section>")[0]
+    row = next(r for r in cohort_table.split("<tr>") if "sub-04.html" in r)
+    assert '<td class="num flag">1600</td>' in row
+
+
+def test_group_report_names_every_point(tmp_path):
+    """Each point of the distributions is an image-map area: its subject on hover and a
+    link to its report, inside the image."""
+    table = cohort(n=12)
+    out = group_report(tmp_path / "group.html", table, task="3label",
+                       report_links={p: f"{p}.html" for p in table["participant_id"]})
+    page = out.read_text(encoding="utf-8")
+    images = embedded_pngs(page)
+    maps = re.findall(r'<map name="([^"]+)">(.*?)</map>', page)
+    assert len(maps) == len(images) == 3
+    # volumes (GM, WM, CSF, brain, TIV), fractions (3), scores (uncertainty, margin, nmi)
+    for (name, areas), (pixels, _), n_measures in zip(maps, images, [5, 3, 3]):
+        assert f'usemap="#{name}"' in page
+        found = re.findall(r'coords="(\d+),(\d+),\d+" title="(sub-\d+) \(([^)]+)\)" '
+                           r'alt="sub-\d+" href="(sub-\d+)\.html"', areas)
+        assert len(found) == 12 * n_measures
+        for x, y, key, _, href in found:
+            assert key == href
+            red, _, blue = pixels[int(y), int(x), :3]
+            assert blue > red + 0.15          # the area is centred on a (blue) point
 
 
 def test_group_report_refuses_links_outside_its_folder(tmp_path):
