@@ -24,29 +24,9 @@ def subject_key(subject: str, session: str | None) -> str:
     return f"sub-{subject}" + (f"_ses-{session}" if session else "")
 
 
-#: The graph that holds every subject of a run; its folder in the work folder holds one
-#: folder per subject graph (``subject_workflow_name``).
-MIXNET_WF = "mixnet_wf"
-
-
-def subject_workflow_name(subject: str, session: str | None) -> str:
-    return f"single_subject_{subject_key(subject, session).replace('-', '_')}_wf"
-
-
 def init_mixnet_wf(*, settings: Settings,
-                   subjects: list[tuple[str, str | None, dict[str, str]]],
-                   warnings: dict[str, list[str]] | None = None,
-                   crash_dirs: dict[str, Path] | None = None) -> pe.Workflow:
-    """All participants of a run in one graph: one single-subject graph per (subject, session).
-
-    MultiProc runs the steps of every subject side by side within ``--nprocs`` and
-    ``--mem-gb``. The subject graphs share no node, so a step that fails stops only the
-    later steps of its own subject: the others finish and publish.
-
-    Inputs
-        ``subjects``: ``(subject, session, {modality: path})``; ``warnings`` (the input
-        checks' warnings) and ``crash_dirs`` (the folder for crash files), each by subject
-        key (``subject_key``).
+                   subjects: list[tuple[str, str | None, dict[str, str]]]) -> pe.Workflow:
+    """All participants: one single-subject graph per (subject, session).
 
     Workflow Graph
         .. workflow::
@@ -58,25 +38,17 @@ def init_mixnet_wf(*, settings: Settings,
                 settings=Settings(Path("bids"), Path("out"), Path("work")),
                 subjects=[("01", None, {"T1w": "sub-01_T1w.nii.gz"})])
     """
-    workflow = pe.Workflow(name=MIXNET_WF)
+    workflow = pe.Workflow(name="mixnet_wf")
     workflow.base_dir = str(settings.work_dir)
     for subject, session, images in subjects:
-        key = subject_key(subject, session)
-        subject_wf = init_single_subject_wf(settings=settings, subject=subject,
-                                            session=session, images=images,
-                                            warnings=(warnings or {}).get(key))
-        if crash_dirs and key in crash_dirs:  # a node's own config wins over the graph's
-            for name in subject_wf.list_node_names():
-                subject_wf.get_node(name).config = {
-                    "execution": {"crashdump_dir": str(crash_dirs[key])}}
-        workflow.add_nodes([subject_wf])
+        workflow.add_nodes([init_single_subject_wf(
+            settings=settings, subject=subject, session=session, images=images)])
     return workflow
 
 
 def staging_dir(settings: Settings, workflow_name: str) -> Path:
-    """Where a subject's derivatives are assembled before the ``publish`` node moves them:
-    in the subject graph's own work folder."""
-    return Path(settings.work_dir) / MIXNET_WF / workflow_name / "derivatives"
+    """Where a subject's derivatives are assembled before the ``publish`` node moves them."""
+    return Path(settings.work_dir) / workflow_name / "derivatives"
 
 
 def init_single_subject_wf(*, settings: Settings, subject: str, session: str | None,
@@ -98,10 +70,11 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         node, ``publish``.
     """
     key = subject_key(subject, session)
-    workflow = pe.Workflow(name=name or subject_workflow_name(subject, session))
+    workflow = pe.Workflow(name=name or f"single_subject_{key.replace('-', '_')}_wf")
     staging = staging_dir(settings, workflow.name)
+    omp = settings.omp_nthreads
 
-    preproc = init_preproc_wf(modalities=list(images))
+    preproc = init_preproc_wf(modalities=list(images), omp_nthreads=omp)
     for modality, path in images.items():
         setattr(preproc.inputs.inputnode, modality, str(path))
 
@@ -111,9 +84,9 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
             PlaneInference(plane=plane, device=settings.device, precision=settings.precision,
-                           num_threads=settings.omp_nthreads, progress=settings.progress,
-                           weights=str(weight_files[plane])),
-            name=f"mixnet_{plane}", n_procs=settings.omp_nthreads, mem_gb=2.0)
+                           num_threads=omp,
+                           progress=settings.progress, weights=str(weight_files[plane])),
+            name=f"mixnet_{plane}", n_procs=omp, mem_gb=2.0)
         workflow.connect([
             (preproc, infer, [("outputnode.zstack", "zstack"),
                               ("outputnode.head_mask", "head_mask")]),
@@ -125,7 +98,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                      name="fusion", mem_gb=2.0)
     convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task),
                               name="convention_maps", mem_gb=3.0)
-    tiv_wf = init_tiv_wf()
+    tiv_wf = init_tiv_wf(omp_nthreads=omp)
     volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,
                                     session=session), name="volumes", mem_gb=1.0)
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
@@ -186,7 +159,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         workflow.connect(preproc, f"outputnode.{modality}_preproc",
                          outputs_wf, f"inputnode.{modality}_preproc")
     if settings.output_spaces:
-        template_wf = init_template_outputs_wf()
+        template_wf = init_template_outputs_wf(omp_nthreads=omp)
         workflow.connect([
             (preproc, template_wf, [("outputnode.reference", "inputnode.reference")]),
             (convention_maps, template_wf, [("out_tiv", "inputnode.tiv_mask"),
