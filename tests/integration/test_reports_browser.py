@@ -55,16 +55,18 @@ def phantom(folder: Path) -> dict[str, Path]:
     noise = np.random.default_rng(0).normal(0, 3, shape)
     images = {"reference": np.choose(dseg, [0.0, 60.0, 100.0, 30.0]) + noise, "dseg": dseg,
               "uncertainty": np.clip(0.8 * np.exp(-((r - 0.9) / 0.05) ** 2), 0, 1),
-              "FLAIR": np.choose(dseg, [0.0, 80.0, 60.0, 10.0]) + noise}
+              "FLAIR": np.choose(dseg, [0.0, 80.0, 60.0, 10.0]) + noise,
+              "template": r < 1.02}
     folder.mkdir(parents=True)
     paths = {}
     for name, data in images.items():
         paths[name] = folder / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(data.astype(np.uint8 if name == "dseg" else np.float32),
+        nib.save(nib.Nifti1Image(data.astype(np.uint8 if name in ("dseg", "template")
+                                             else np.float32),
                                  affine), str(paths[name]))
     paths["volumes"] = folder / "volumes.tsv"
     pd.DataFrame([{"GM_ml": 610.0, "WM_ml": 450.0, "CSF_ml": 200.0, "TIV_ml": 1500.0,
-                   "GM_fraction": 0.41, "mean_uncertainty": 0.08}]).to_csv(
+                   "GM_fraction": 0.41, "mean_uncertainty": 0.08, "mean_margin": 0.45}]).to_csv(
         paths["volumes"], sep="\t", index=False)
     return paths
 
@@ -105,10 +107,11 @@ def test_subject_report_renders_offline(browser, tmp_path):
         dseg=paths["dseg"], uncertainty=paths["uncertainty"],
         registered={"FLAIR": paths["FLAIR"]}, volumes_tsv=paths["volumes"],
         settings={"task": "3label"}, versions={"mixnet-bids": "0.1.0"},
-        warnings=["FLAIR resampled"], task="3label")
+        warnings=["FLAIR resampled"], task="3label", template_mask=paths["template"],
+        command_line="mixnet-bids bids out participant")
     shutil.rmtree(tmp_path / "in")   # the page must need nothing but itself
     images = open_offline(browser, out, tmp_path / "subject.png")
-    assert len(images) == 3
+    assert len(images) == 4   # segmentation, template, uncertainty, FLAIR
     for image in images:
         assert image["src"] == "data:image/png;base64,"
         assert image["complete"] and image["width"] > 0 and image["alt"]
@@ -116,18 +119,49 @@ def test_subject_report_renders_offline(browser, tmp_path):
 
 
 def test_group_report_renders_offline(browser, tmp_path):
+    """A wide whole-brain cohort table fits the page, and every plotted point is an
+    image-map area over an image drawn at its natural size (so the areas sit on the
+    points) whose title names its subject."""
     n = 12
     spread = np.linspace(-1, 1, n)
     table = pd.DataFrame({"participant_id": [f"sub-{i:02d}" for i in range(1, n + 1)],
+                          "session_id": ["ses-baseline"] * n,
                           "GM_ml": 600 + 10 * spread, "WM_ml": 450 - 8 * spread,
-                          "CSF_ml": 200 + 5 * spread[::-1], "TIV_ml": 1500 + 20 * spread,
-                          "mean_uncertainty": 0.08 + 0.004 * spread})
+                          "CSF_ml": 200 + 5 * spread[::-1], "cerebellum_ml": 130 + 3 * spread,
+                          "brainstem_ml": 25 + spread, "brain_ml": 1250 + 7 * spread,
+                          "TIV_ml": 1500 + 20 * spread,
+                          "mean_uncertainty": 0.55 + 0.004 * spread,
+                          "mean_margin": 0.45 + 0.004 * spread,
+                          "nmi_IR": 1.04 + 0.002 * spread, "nmi_FLAIR": 1.05 + 0.002 * spread})
     for tissue in ("GM", "WM", "CSF"):
-        table[f"{tissue}_fraction"] = table[f"{tissue}_ml"] / table["TIV_ml"]
+        table.insert(9, f"{tissue}_fraction", table[f"{tissue}_ml"] / table["TIV_ml"])
     table.loc[3, "GM_fraction"] = 0.6
-    out = group_report(tmp_path / "group.html", table, task="3label",
+    out = group_report(tmp_path / "group.html", table, task="wholebrain",
                        report_links={p: f"{p}.html" for p in table["participant_id"]})
     images = open_offline(browser, out, tmp_path / "group.png")
     assert len(images) == 3
     assert all(image["complete"] and image["width"] > 0 for image in images)
     assert_screenshot(tmp_path / "group.png", min_height=VIEWPORT["height"])
+
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(out.as_uri(), wait_until="load")
+    layout = page.evaluate("""() => {
+        const table = document.querySelector('table.cohort');
+        const cells = Array.from(table.querySelectorAll('th, td'));
+        return {
+          table: table.getBoundingClientRect().right,
+          page: document.documentElement.clientWidth,
+          overflowing: cells.filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent),
+          images: Array.from(document.querySelectorAll('img[usemap]'), img => ({
+            shown: img.clientWidth, natural: img.naturalWidth,
+            areas: document.querySelector(`map[name="${img.useMap.slice(1)}"]`).areas.length})),
+          titles: Array.from(document.querySelectorAll('area'), a => a.title),
+        };
+    }""")
+    page.close()
+    assert layout["table"] <= layout["page"]
+    assert layout["overflowing"] == []
+    assert [i["areas"] for i in layout["images"]] == [12 * 7, 12 * 3, 12 * 4]
+    assert all(i["shown"] == i["natural"] for i in layout["images"])
+    assert {t.split(" ")[0] for t in layout["titles"]} == {
+        f"{p}_ses-baseline" for p in table["participant_id"]}
