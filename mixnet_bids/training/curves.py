@@ -3,7 +3,9 @@
     python -m mixnet_bids.training.curves checkpoints/<recipe> docs/curves
 
 reads every ``log.tsv`` below the run folder and writes one PNG per network (the training
-loss, smoothed, and each tissue's validation Dice), named after the network's folder.
+loss, smoothed, and each tissue's validation Dice), named after the network's folder, and
+prints each network's validation gain over the last quarter of its iterations: a network
+is trained until every tissue gains less than ``FLAT_GAIN`` there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,39 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 TISSUE_COLOURS = {"GM": "tab:green", "WM": "tab:blue", "CSF": "tab:orange"}
+#: A curve has flattened when no tissue's validation Dice gained this much over the last
+#: ``RECENT`` of the iterations.
+FLAT_GAIN = 0.005
+RECENT = 0.25
+
+
+def validation_gain(log: pd.DataFrame) -> tuple[int, int, dict[str, float]] | None:
+    """``(from, to, {tissue: gain})``: each tissue's validation Dice at the last validated
+    iteration minus its Dice at the last validation at or before ``1 - RECENT`` of it;
+    None before there are two such validations."""
+    points = log.dropna(subset=[f"val_{t}" for t in TISSUE_COLOURS])
+    if len(points) < 2:
+        return None
+    last = points.iloc[-1]
+    earlier = points[points["iteration"] <= (1 - RECENT) * last["iteration"]]
+    if earlier.empty:
+        return None
+    first = earlier.iloc[-1]
+    return (int(first["iteration"]), int(last["iteration"]),
+            {t: float(last[f"val_{t}"] - first[f"val_{t}"]) for t in TISSUE_COLOURS})
+
+
+def describe_gain(log: pd.DataFrame) -> str:
+    """One line: the recent validation gain and whether the curve has flattened."""
+    gain = validation_gain(log)
+    if gain is None:
+        return "validation gain: too few validations yet"
+    start, end, gains = gain
+    verdict = ("flat: every tissue gained less than" if max(gains.values()) < FLAT_GAIN
+               else "still climbing: a tissue gained at least")
+    return (f"validation gain {start} -> {end}: "
+            + ", ".join(f"{t} {g:+.3f}" for t, g in gains.items())
+            + f" ({verdict} {FLAT_GAIN})")
 
 
 def plot_curve(log_file: Path, out_file: Path, title: str) -> Path:
@@ -41,7 +76,7 @@ def plot_curve(log_file: Path, out_file: Path, title: str) -> Path:
     dice_axis.set_ylabel("validation Dice")
     handles = [h for axis in (loss_axis, dice_axis) for h in axis.get_legend_handles_labels()[0]]
     loss_axis.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
-    loss_axis.set_title(title, fontsize=9)
+    loss_axis.set_title(f"{title}\n{describe_gain(log)}", fontsize=8)
     fig.tight_layout()
     out_file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_file)
@@ -71,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"no log.tsv below {args.run_dir}: nothing trained there yet\n")
     for path in written:
         print(path)
+    for log_file in sorted(Path(args.run_dir).rglob("log.tsv")):
+        network = log_file.parent.relative_to(args.run_dir)
+        log = pd.read_csv(log_file, sep="\t")
+        print(f"{network}: {describe_gain(log)}")
     return 0
 
 

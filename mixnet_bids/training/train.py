@@ -324,6 +324,13 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         LOGGER.info("%s %s it %d/%d loss %.4f (%.0f s)%s", cfg.plane, cfg.task, done,
                     cfg.iterations, np.mean(running), elapsed,
                     "".join(f" {t} {v:.3f}" for t, v in scores.items()))
+        if scores:
+            import pandas as pd
+
+            from mixnet_bids.training.curves import describe_gain
+
+            LOGGER.info("%s %s %s", cfg.plane, cfg.task,
+                        describe_gain(pd.read_csv(log_file, sep="\t")))
         running = []
         compact = compact_optimizer_state(optimizer.state_dict())
         atomic_write(checkpoint, lambda tmp: torch.save({

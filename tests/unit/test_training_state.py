@@ -303,3 +303,33 @@ def test_a_failed_commit_leaves_nothing_staged(tmp_path):
     assert last_commit_time(run) == 0.0
     hook.unlink()
     assert commit_state([run], "accepted") and last_commit_time(run) > 0
+
+
+def test_a_curve_is_flat_when_no_tissue_gained_over_the_last_quarter():
+    import pandas as pd
+
+    from mixnet_bids.training.curves import FLAT_GAIN, describe_gain, validation_gain
+
+    def log(dice_by_iteration):
+        rows = [{"iteration": it, "loss": 0.5, "lr": 1e-3, "seconds": it,
+                 "val_GM": gm, "val_WM": wm, "val_CSF": csf}
+                for it, (gm, wm, csf) in dice_by_iteration.items()]
+        return pd.DataFrame(rows)
+
+    climbing = log({1000: (0.80, 0.85, 0.60), 2000: (0.85, 0.88, 0.70),
+                    3000: (0.86, 0.89, 0.72), 4000: (0.87, 0.89, 0.75)})
+    start, end, gains = validation_gain(climbing)
+    # the last quarter of 4000 iterations starts at 3000: the latest validation at or before
+    assert (start, end) == (3000, 4000)
+    assert gains == pytest.approx({"GM": 0.01, "WM": 0.0, "CSF": 0.03})
+    assert "still climbing" in describe_gain(climbing)
+
+    flat = log({1000: (0.80, 0.85, 0.60), 3000: (0.870, 0.890, 0.750),
+                4000: (0.872, 0.889, 0.753)})
+    assert max(validation_gain(flat)[2].values()) < FLAT_GAIN
+    assert "flat" in describe_gain(flat) and "GM +0.002" in describe_gain(flat)
+    # too early to say: one validation, or none before the last quarter
+    assert validation_gain(log({1000: (0.8, 0.8, 0.6)})) is None
+    assert validation_gain(log({1000: (0.8, 0.8, 0.6), 1100: (0.8, 0.8, 0.6)})) is None
+    assert "too few validations" in describe_gain(log({}).reindex(
+        columns=["iteration", "val_GM", "val_WM", "val_CSF"]))
