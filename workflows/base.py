@@ -139,7 +139,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         (registration_qc, volumes, [("qc", "qc")]),
         (preproc, report, [("outputnode.reference", "reference")]),
         (tiv_wf, report, [("outputnode.tiv_mask", "template_mask")]),
-        (convention_maps, report, [("out_dseg", "dseg"), ("out_uncertainty", "uncertainty")]),
+        (convention_maps, report, [("out_dseg", "dseg"), ("out_probsegs", "probsegs")]),
         (volumes, report, [("out_tsv", "volumes")]),
         (outputs_wf, publish, [("outputnode.out", "in_files")]),
         (report, publish, [("out_file", "report")]),

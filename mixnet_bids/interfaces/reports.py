@@ -50,7 +50,8 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     reference = File(exists=True, mandatory=True, desc="bias-corrected reference image")
     reference_name = traits.Str(desc="file name of the input the reference comes from")
     dseg = File(exists=True, mandatory=True)
-    uncertainty = File(exists=True, mandatory=True)
+    probsegs = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="GM, WM, CSF probability maps")
     template_mask = File(exists=True, desc="template brain mask registered to the subject")
     registered = InputMultiObject(File(exists=True), desc="modalities on the reference grid")
     modalities = traits.List(traits.Str, desc="names of ``registered``, in order")
@@ -86,7 +87,7 @@ class SubjectReport(SimpleInterface):
         out = subject_report(
             Path(self.inputs.out_file), title=self.inputs.title,
             reference=Path(self.inputs.reference), dseg=Path(self.inputs.dseg),
-            uncertainty=Path(self.inputs.uncertainty),
+            probsegs=[Path(p) for p in self.inputs.probsegs],
             registered={m: Path(p) for m, p in zip(optional("modalities") or [], registered)},
             volumes_tsv=Path(self.inputs.volumes),
             settings=json.loads(self.inputs.settings_json), versions=software_versions(),

@@ -34,8 +34,12 @@ N_CUTS = 7
 ROW_GAP_IN = 0.2
 #: Padding (mm) kept around the segmented head when cropping the subject figures.
 CROP_MARGIN_MM = 8.0
-#: Uncertainty below this is left transparent in the overlay.
-UNCERTAINTY_FLOOR = 0.05
+#: The hesitation figure shows the voxels whose two most likely classes are within this of
+#: each other (``volumes.tissue_margin``). Against manual labels (MRBrainS 1, BrainWeb 05,
+#: as is and degraded), 1 - margin ranks the wrong voxels above the right ones better than
+#: the normalised entropy (ROC AUC 0.75-0.83 against 0.62-0.75); below 0.2 are 20-30 % of
+#: the tissue voxels, 30-69 % of them wrong.
+NEAR_TIE = 0.2
 #: Outline colours of the segmentation: outer edge of the tissue, pial and white surfaces.
 SURFACE_COLORS = ("#3ee0d0", "#ff9f1c", "#2f7bff")
 #: Outline width (points) of the subject figures.
@@ -202,26 +206,30 @@ def registration_figure(scene: Scene, modality: nib.Nifti1Image, task: str) -> F
                      ["brain outline (dseg > 0)", "white-matter boundary"], scene)
 
 
-def uncertainty_figure(scene: Scene, uncertainty: nib.Nifti1Image) -> Figure:
-    overlay = scene.put(uncertainty, order=1)
-    overlay = nib.Nifti1Image(np.nan_to_num(np.asanyarray(overlay.dataobj, dtype=np.float32)),
-                              overlay.affine)
-    cmap = "YlOrRd"
+def hesitation_figure(scene: Scene, margin: nib.Nifti1Image) -> Figure:
+    """Where the networks hesitate: ``1 - margin`` over the reference, in the tissue
+    voxels whose two most likely classes are within ``NEAR_TIE`` of each other."""
+    data = 1.0 - np.nan_to_num(np.asanyarray(scene.put(margin, order=0).dataobj,
+                                             dtype=np.float32), nan=1.0)
+    overlay = nib.Nifti1Image(np.where(scene.head, data, 0.0).astype(np.float32), scene.affine)
+    low, cmap = 1.0 - NEAR_TIE, "YlOrRd"
+    shown = bool((np.asanyarray(overlay.dataobj) > low).any())
 
     def draw(fig, ax, mode, cuts):
         display = plotting.plot_anat(scene.reference, display_mode=mode, cut_coords=cuts,
                                      figure=fig, axes=ax, colorbar=False, dim=0,
                                      black_bg=True, draw_cross=False)
-        display.add_overlay(overlay, cmap=cmap, vmin=0.0, vmax=1.0,
-                            threshold=UNCERTAINTY_FLOOR, transparency=0.85)
+        if shown:
+            display.add_overlay(overlay, cmap=cmap, vmin=low, vmax=1.0, threshold=low,
+                                transparency=0.85)
 
     fig = _mosaic(scene, draw, footer_in=0.75)
     height = fig.get_size_inches()[1]
     cax = fig.add_axes((0.3, 0.25 / height, 0.4, 0.12 / height))
-    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap), cax=cax,
+    bar = fig.colorbar(ScalarMappable(Normalize(low, 1.0), cmap), cax=cax,
                        orientation="horizontal")
-    bar.ax.set_title(f"uncertainty (below {UNCERTAINTY_FLOOR} transparent)", color="white",
-                     fontsize=11)
+    bar.ax.set_title(f"1 - margin (first minus second class probability below {NEAR_TIE})",
+                     color="white", fontsize=11)
     bar.ax.tick_params(colors="white")
     return fig
 

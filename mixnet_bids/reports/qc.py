@@ -71,7 +71,7 @@ CHECKS: dict[str, Check] = {
         "On average the networks' two most likely classes are close: the image is unlike "
         "the images they were trained on (contrast, resolution, noise, bias), and the "
         "labels are unreliable even where they look plausible.",
-        "Look at the uncertainty and segmentation figures; treat the volumes with caution or "
+        "Look at the hesitation and segmentation figures; treat the volumes with caution or "
         "exclude the subject."),
     "nmi": Check(
         "Modality registration",

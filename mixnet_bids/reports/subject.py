@@ -27,7 +27,7 @@ from mixnet_bids.reports.qc import (
     table_flags,
 )
 from mixnet_bids.templates import TEMPLATE
-from mixnet_bids.volumes import column_descriptions
+from mixnet_bids.volumes import column_descriptions, tissue_margin
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def checks_html() -> str:
 
 
 def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
-                   uncertainty: Path, registered: Mapping[str, Path], volumes_tsv: Path,
+                   probsegs: Sequence[Path], registered: Mapping[str, Path], volumes_tsv: Path,
                    settings: Mapping, versions: Mapping[str, str], warnings: Sequence[str],
                    task: str, networks: str | None = None, template_mask: Path | None = None,
                    reference_name: str | None = None, command_line: str | None = None) -> Path:
@@ -119,14 +119,16 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     Inputs, all on the reference grid (any orientation, oblique allowed): ``reference``
     (bias-corrected image; ``reference_name``: the input file it came from, shown instead
     of its own name), ``dseg`` (labels of the output convention ``task``; the networks that
-    gave it: ``networks``), ``uncertainty`` (0-1), ``registered`` (modality name -> image
+    gave it: ``networks``), ``probsegs`` (GM, WM, CSF probabilities), ``registered``
+    (modality name -> image
     resampled on the reference grid, may be empty), ``template_mask`` (the template brain
     mask registered to the subject, for the TIV); ``volumes_tsv`` is the one-row volumes
     table, ``settings`` the run settings (dumped as JSON), ``versions`` software name ->
     version, ``warnings`` the input checks' lines, ``command_line`` the command that ran.
 
     The page has a summary with the warnings and the QC flags (``qc``: each with what it
-    means and what to do), outlines of the segmentation, of the template mask, uncertainty,
+    means and what to do), outlines of the segmentation, of the template mask, where the
+    networks hesitate,
     one registration check per modality, a methods paragraph, the volumes, the command
     line, the settings and the versions. Returns ``out_html``.
     """
@@ -136,7 +138,11 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     out_html = Path(out_html)
     ref_img = load_3d(reference)
     dseg_img = load_checked(dseg, ref_img, "dseg")
-    unc_img = load_checked(uncertainty, ref_img, "uncertainty")
+    if len(probsegs) != len(TISSUES):
+        raise ValueError(f"{len(probsegs)} probseg maps; give {', '.join(TISSUES)}")
+    tissues = {t: np.asarray(load_checked(p, ref_img, f"{t} probseg").dataobj, np.float32)
+               for t, p in zip(TISSUES, probsegs)}
+    margin_img = nib.Nifti1Image(tissue_margin(tissues), ref_img.affine)
     reg_imgs = {name: load_checked(path, ref_img, name) for name, path in registered.items()}
     tpl_img = (load_checked(template_mask, ref_img, "template mask")
                if template_mask is not None else None)
@@ -168,12 +174,14 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
             caption=f"The {TEMPLATE} brain mask registered (affine) to the subject (red), "
                     "which gives the TIV, and the segmented tissue (cyan): the red outline "
                     "should follow the inner skull.")))
-    sections_figures.append(("uncertainty", "Uncertainty", figure_html(
-        figures.uncertainty_figure(scene, unc_img),
-        alt="uncertainty map over the reference: sagittal, coronal and axial cuts",
-        caption="Voxel uncertainty (normalised entropy of the fused probabilities) over the "
-                "reference. It is high wherever the networks spread their probability; the "
-                "hesitation flag uses mean_margin instead (see Checks).")))
+    sections_figures.append(("hesitation", "Hesitation", figure_html(
+        figures.hesitation_figure(scene, margin_img),
+        alt="voxels where the networks hesitate, over the reference",
+        caption=f"Tissue voxels whose two most likely classes (background, GM, WM, CSF) are "
+                f"within {figures.NEAR_TIE} of each other: the labels there are the least "
+                "reliable. Along tissue boundaries this is expected; in whole regions (a "
+                "cortex, a rim around the brain) it marks a failure. Their mean over the "
+                "tissue is mean_margin.")))
     registration = [
         f"<h3>{esc(name)}</h3>\n" + figure_html(
             figures.registration_figure(scene, image, task),

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from mixnet_bids.reports import group_report, subject_report
 
@@ -54,7 +55,8 @@ def phantom(folder: Path) -> dict[str, Path]:
     dseg = np.select([r < 0.7, r < 0.9, r < 1.0], [2, 1, 3], 0).astype(np.uint8)
     noise = np.random.default_rng(0).normal(0, 3, shape)
     images = {"reference": np.choose(dseg, [0.0, 60.0, 100.0, 30.0]) + noise, "dseg": dseg,
-              "uncertainty": np.clip(0.8 * np.exp(-((r - 0.9) / 0.05) ** 2), 0, 1),
+              **{f"{t}_probseg": ndimage.gaussian_filter((dseg == label).astype(np.float32), 1.0)
+                 for label, t in enumerate(("GM", "WM", "CSF"), start=1)},
               "FLAIR": np.choose(dseg, [0.0, 80.0, 60.0, 10.0]) + noise,
               "template": r < 1.02}
     folder.mkdir(parents=True)
@@ -104,14 +106,14 @@ def test_subject_report_renders_offline(browser, tmp_path):
     paths = phantom(tmp_path / "in")
     out = subject_report(
         tmp_path / "sub-01.html", title="sub-01", reference=paths["reference"],
-        dseg=paths["dseg"], uncertainty=paths["uncertainty"],
+        dseg=paths["dseg"], probsegs=[paths[f"{t}_probseg"] for t in ("GM", "WM", "CSF")],
         registered={"FLAIR": paths["FLAIR"]}, volumes_tsv=paths["volumes"],
         settings={"task": "3label"}, versions={"mixnet-bids": "0.1.0"},
         warnings=["FLAIR resampled"], task="3label", template_mask=paths["template"],
         command_line="mixnet-bids bids out participant")
     shutil.rmtree(tmp_path / "in")   # the page must need nothing but itself
     images = open_offline(browser, out, tmp_path / "subject.png")
-    assert len(images) == 4   # segmentation, template, uncertainty, FLAIR
+    assert len(images) == 4   # segmentation, template, hesitation, FLAIR
     for image in images:
         assert image["src"] == "data:image/png;base64,"
         assert image["complete"] and image["width"] > 0 and image["alt"]

@@ -84,7 +84,8 @@ class Head:
         folder.mkdir(parents=True, exist_ok=True)
         images = {"reference": self.reference,
                   "dseg": self.dseg if dseg is None else dseg,
-                  "uncertainty": np.where(self.dseg > 0, 0.5, 0.0).astype(np.float32),
+                  **{f"{t}_probseg": (0.1 + 0.7 * (self.dseg == i + 1)).astype(np.float32)
+                     for i, t in enumerate(TISSUES)},
                   "template": (self.brain if brain is None else brain).astype(np.uint8)}
         paths = {}
         for name, data in images.items():
@@ -93,6 +94,10 @@ class Head:
         paths["volumes"] = folder / "volumes.tsv"
         pd.DataFrame([volumes or GOOD_ROW]).to_csv(paths["volumes"], sep="\t", index=False)
         return paths
+
+
+def probsegs(paths):
+    return [str(paths[f"{t}_probseg"]) for t in TISSUES]
 
 
 #: A plausible volumes row (a good MRBrainS run, rounded).
@@ -204,7 +209,7 @@ def test_report_explains_each_flag(head, tmp_path):
     out = tmp_path / "sub-01.html"
     SubjectReport(out_file=str(out), title="sub-01", reference=str(paths["reference"]),
                   reference_name="sub-01_T1w.nii.gz", dseg=str(paths["dseg"]),
-                  uncertainty=str(paths["uncertainty"]), template_mask=str(paths["template"]),
+                  probsegs=probsegs(paths), template_mask=str(paths["template"]),
                   volumes=str(paths["volumes"]), settings_json='{"task": "3label"}',
                   command_line="mixnet-bids bids out participant --participant-label 01",
                   task="3label").run()
@@ -224,7 +229,7 @@ def test_report_explains_each_flag(head, tmp_path):
     good = head.save(tmp_path / "good")
     out_good = tmp_path / "good.html"
     SubjectReport(out_file=str(out_good), title="good", reference=str(good["reference"]),
-                  dseg=str(good["dseg"]), uncertainty=str(good["uncertainty"]),
+                  dseg=str(good["dseg"]), probsegs=probsegs(good),
                   template_mask=str(good["template"]), volumes=str(good["volumes"]),
                   settings_json="{}", task="3label").run()
     assert "Warnings: none" in out_good.read_text(encoding="utf-8")

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from mixnet_bids.reports import group_report, outlier_flags, robust_z, subject_report
 from mixnet_bids.reports.figures import FIG_WIDTH_IN, Scene
@@ -30,7 +31,8 @@ def rotation(deg_x: float, deg_z: float) -> np.ndarray:
 def head_phantom(folder, shape=(56, 64, 24), zooms=(2.0, 2.0, 4.0), rotate=None):
     """Ellipsoid 'head' (WM core, GM shell, CSF rim and a midline ventricle) on one grid.
 
-    Writes reference, dseg (3-label), uncertainty, FLAIR and IR; returns their paths.
+    Writes reference, dseg (3-label), GM/WM/CSF probabilities (the labels blurred, so that
+    classes hesitate along their boundaries), FLAIR and IR; returns their paths.
     """
     folder.mkdir(parents=True, exist_ok=True)
     affine = np.eye(4)
@@ -50,7 +52,7 @@ def head_phantom(folder, shape=(56, 64, 24), zooms=(2.0, 2.0, 4.0), rotate=None)
     images = {
         "reference": np.choose(dseg, [0.0, 60.0, 100.0, 30.0]) + noise,
         "dseg": dseg,
-        "uncertainty": np.clip(0.02 + 0.8 * np.exp(-((r - 0.9) / 0.04) ** 2), 0, 1),
+        **blurred_probsegs(dseg),
         "FLAIR": np.choose(dseg, [0.0, 80.0, 60.0, 10.0]) + noise,
         "IR": np.choose(dseg, [0.0, 40.0, 90.0, 5.0]) + noise,
     }
@@ -68,11 +70,17 @@ def head_phantom(folder, shape=(56, 64, 24), zooms=(2.0, 2.0, 4.0), rotate=None)
     return paths
 
 
+def blurred_probsegs(dseg: np.ndarray) -> dict[str, np.ndarray]:
+    """GM, WM and CSF probabilities: the labels of ``dseg`` (1 GM, 2 WM, 3 CSF) blurred."""
+    return {f"{t}_probseg": ndimage.gaussian_filter((dseg == label).astype(np.float32), 1.0)
+            for label, t in enumerate(("GM", "WM", "CSF"), start=1)}
+
+
 def write_subject(tmp_path, paths, registered=("FLAIR", "IR"), warnings=(), task="3label",
                   networks=None):
     return subject_report(
         tmp_path / "sub-01.html", title="sub-01 QC", reference=paths["reference"],
-        dseg=paths["dseg"], uncertainty=paths["uncertainty"],
+        dseg=paths["dseg"], probsegs=[paths[f"{t}_probseg"] for t in ("GM", "WM", "CSF")],
         registered={m: paths[m] for m in registered}, volumes_tsv=paths["volumes"],
         settings={"task": task, "seed": 0, "planes": ["axial", "coronal"]},
         versions={"mixnet-bids": "0.1.0", "nilearn": "0.14"}, warnings=list(warnings),
@@ -103,7 +111,7 @@ def test_subject_report_embeds_one_png_per_figure(tmp_path):
     page = out.read_text(encoding="utf-8")
 
     images = embedded_pngs(page)
-    # segmentation, uncertainty, one registration check per modality
+    # segmentation, hesitation, one registration check per modality
     assert len(images) == 4
     for pixels, alt in images:
         assert pixels.shape[1] == FIG_WIDTH_IN * DPI
