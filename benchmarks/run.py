@@ -1,8 +1,19 @@
-"""Benchmark one participant run on an MRBrainS subject, and the networks against a GEMM.
+"""Benchmark one participant against its peers, and the networks against a GEMM, in one run.
 
-Writes ``<out>/participant_<subject>.json`` and ``<out>/README.md`` (a markdown table):
-per-stage wall time (Nipype node durations), peak RSS of the run, inference slices/s and
-GFLOP/s per plane beside the fp32 GEMM GFLOP/s measured in the same process.
+Everything runs on one thread (``generalisation.THREAD_VARIABLES`` at 1), side by side in
+one process, so that the ratios hold on a loaded machine:
+
+- the participant: MRBrainS subject ``--subject``'s 3D T1 at 1 mm (the generalisation
+  benchmark's ``mrbrains`` condition), ``mixnet-bids --nprocs 1 --omp-nthreads 1`` end to
+  end in its own process: wall time, peak RSS, wall time per Nipype node, the precision it
+  chose (its settings), and its GM/WM/CSF Dice against the manual labels;
+- its peers on the same image (``generalisation.run_peers`` inside the app's brain mask):
+  N4 (shrink 4) + 3-class k-means Atropos (MRF 0.1, 3 iterations), and N4 + a Gaussian
+  mixture; the participant's time as a ratio of theirs;
+- float32 and bfloat16 GEMMs, then each plane's shipped network in float32 and in the
+  precision the participant ran: GFLOP/s and its fraction of the best GEMM.
+
+Writes ``<out>/participant_<subject>.json`` and ``<out>/README.md``.
 
     python benchmarks/run.py --mrbrains ../shared/data/mrbrains18 --out benchmarks/results
 """
@@ -10,25 +21,34 @@ GFLOP/s per plane beside the fp32 GEMM GFLOP/s measured in the same process.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
-import platform
 import resource
-import tempfile
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("NIPYPE_NO_ET", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generalisation  # noqa: E402  (the peers and the 1 mm T1w case)
 
-#: Targets from the pipeline issue (2-core CPU).
-TARGET_RUN_S = 90.0
-TARGET_RSS_GIB = 3.0
+#: Targets: the participant's wall time at most half of the issue's 75 s baseline (same
+#: subject kind, one thread), the networks at 30 % of the GEMM peak on hosts with native
+#: bfloat16, and the peak RSS.
+BASELINE_WALL_S = 75.0
+TARGET_GEMM_FRACTION = 0.30
+TARGET_RSS_GIB = 2.0
+#: In-plane slice sizes of a 1 mm head's bounding box resampled to the training spacing.
+SLICE_SHAPES = {"sagittal": (256, 224), "coronal": (208, 224), "axial": (208, 256)}
 
 
-def gemm_gflops(n: int = 1024, repeats: int = 10) -> float:
+def gemm_gflops(dtype: str, n: int = 1024, repeats: int = 10) -> float:
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(n, n).to(kind), torch.randn(n, n).to(kind)
     torch.mm(a, b)
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -36,17 +56,19 @@ def gemm_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def network_speed(plane: str, slices: int = 16) -> dict:
-    """Slices/s and GFLOP/s of one plane's shipped network on MRBrainS-sized slices."""
+def network_speed(plane: str, precision: str, slices: int = 8) -> dict:
+    """Slices/s and GFLOP/s of one plane's shipped 3-label network, channels-last."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from mixnet_bids.inference.precision import autocast
     from mixnet_bids.inference.weights import load_model, weight_path
 
     model, _ = load_model(weight_path("3label", plane, "v3"))
-    size = (240, 240) if plane == "axial" else (240, 48)
-    x = torch.randn(slices, 3, *size).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(slices, 3, *SLICE_SHAPES[plane]).contiguous(
+        memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(precision):
         with FlopCounterMode(display=False) as counter:
             model(x[:1])
         flops = counter.get_total_flops() * slices
@@ -54,8 +76,9 @@ def network_speed(plane: str, slices: int = 16) -> dict:
         t0 = time.perf_counter()
         model(x)
         seconds = time.perf_counter() - t0
-    return {"plane": plane, "slice": list(size), "slices_per_s": slices / seconds,
-            "gflops": flops / seconds / 1e9}
+    return {"plane": plane, "precision": precision, "slice": list(SLICE_SHAPES[plane]),
+            "slices_per_s": round(slices / seconds, 2),
+            "gflops": round(flops / seconds / 1e9, 1)}
 
 
 def stage_times(work_dir: Path) -> dict[str, float]:
@@ -71,63 +94,134 @@ def stage_times(work_dir: Path) -> dict[str, float]:
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
+def run_participant(case, root: Path, precision: str) -> dict:
+    """The app on ``case`` from a fresh work folder, one thread: wall time, peak RSS, stage
+    times, its settings' precision record and its tissue Dice."""
+    import nibabel as nib
+    import numpy as np
 
-    from mixnet_bids.cli.run import main as run_main
-    from mixnet_bids.training.mrbrains import mrbrains_to_bids
+    from mixnet_bids.evaluation.metrics import tissue_dice
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mrbrains", type=Path, required=True)
-    parser.add_argument("--subject", default="1")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        mrbrains_to_bids(args.mrbrains, tmp / "bids", subjects=[args.subject])
-        t0 = time.perf_counter()
-        code = run_main([str(tmp / "bids"), str(tmp / "out"), "participant",
-                         "--participant-label", args.subject, "-w", str(tmp / "work"),
-                         "--skip-bids-validation", "--nprocs", str(args.nprocs)])
-        wall = time.perf_counter() - t0
-        if code:
-            raise SystemExit(f"participant run failed with exit code {code}")
-        stages = stage_times(tmp / "work")
-    peak_kib = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    torch.set_num_threads(args.nprocs)
-    gemm = gemm_gflops()
-    nets = [network_speed(p) for p in ("sagittal", "coronal", "axial")]
-    report = {
-        "subject": args.subject, "nprocs": args.nprocs, "cpu": platform.processor(),
-        "cores": os.cpu_count(), "participant_wall_s": round(wall, 1),
-        "peak_rss_gib": round(peak_kib / 2 ** 20, 2), "stages_s": stages,
-        "gemm_fp32_gflops": round(gemm, 1),
-        "networks": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in n.items()}
-                     for n in nets],
-        "targets": {"participant_wall_s": TARGET_RUN_S, "peak_rss_gib": TARGET_RSS_GIB},
-    }
-    (args.out / f"participant_{args.subject}.json").write_text(json.dumps(report, indent=2))
-    lines = ["# Benchmark", "", f"Participant run, MRBrainS subject {args.subject}, "
-             f"{args.nprocs} processes on {os.cpu_count()} cores.", "",
-             "| measure | value | target |", "| --- | --- | --- |",
-             f"| participant wall time (s) | {wall:.1f} | <= {TARGET_RUN_S:.0f} |",
-             f"| peak RSS of one process (GiB) | {peak_kib / 2 ** 20:.2f} | "
-             f"<= {TARGET_RSS_GIB:.0f} |",
-             f"| fp32 GEMM (GFLOP/s) | {gemm:.1f} | |"]
-    for n in nets:
-        lines.append(f"| {n['plane']} net: slices/s ({n['slice'][0]}x{n['slice'][1]}) / "
-                     f"GFLOP/s (% of GEMM) | {n['slices_per_s']:.1f} / {n['gflops']:.1f} "
-                     f"({100 * n['gflops'] / gemm:.0f} %) | |")
+    out, work = root / "out", root / "work"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    command = generalisation.app_command(case, out, work, "3label", None)
+    command += ["--precision", precision]
+    log = root / "participant.log"
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    anat = out / f"sub-{case.subject}" / "anat"
+    dseg = anat / f"sub-{case.subject}_desc-3label_dseg.nii.gz"
+    settings = sorted((out / f"sub-{case.subject}" / "log").glob("*/settings.json"))
+    record = {"command": " ".join(command), "exit_code": code, "wall_s": round(wall, 1),
+              "peak_rss_gib": round(peak_kib / 2 ** 20, 2), "stages_s": stage_times(work),
+              "log": str(log)}
+    if settings:
+        dump = json.loads(settings[-1].read_text())
+        record.update(precision=dump.get("precision"),
+                      precision_check=dump.get("precision_check"))
+    if dseg.is_file():
+        reference = np.asarray(nib.load(str(case.reference)).dataobj)
+        prediction = np.asarray(nib.load(str(dseg)).dataobj)
+        record["dice"] = {k: round(v, 4) for k, v in tissue_dice(prediction,
+                                                                 reference).items()}
+        record["mask"] = str(anat / f"sub-{case.subject}_desc-tiv_mask.nii.gz")
+    return record
+
+
+def markdown(report: dict) -> str:
+    app, peers, gemm = report["participant"], report["peers"], report["gemm_gflops"]
+    peak = max(gemm.values())
+    lines = [
+        "# Benchmark", "",
+        f"{report['date']}, {report['cpu']} ({report['cores']} cores), one thread for "
+        f"everything, niceness {report['niceness']}; commit {report['commit']}. MRBrainS "
+        f"subject {report['subject']}'s 3D T1 at 1 mm, `--precision {report['requested']}` "
+        f"(chose {app.get('precision')}).", "",
+        "| measure | value | target |", "| --- | --- | --- |",
+        f"| participant wall time (s) | {app['wall_s']:.1f} | <= "
+        f"{0.5 * BASELINE_WALL_S:.0f} (half of {BASELINE_WALL_S:.0f}) |",
+        f"| peak RSS (GiB) | {app['peak_rss_gib']:.2f} | <= {TARGET_RSS_GIB:.0f} |"]
+    for peer in peers:
+        lines.append(f"| N4 + {peer['name']}: s, participant / it | {peer['seconds']:.1f}, "
+                     f"{app['wall_s'] / peer['seconds']:.2f}x | |")
+    if "dice" in app:
+        lines.append("| Dice GM / WM / CSF: mixnet-bids | "
+                     + " / ".join(f"{v:.3f}" for v in app["dice"].values()) + " | |")
+    for peer in peers:
+        lines.append(f"| Dice GM / WM / CSF: N4 + {peer['name']} | "
+                     + " / ".join(f"{v:.3f}" for v in peer["dice"].values()) + " | |")
+    for dtype, value in gemm.items():
+        lines.append(f"| {dtype} GEMM 1024^3 (GFLOP/s) | {value:.1f} | |")
+    for net in report["networks"]:
+        lines.append(
+            f"| {net['plane']} net, {net['precision']}: slices/s ({net['slice'][0]}x"
+            f"{net['slice'][1]}), GFLOP/s, of the best GEMM | {net['slices_per_s']:.1f}, "
+            f"{net['gflops']:.1f}, {net['gflops'] / peak:.0%} | "
+            f">= {TARGET_GEMM_FRACTION:.0%} with native bf16 |")
     lines += ["", "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in
-              sorted(stages.items(), key=lambda kv: -kv[1]) if sec >= 0.5]
-    (args.out / "README.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+              sorted(app["stages_s"].items(), key=lambda kv: -kv[1]) if sec >= 0.5]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from mixnet_bids.versions import cpu_name
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mrbrains", type=Path, required=True, help="MRBrainS18 folder")
+    parser.add_argument("--subject", default="1", choices=generalisation.MRBRAINS_T1W)
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--work", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    case = generalisation.build_case("mrbrains", args.subject, args.work, args.mrbrains,
+                                     args.mrbrains)
+    print(f"sub-{case.subject}: mixnet-bids", flush=True)
+    app = run_participant(case, args.work / "mixnet-bids", args.precision)
+    if "mask" not in app:
+        raise SystemExit(f"the participant run failed (exit {app['exit_code']}); see "
+                         f"{app['log']}")
+    print("N4 + Atropos, N4 + Gaussian mixture", flush=True)
+    mask = np.asarray(nib.load(app["mask"]).dataobj) > 0
+    found = generalisation.run_peers(case, {"app": mask}, args.work / "peers")
+    names = {"atropos": "Atropos", "gmm": "Gaussian mixture"}
+    peers = [{"name": names[r["method"]], "seconds": r["seconds"], "dice": r["dice"]}
+             for r in found]
+    print("GEMM and networks", flush=True)
+    gemm = {dtype: round(gemm_gflops(dtype), 1) for dtype in ("float32", "bfloat16")}
+    chosen = app.get("precision") or "float32"
+    precisions = ["float32"] + ([chosen] if chosen != "float32" else [])
+    networks = [network_speed(plane, p) for p in precisions
+                for plane in ("sagittal", "coronal", "axial")]
+    report = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(),
+              "cores": os.cpu_count(), "niceness": os.nice(0),
+              "commit": generalisation.git_commit(), "subject": case.subject,
+              "requested": args.precision, "participant": app, "peers": peers,
+              "gemm_gflops": gemm, "networks": networks,
+              "targets": {"participant_wall_s": 0.5 * BASELINE_WALL_S,
+                          "gemm_fraction": TARGET_GEMM_FRACTION,
+                          "peak_rss_gib": TARGET_RSS_GIB}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"participant_{case.subject}.json").write_text(
+        json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (args.out / "README.md").write_text(text)
+    print(text)
     return 0
 
 
 if __name__ == "__main__":
+    if any(os.environ.get(v) != "1" for v in generalisation.THREAD_VARIABLES):
+        # the libraries read these once, when loaded: start again with every one at 1
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, **{v: "1" for v in generalisation.THREAD_VARIABLES}})
     raise SystemExit(main())

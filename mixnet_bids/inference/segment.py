@@ -82,9 +82,11 @@ def fuse_files(prob_files: Sequence[str], planes: Sequence[str], weights: dict[s
 def paste(crop: np.ndarray, crop_affine: np.ndarray, shape: Sequence[int],
           affine: np.ndarray, fill: float | Sequence[float] = 0) -> np.ndarray:
     """``crop`` (a box of the grid ``shape``/``affine``, placed by its own affine) on the
-    whole grid, ``fill`` elsewhere (one value, or one per trailing channel)."""
+    whole grid, ``fill`` elsewhere (one value, or one per trailing channel); in Fortran
+    order, as NIfTI stores it."""
     box = crop_box(crop.shape, crop_affine, shape, affine)
-    out = np.empty(tuple(shape[:3]) + crop.shape[3:], crop.dtype)
+    # NIfTI stores the first axis fastest: in that order the array is written as it is
+    out = np.empty(tuple(shape[:3]) + crop.shape[3:], crop.dtype, order="F")
     out[...] = fill
     out[box] = crop
     return out

@@ -100,7 +100,7 @@ class ConventionMaps(SimpleInterface):
         self._results["out_probs"] = write(result.probs, "probs.nii.gz", fill=background)
         self._results["out_dseg"] = write(result.dseg, "dseg.nii.gz", np.uint8)
         self._results["out_uncertainty"] = write(result.uncertainty, "uncertainty.nii.gz")
-        tiv = template.copy()
+        tiv = template.astype(np.uint8, order="F")
         tiv[box] = result.tiv
         tiv_path = os.path.join(runtime.cwd, "tiv_mask.nii.gz")
         write_like(tiv, like, tiv_path, np.uint8)
