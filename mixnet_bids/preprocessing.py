@@ -131,6 +131,25 @@ def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+#: Threads of every ANTs step (N4, antsRegistration, antsApplyTransforms, the Jacobian).
+#: Their multi-threaded sums depend on the thread count (N4 of one image with 2 threads
+#: differs from N4 with 1; antsRegistration even differs between runs with 2), so the count
+#: is fixed here, not taken from the machine or from --nprocs: MultiProc runs steps and
+#: subjects side by side instead.
+ANTS_THREADS = 1
+
+
+def ants_threads() -> dict:
+    """Inputs that pin a Nipype ANTs interface to ``ANTS_THREADS``.
+
+    Nipype passes ``num_threads`` to ITK as ``NSLOTS``, but ITK prefers
+    ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when the caller's environment sets it (as some
+    containers and clusters do), so that variable is set for the step too.
+    """
+    return {"num_threads": ANTS_THREADS,
+            "environ": {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(ANTS_THREADS)}}
+
+
 def n4_interface(**inputs):
     """Nipype's ANTs N4 interface with the settings used everywhere in mixnet-bids.
 
@@ -148,10 +167,9 @@ def n4_interface(**inputs):
         convergence_threshold=1e-6,
         rescale_intensities=True,
         copy_header=True,
-        num_threads=1,
     )
     settings.update(inputs)
-    return N4BiasFieldCorrection(**settings)
+    return N4BiasFieldCorrection(**settings, **ants_threads())
 
 
 #: Fixed seed of antsRegistration's random sampling.
@@ -191,12 +209,11 @@ def mi_registration(stages: list[tuple], **inputs):
         # Reruns must be byte-identical: ANTs seeds its sampling from the clock unless
         # told, and its multi-threaded metric sums differ from run to run (the same
         # registration gave four different transforms with 2 threads, identical ones
-        # with 1), so registrations run single-threaded; MultiProc runs them in parallel.
+        # with 1), so registrations run with ANTS_THREADS (1).
         random_seed=ANTS_RANDOM_SEED,
     )
     settings.update(inputs)
-    settings["num_threads"] = 1
-    return Registration(**settings)
+    return Registration(**settings, **ants_threads())
 
 
 def rigid_registration_interface(**inputs):

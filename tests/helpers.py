@@ -78,3 +78,34 @@ def head_phantom(pad: int = 4) -> LabelVolume:
     box = labels[80:100, 20:124, 10:110]
     box[np.isin(box, (2, 3))] = 8
     return LabelVolume("sub-ph", np.pad(labels, pad), (0.5, 0.5, 0.5))
+
+
+def mni_dataset(root: Path, subjects: tuple[str, ...] = ("01",), voxel_mm: float = 2.5,
+                suffixes: tuple[str, ...] = ("T1w", "acq-IR_T1w", "FLAIR")) -> Path:
+    """Small real heads: nilearn's MNI152 T1 at ``voxel_mm`` with an IR-like
+    (``acq-IR_T1w``) and a FLAIR-like contrast made from it, all on one grid and saved
+    without NIfTI units (as some converters do); ``suffixes`` picks among them. The
+    ``i``-th subject lacks the top ``i`` slices, so that no two subjects are the same image."""
+    from importlib import resources
+
+    from nibabel.processing import resample_to_output
+
+    t1 = nib.load(str(resources.files("nilearn.datasets") / "data"
+                      / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+    small = resample_to_output(t1, voxel_sizes=(voxel_mm,) * 3, order=1)
+    data = np.clip(small.get_fdata(), 0, None)
+    head = data > 0
+    contrasts = {"T1w": data, "acq-IR_T1w": data ** 2 / data.max(),
+                 "FLAIR": np.where(head, data.max() - data + 10, 0)}
+    for i, subject in enumerate(subjects):
+        anat = root / f"sub-{subject}" / "anat"
+        anat.mkdir(parents=True)
+        for suffix in suffixes:
+            image = contrasts[suffix]
+            img = nib.Nifti1Image(image[:, :, :image.shape[2] - i].astype(np.float32),
+                                  small.affine)
+            img.header.set_xyzt_units("unknown", "unknown")
+            nib.save(img, str(anat / f"sub-{subject}_{suffix}.nii.gz"))
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "MNI152 heads", "BIDSVersion": "1.9.0", "DatasetType": "raw"}))
+    return root

@@ -72,9 +72,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     key = subject_key(subject, session)
     workflow = pe.Workflow(name=name or f"single_subject_{key.replace('-', '_')}_wf")
     staging = staging_dir(settings, workflow.name)
-    omp = settings.omp_nthreads
 
-    preproc = init_preproc_wf(modalities=list(images), omp_nthreads=omp)
+    preproc = init_preproc_wf(modalities=list(images))
     for modality, path in images.items():
         setattr(preproc.inputs.inputnode, modality, str(path))
 
@@ -84,9 +83,9 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
             PlaneInference(plane=plane, device=settings.device, precision=settings.precision,
-                           num_threads=omp,
-                           progress=settings.progress, weights=str(weight_files[plane])),
-            name=f"mixnet_{plane}", n_procs=omp, mem_gb=2.0)
+                           num_threads=settings.omp_nthreads, progress=settings.progress,
+                           weights=str(weight_files[plane])),
+            name=f"mixnet_{plane}", n_procs=settings.omp_nthreads, mem_gb=2.0)
         workflow.connect([
             (preproc, infer, [("outputnode.zstack", "zstack"),
                               ("outputnode.head_mask", "head_mask")]),
@@ -98,7 +97,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                      name="fusion", mem_gb=2.0)
     convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task),
                               name="convention_maps", mem_gb=3.0)
-    tiv_wf = init_tiv_wf(omp_nthreads=omp)
+    tiv_wf = init_tiv_wf()
     volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,
                                     session=session), name="volumes", mem_gb=1.0)
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
@@ -159,7 +158,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         workflow.connect(preproc, f"outputnode.{modality}_preproc",
                          outputs_wf, f"inputnode.{modality}_preproc")
     if settings.output_spaces:
-        template_wf = init_template_outputs_wf(omp_nthreads=omp)
+        template_wf = init_template_outputs_wf()
         workflow.connect([
             (preproc, template_wf, [("outputnode.reference", "inputnode.reference")]),
             (convention_maps, template_wf, [("out_tiv", "inputnode.tiv_mask"),

@@ -7,7 +7,7 @@ from nipype.interfaces.ants import ApplyTransforms
 from nipype.pipeline import engine as pe
 
 from mixnet_bids.interfaces.preproc import HeadMask, SignalMask, ZScoreStack
-from mixnet_bids.preprocessing import n4_interface, rigid_registration_interface
+from mixnet_bids.preprocessing import ants_threads, n4_interface, rigid_registration_interface
 
 
 def choose_reference(modalities: list[str]) -> str:
@@ -18,14 +18,15 @@ def choose_reference(modalities: list[str]) -> str:
     raise ValueError(f"no usable modality among {modalities}")
 
 
-def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
-                    name: str = "preproc_wf") -> pe.Workflow:
+def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Workflow:
     """Bias-correct, co-register and z-score the available modalities.
 
     Each modality gets a head mask in its own space (background-level aware, see
     ``preprocessing.head_mask``) that guides N4 and, moved with the registration, bounds
     the z-scoring on the reference grid; and a signal mask (all but its zero background,
-    see ``preprocessing.signal_mask``), moved the same way.
+    see ``preprocessing.signal_mask``), moved the same way. Every ANTs step runs with
+    ``preprocessing.ANTS_THREADS`` threads, whatever the machine, so the results do not
+    depend on it.
 
     Workflow Graph
         .. workflow::
@@ -64,8 +65,7 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
     for i, modality in enumerate(ordered, start=1):
         mask = pe.Node(HeadMask(), name=f"n4_mask_{modality}")
         signal = pe.Node(SignalMask(), name=f"signal_{modality}")
-        n4 = pe.Node(n4_interface(num_threads=omp_nthreads), name=f"n4_{modality}",
-                     n_procs=omp_nthreads, mem_gb=1.0)
+        n4 = pe.Node(n4_interface(), name=f"n4_{modality}", mem_gb=1.0)
         workflow.connect([
             (inputnode, mask, [(modality, "in_file")]),
             (inputnode, n4, [(modality, "input_image")]),
@@ -85,7 +85,7 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
                           mem_gb=1.0)
             # the head mask drawn in the modality's own space follows it to the reference
             mask_to_ref = pe.Node(ApplyTransforms(interpolation="NearestNeighbor",
-                                                  dimension=3, float=True),
+                                                  dimension=3, float=True, **ants_threads()),
                                   name=f"mask_to_reference_{modality}")
             workflow.connect([
                 (n4_reference, reg, [("output_image", "fixed_image")]),
@@ -96,7 +96,8 @@ def init_preproc_wf(*, modalities: list[str], omp_nthreads: int = 1,
                 (mask_to_ref, merge_masks, [("output_image", f"in{i}")]),
             ])
             signal_to_ref = pe.Node(ApplyTransforms(interpolation="NearestNeighbor",
-                                                    dimension=3, float=True),
+                                                    dimension=3, float=True,
+                                                    **ants_threads()),
                                     name=f"signal_to_reference_{modality}")
             workflow.connect([
                 (signal, signal_to_ref, [("out_file", "input_image")]),

@@ -6,7 +6,7 @@ from nipype.interfaces import utility as niu
 from nipype.interfaces.ants import ApplyTransforms, Registration
 from nipype.pipeline import engine as pe
 
-from mixnet_bids.preprocessing import mi_registration
+from mixnet_bids.preprocessing import ants_threads, mi_registration
 from mixnet_bids.templates import get_template
 
 
@@ -22,7 +22,7 @@ def template_registration_interface(**inputs) -> Registration:
     return mi_registration(stages, **{"initial_moving_transform_com": 1, **inputs})
 
 
-def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
+def init_tiv_wf(*, name: str = "tiv_wf") -> pe.Workflow:
     """Map the MNI152NLin2009aSym intracranial mask onto the subject's reference grid.
 
     Workflow Graph
@@ -50,7 +50,7 @@ def init_tiv_wf(*, omp_nthreads: int = 1, name: str = "tiv_wf") -> pe.Workflow:
         ), name="register_template", mem_gb=1.0)
     to_subject = pe.Node(ApplyTransforms(
         input_image=get_template("mask", resolution=1, desc="brain"),
-        interpolation="NearestNeighbor", dimension=3, float=True),
+        interpolation="NearestNeighbor", dimension=3, float=True, **ants_threads()),
         name="tiv_to_subject")
     workflow.connect([
         (inputnode, register, [("reference", "moving_image")]),
@@ -74,8 +74,7 @@ def _chain(syn_transforms, affine):
     return list(syn_transforms) + list(affine)
 
 
-def init_template_outputs_wf(*, omp_nthreads: int = 1,
-                             name: str = "template_outputs_wf") -> pe.Workflow:
+def init_template_outputs_wf(*, name: str = "template_outputs_wf") -> pe.Workflow:
     """GM/WM/CSF probabilities in MNI152NLin2009aSym (2 mm), modulated for VBM.
 
     The subject's reference, masked with its intracranial mask, is registered to the
@@ -112,13 +111,15 @@ def init_template_outputs_wf(*, omp_nthreads: int = 1,
         name="register_syn", mem_gb=2.0)
     composite = pe.Node(ApplyTransforms(reference_image=template, dimension=3, float=True,
                                         print_out_composite_warp_file=True,
-                                        output_image="to_template_warp.nii.gz"),
+                                        output_image="to_template_warp.nii.gz",
+                                        **ants_threads()),
                         name="composite_warp")
     jacobian = pe.Node(CreateJacobianDeterminantImage(imageDimension=3, doLogJacobian=0,
-                                                      outputImage="jacobian.nii.gz"),
+                                                      outputImage="jacobian.nii.gz",
+                                                      **ants_threads()),
                        name="jacobian")
     warp = pe.MapNode(ApplyTransforms(reference_image=template, dimension=3, float=True,
-                                      interpolation="Linear"),
+                                      interpolation="Linear", **ants_threads()),
                       iterfield=["input_image"], name="warp_probsegs")
     modulate = pe.MapNode(Modulate(), iterfield=["in_file"], name="modulate")
 

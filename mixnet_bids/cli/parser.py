@@ -131,10 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="working folder; rerunning with the same one resumes "
                         "(default: ./work_dir)")
     g.add_argument("--nprocs", "--n_cpus", type=positive_int, default=os.cpu_count() or 1,
-                   metavar="N", help="processes Nipype runs at once (default: all "
-                                     f"{os.cpu_count() or 1} cores of this machine)")
-    g.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
-                   help="threads per process (default: min(nprocs, 2))")
+                   metavar="N", help="processes Nipype runs at once, steps of all the "
+                                     "subjects together (default: all "
+                                     f"{os.cpu_count() or 1} cores of this machine); the "
+                                     "results do not depend on it")
+    g.add_argument("--omp-nthreads", type=positive_int, default=1, metavar="N",
+                   help="threads of each network's inference (default 1; ANTs steps always "
+                        "run with one). The results depend on it: another value may change "
+                        "the probabilities in their last digits, and so a few voxels of the "
+                        "segmentation; keep one value for a study")
     g.add_argument("--mem-gb", type=positive_float, default=None, metavar="GB",
                    help="memory Nipype may plan for at once (default: 90 %% of this "
                         "machine's, Nipype's default)")

@@ -43,7 +43,6 @@ def _settings_from_args(args):
             raise InputProblems([f"--plane-weights has {len(args.plane_weights)} values for "
                                  f"{len(planes)} planes ({', '.join(planes)}): give one each"])
         weights = dict(zip(planes, args.plane_weights))
-    nprocs = max(1, args.nprocs)
     return Settings(
         bids_dir=args.bids_dir.absolute(), output_dir=args.output_dir.absolute(),
         work_dir=(args.work_dir or Path("work_dir")).absolute(),
@@ -51,8 +50,7 @@ def _settings_from_args(args):
         task=task, model_version=args.model_version, planes=planes,
         plane_weights=weights, device=args.device, weights_dir=weights_dir,
         save_probabilities=args.save_probabilities, output_spaces=args.output_spaces,
-        nprocs=nprocs,
-        omp_nthreads=args.omp_nthreads or min(nprocs, 2), mem_gb=args.mem_gb,
+        nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
         bids_filter_file=args.bids_filter_file,
         skip_bids_validation=args.skip_bids_validation, seed=args.seed, version=__version__,
         overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),

@@ -25,7 +25,8 @@ class _PlaneInferenceInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     precision = traits.Enum("float32", "bfloat16", usedefault=True,
                             desc="float32, or bfloat16 autocast (inference.precision)")
-    num_threads = traits.Int(1, usedefault=True, nohash=True)
+    # hashed: the probabilities depend on the thread count (torch's multi-threaded sums)
+    num_threads = traits.Int(1, usedefault=True, desc="torch threads")
     progress = traits.Bool(False, usedefault=True, nohash=True, desc="show a progress bar")
 
 

@@ -14,13 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from nibabel.processing import resample_to_output
+from helpers import mni_dataset
 
 from mixnet_bids.cli.run import main
 
@@ -43,29 +42,9 @@ def validator() -> str:
     return found
 
 
-def build_dataset(root: Path) -> Path:
-    """sub-01 with T1w, acq-IR_T1w and FLAIR on one 2.5 mm grid, without NIfTI units."""
-    t1 = nib.load(str(resources.files("nilearn.datasets") / "data"
-                      / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
-    small = resample_to_output(t1, voxel_sizes=(2.5,) * 3, order=1)
-    data = np.clip(small.get_fdata(), 0, None)
-    head = data > 0
-    contrasts = {"T1w": data, "acq-IR_T1w": data ** 2 / data.max(),
-                 "FLAIR": np.where(head, data.max() - data + 10, 0)}
-    anat = root / "sub-01" / "anat"
-    anat.mkdir(parents=True)
-    for suffix, image in contrasts.items():
-        img = nib.Nifti1Image(image.astype(np.float32), small.affine)
-        img.header.set_xyzt_units("unknown", "unknown")
-        nib.save(img, str(anat / f"sub-01_{suffix}.nii.gz"))
-    (root / "dataset_description.json").write_text(json.dumps(
-        {"Name": "validator test", "BIDSVersion": "1.9.0", "DatasetType": "raw"}))
-    return root
-
-
 def test_participant_and_group_outputs_pass_the_bids_validator(tmp_path):
     command = validator()
-    bids = build_dataset(tmp_path / "bids")
+    bids = mni_dataset(tmp_path / "bids")
     out = tmp_path / "derivatives" / "mixnet-bids"
     assert main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"),
                  "--nprocs", "2", "--task", "3label", "--save-probabilities",
