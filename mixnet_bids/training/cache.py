@@ -43,24 +43,27 @@ def subject_names(labels: list[str]) -> set[str]:
 
 
 def run_preproc(images: dict[str, str], work_dir: str | Path, name: str) -> dict[str, str]:
-    """Run the app's preprocessing graph on ``{modality: path}``.
-
-    Returns the z-score stack and head mask (Nipype drops the identity ``outputnode``
-    from the executed graph, so they are read from the ``zscore`` node).
-    """
+    """Run the app's preprocessing graph on ``{modality: path}``: the z-score stack and the
+    head mask, from the graph's ``outputnode``."""
     from mixnet_bids.runtime import prepare_runtime
 
     prepare_runtime()
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+
     from mixnet_bids.workflows.preprocessing import init_preproc_wf
 
-    workflow = init_preproc_wf(modalities=list(images), name=name)
-    workflow.base_dir = str(Path(work_dir).absolute())
+    preproc = init_preproc_wf(modalities=list(images), name="preproc")
     for modality, path in images.items():
-        setattr(workflow.inputs.inputnode, modality, str(Path(path).absolute()))
+        setattr(preproc.inputs.inputnode, modality, str(Path(path).absolute()))
+    workflow = pe.Workflow(name=name, base_dir=str(Path(work_dir).absolute()))
+    # the outputnode's consumer (Nipype drops an identity node that feeds nothing)
+    collect = pe.Node(niu.Merge(2), name="collect")
+    workflow.connect([(preproc, collect, [("outputnode.zstack", "in1"),
+                                          ("outputnode.head_mask", "in2")])])
     graph = workflow.run(plugin="MultiProc", plugin_args={"n_procs": 2})
-    stack = next(n for n in graph.nodes() if n.name == "zscore")
-    outputs = stack.result.outputs
-    return {"zstack": outputs.out_file, "head_mask": outputs.out_mask}
+    zstack, head_mask = next(n for n in graph.nodes() if n.name == "collect").result.outputs.out
+    return {"zstack": zstack, "head_mask": head_mask}
 
 
 def labels_on_grid(labels_file: str | Path, reference: nib.Nifti1Image) -> np.ndarray:

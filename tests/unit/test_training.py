@@ -258,3 +258,51 @@ def test_recipes_are_chosen_by_name_and_unknown_ones_are_refused(tmp_path, capsy
     with pytest.raises(SystemExit):
         train_main(["--rec", "paper"])
     assert not (tmp_path / "c").exists()
+
+
+def test_the_training_cache_runs_the_apps_preprocessing_graph(tmp_path):
+    """A labelled subject goes through the app's own N4 and z-scoring (real ANTs) into one
+    cache file: the z-scored channels in RAS+, the labels on the same grid."""
+    import nibabel as nib
+
+    from mixnet_bids.training.cache import build_cache, load_cached
+
+    shape = (40, 48, 36)
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2
+    r = np.sqrt((((grid - centre[:, None, None, None]) /
+                  (0.4 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+    labels = np.zeros(shape, np.uint8)
+    labels[r < 0.8] = 3  # "CSF" shell, then "GM", then "WM" core
+    labels[r < 0.65] = 1
+    labels[r < 0.4] = 2
+    intensity = np.array([0.0, 500.0, 700.0, 200.0], np.float32)[labels]
+    image = intensity + np.random.default_rng(0).normal(0, 10, shape).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps(
+        {"Name": "t", "BIDSVersion": "1.9.0"}))
+    nib.save(nib.Nifti1Image(image, affine), bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    manual = bids / "derivatives" / "manual"
+    (manual / "sub-01" / "anat").mkdir(parents=True)
+    (manual / "dataset_description.json").write_text(json.dumps(
+        {"Name": "labels", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "Manual"}]}))
+    nib.save(nib.Nifti1Image(labels, affine), manual / "sub-01" / "anat" / "sub-01_dseg.nii.gz")
+
+    files = build_cache(bids, manual, tmp_path / "cache", tmp_path / "work")
+    assert [f.name for f in files] == ["sub-01.npz"]
+    subject = load_cached(files[0])
+    assert subject.modalities == ("T1w",) and subject.zooms == (2.0, 2.0, 2.0)
+    assert subject.image.shape == (*shape, 3) and not subject.image[..., 1:].any()
+    np.testing.assert_array_equal(subject.labels, labels)
+    t1w = subject.image[..., 0]
+    # z-scores inside the head (0 outside it): WM brighter than GM, as in the input
+    assert t1w[labels == 1].mean() + 1.0 < t1w[labels == 2].mean()
+    assert (t1w[(labels == 1) | (labels == 2)] != 0).mean() > 0.99
+    assert (t1w[labels == 0] == 0).mean() > 0.9
+    # a second call keeps the cache file
+    stamp = files[0].stat().st_mtime_ns
+    assert build_cache(bids, manual, tmp_path / "cache", tmp_path / "work") == files
+    assert files[0].stat().st_mtime_ns == stamp
