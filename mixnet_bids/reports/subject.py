@@ -73,8 +73,10 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
     text = (
         f"Segmented with mixnet-bids {v('mixnet-bids')}. Each input image "
         f"({esc(', '.join(modalities))}) was corrected for intensity non-uniformity with N4 "
-        f"[2] as implemented in ANTs [3] (antspyx {v('antspyx')}); other modalities were "
-        "registered rigidly to the reference with ANTs. Images were z-scored inside the head "
+        f"[2] as implemented in ANTs [3] (antspyx {v('antspyx')})"
+        + ("; the other modalities were registered rigidly to the first with ANTs"
+           if len(modalities) > 1 else "")
+        + ". Images were z-scored inside the head "
         f"and segmented by MixNet [1] (model {esc(settings.get('model_version', 'v3'))}, "
         f"{esc(networks or task)} networks) on {esc(', '.join(planes))} slices, whose class "
         f"probabilities were averaged with weights {esc(fusion or 'equal')} (PyTorch "
