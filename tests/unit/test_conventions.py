@@ -123,7 +123,7 @@ def test_fine_networks_give_each_convention_through_the_interface(tmp_path, conv
     probs = save(one_hot_fine(), tmp_path / "fused.nii.gz")
     template = save(np.ones((len(FINE), 3, 4)), tmp_path / "tiv.nii.gz", np.uint8)
     out = ConventionMaps(in_probs=probs, networks="fine", convention=convention,
-                         template_tiv=template).run(cwd=tmp_path).outputs
+                         template_tiv=template, reference=template).run(cwd=tmp_path).outputs
     dseg = load(out.out_dseg)
     assert dseg[:, 0, 0].tolist() == expected
     assert (dseg == dseg[:, :1, :1]).all()
@@ -193,7 +193,8 @@ def test_volumes_never_exceed_the_tiv_and_fractions_sum_to_at_most_1(tmp_path):
         cwd = tmp_path / convention
         cwd.mkdir()
         maps = ConventionMaps(in_probs=files["probs"], networks="fine", convention=convention,
-                              template_tiv=files["template"]).run(cwd=cwd).outputs
+                              template_tiv=files["template"], reference=files["template"],
+                              ).run(cwd=cwd).outputs
         tiv, dseg = load(maps.out_tiv) > 0, load(maps.out_dseg)
         assert tiv[template > 0].all() and tiv[dseg > 0].all()  # the TIV holds the brain
         vol = TissueVolumes(probsegs=maps.out_probsegs, structures=maps.out_structures,
@@ -227,9 +228,9 @@ def test_volumes_never_exceed_the_tiv_and_fractions_sum_to_at_most_1(tmp_path):
 def test_3label_networks_report_no_structure_columns(tmp_path):
     shape = (8, 6, 5)
     fused = np.random.default_rng(2).dirichlet(np.ones(4), size=shape).astype(np.float32)
+    template = save(np.ones(shape), tmp_path / "t.nii.gz", np.uint8)
     maps = ConventionMaps(in_probs=save(fused, tmp_path / "fused.nii.gz"), networks="3label",
-                          convention="3label",
-                          template_tiv=save(np.ones(shape), tmp_path / "t.nii.gz", np.uint8),
+                          convention="3label", template_tiv=template, reference=template,
                           ).run(cwd=tmp_path).outputs
     assert maps.out_structures == [] and maps.structure_names == []
     vol = TissueVolumes(probsegs=maps.out_probsegs, tiv_mask=maps.out_tiv, dseg=maps.out_dseg,
@@ -270,7 +271,8 @@ def test_zero_background_of_a_skull_stripped_input_is_never_tissue(tmp_path):
     probs = save(fused, tmp_path / "fused.nii.gz")
     template = save(np.ones(shape), tmp_path / "template.nii.gz", np.uint8)
     out = ConventionMaps(in_probs=probs, networks="fine", convention="wholebrain",
-                         template_tiv=template, signal_masks=masks).run(cwd=tmp_path).outputs
+                         template_tiv=template, signal_masks=masks, reference=template,
+                         ).run(cwd=tmp_path).outputs
     background = (t1w == 0) & (flair == 0)
     assert background.any() and (~background).any()
     assert (load(out.out_dseg)[background] == 0).all()
