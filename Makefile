@@ -90,9 +90,13 @@ bench-generalisation: install
 	  --work runs/bench-generalisation --out benchmarks/results --results-doc docs/results.md \
 	  $(GEN_ARGS)
 
-# Participants per hour per core, 1..ncores parallel single-core jobs (a job array on a node).
+# Participants per hour against the number of cores (1..ncores), two ways: single-core jobs
+# side by side (a job array on one node), and one run for the whole cohort with --nprocs set
+# to the cores (one Nipype graph). COHORT_ARGS picks a subset, e.g.
+# COHORT_ARGS="--cores 1 --modes one-run".
+COHORT_ARGS ?=
 bench-cohort: install
-	$(BIN)/python benchmarks/cohort.py --out benchmarks/results
+	$(BIN)/python benchmarks/cohort.py --out benchmarks/results $(COHORT_ARGS)
 
 # One training iteration of the long run's recipe: real and synthetic batch sampling vs the
 # network step in every precision and layout that passes the gradient check (ratios).

@@ -1,11 +1,16 @@
-"""Cohort throughput: participants per hour per core, and how it scales with parallel jobs.
+"""Cohort throughput: participants per hour against the number of cores, two ways.
 
-Runs ``jobs`` participant runs at once, each a separate single-core process with its own
-work folder and one shared output folder (what a SLURM job array does on one node), on
-copies of the demo subject (nilearn's MNI152 T1, 1.5 mm, T1w only), for each job count up to
-the machine's cores. Writes ``<out>/cohort.json`` and appends a table to ``<out>/cohort.md``.
+- ``jobs``: as many separate participant runs at once as there are cores, each with
+  ``--nprocs 1``, its own work folder and one shared output folder (what a SLURM job array
+  does on one node);
+- ``one-run``: one invocation for the whole cohort with ``--nprocs`` set to the cores (one
+  Nipype graph holding every subject; MultiProc runs their steps side by side).
+
+Each has ``cores x --subjects-per-core`` copies of the demo subject (nilearn's MNI152 T1,
+1.5 mm, T1w only). Writes ``<out>/cohort.json`` and ``<out>/cohort.md``.
 
     python benchmarks/cohort.py --out benchmarks/results
+    python benchmarks/cohort.py --cores 1 --modes one-run --out /tmp/cohort  # a quick check
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
+
+MODES = ("jobs", "one-run")
 
 
 def make_cohort(root: Path, n: int) -> Path:
@@ -36,47 +44,72 @@ def make_cohort(root: Path, n: int) -> Path:
     return root
 
 
-def run_jobs(bids: Path, scratch: Path, jobs: int) -> float:
-    """Wall time of ``jobs`` concurrent single-core participant runs."""
-    out = scratch / f"out_{jobs}"
+def app(bids: Path, out: Path, work: Path, labels: list[str], nprocs: int) -> list[str]:
+    return [sys.executable, "-m", "mixnet_bids.cli.run", str(bids), str(out), "participant",
+            "--participant-label", *labels, "-w", str(work), "--skip-bids-validation",
+            "--nprocs", str(nprocs), "--no-progress"]
+
+
+def run(mode: str, bids: Path, scratch: Path, cores: int, subjects: int) -> float:
+    """Wall time of ``subjects`` participants on ``cores`` cores in ``mode``."""
+    labels = [f"{i:02d}" for i in range(1, subjects + 1)]
+    folder = scratch / f"{mode}_{cores}"
+    if mode == "one-run":
+        commands, at_once = [app(bids, folder / "out", folder / "work", labels, cores)], 1
+    else:  # one single-core job per subject, ``cores`` of them at a time
+        commands = [app(bids, folder / "out", folder / f"work_{label}", [label], 1)
+                    for label in labels]
+        at_once = cores
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "mixnet_bids.cli.run", str(bids), str(out), "participant",
-         "--participant-label", f"{i:02d}", "-w", str(scratch / f"work_{jobs}_{i}"),
-         "--skip-bids-validation", "--nprocs", "1", "--omp-nthreads", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for i in range(1, jobs + 1)]
-    for proc in procs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"participant run failed:\n{err[-2000:]}")
-    return time.perf_counter() - t0
+    with ThreadPoolExecutor(at_once) as pool:
+        results = list(pool.map(
+            lambda command: subprocess.run(command, capture_output=True, text=True),
+            commands))
+    seconds = time.perf_counter() - t0
+    for result in results:
+        if result.returncode != 0:
+            raise RuntimeError(f"participant run failed:\n{result.stderr[-2000:]}")
+    published = list((folder / "out").glob("sub-*/anat/*_volumes.tsv"))
+    if len(published) != subjects:
+        raise RuntimeError(f"{mode}: {len(published)} of {subjects} subjects published")
+    return seconds
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cores", type=int, nargs="+",
+                        default=list(range(1, (os.cpu_count() or 1) + 1)),
+                        help="core counts to measure (default: 1 to all of this machine's)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--subjects-per-core", type=int, default=1)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="mixnet-cohort-") as tmp:
         scratch = Path(tmp)
-        bids = make_cohort(scratch / "bids", args.max_jobs)
-        for jobs in range(1, args.max_jobs + 1):
-            seconds = run_jobs(bids, scratch, jobs)
-            rows.append({"parallel_jobs": jobs, "cores": jobs, "wall_s": round(seconds, 1),
-                         "subjects_per_hour": round(3600 * jobs / seconds, 1),
-                         "subjects_per_hour_per_core": round(3600 / seconds, 1)})
-            print(rows[-1], flush=True)
+        bids = make_cohort(scratch / "bids", max(args.cores) * args.subjects_per_core)
+        for cores in args.cores:
+            for mode in args.modes:
+                subjects = cores * args.subjects_per_core
+                seconds = run(mode, bids, scratch, cores, subjects)
+                rows.append({"mode": mode, "cores": cores, "subjects": subjects,
+                             "wall_s": round(seconds, 1),
+                             "subjects_per_hour": round(3600 * subjects / seconds, 1),
+                             "subjects_per_hour_per_core":
+                                 round(3600 * subjects / seconds / cores, 1)})
+                print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cohort.json").write_text(json.dumps(
-        {"subject": "demo (MNI152 T1, 1.5 mm, T1w only, 132x156x127)", "cpu_count":
-         os.cpu_count(), "runs": rows}, indent=2) + "\n")
-    lines = ["| parallel single-core jobs | wall time (s) | subjects/hour | subjects/hour/core |",
-             "| --- | --- | --- | --- |"]
-    lines += [f"| {r['parallel_jobs']} | {r['wall_s']} | {r['subjects_per_hour']} | "
-              f"{r['subjects_per_hour_per_core']} |" for r in rows]
-    (args.out / "cohort.md").write_text("\n".join(lines) + "\n")
+        {"subject": "demo (MNI152 T1, 1.5 mm, T1w only, 132x156x127)",
+         "cpu_count": os.cpu_count(), "runs": rows}, indent=2) + "\n")
+    lines = ["| mode | cores | subjects | wall time (s) | subjects/hour | subjects/hour/core |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['mode']} | {r['cores']} | {r['subjects']} | {r['wall_s']} | "
+              f"{r['subjects_per_hour']} | {r['subjects_per_hour_per_core']} |" for r in rows]
+    (args.out / "cohort.md").write_text(
+        "`jobs`: one single-core participant run per core at a time (a job array on one "
+        "node); `one-run`: one invocation for the cohort with `--nprocs` = cores.\n\n"
+        + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

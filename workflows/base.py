@@ -24,9 +24,29 @@ def subject_key(subject: str, session: str | None) -> str:
     return f"sub-{subject}" + (f"_ses-{session}" if session else "")
 
 
+#: The graph that holds every subject of a run; its folder in the work folder holds one
+#: folder per subject graph (``subject_workflow_name``).
+MIXNET_WF = "mixnet_wf"
+
+
+def subject_workflow_name(subject: str, session: str | None) -> str:
+    return f"single_subject_{subject_key(subject, session).replace('-', '_')}_wf"
+
+
 def init_mixnet_wf(*, settings: Settings,
-                   subjects: list[tuple[str, str | None, dict[str, str]]]) -> pe.Workflow:
-    """All participants: one single-subject graph per (subject, session).
+                   subjects: list[tuple[str, str | None, dict[str, str]]],
+                   warnings: dict[str, list[str]] | None = None,
+                   crash_dirs: dict[str, Path] | None = None) -> pe.Workflow:
+    """All participants of a run in one graph: one single-subject graph per (subject, session).
+
+    MultiProc runs the steps of every subject side by side within ``--nprocs`` and
+    ``--mem-gb``. The subject graphs share no node, so a step that fails stops only the
+    later steps of its own subject: the others finish and publish.
+
+    Inputs
+        ``subjects``: ``(subject, session, {modality: path})``; ``warnings`` (the input
+        checks' warnings) and ``crash_dirs`` (the folder for crash files), each by subject
+        key (``subject_key``).
 
     Workflow Graph
         .. workflow::
@@ -38,17 +58,25 @@ def init_mixnet_wf(*, settings: Settings,
                 settings=Settings(Path("bids"), Path("out"), Path("work")),
                 subjects=[("01", None, {"T1w": "sub-01_T1w.nii.gz"})])
     """
-    workflow = pe.Workflow(name="mixnet_wf")
+    workflow = pe.Workflow(name=MIXNET_WF)
     workflow.base_dir = str(settings.work_dir)
     for subject, session, images in subjects:
-        workflow.add_nodes([init_single_subject_wf(
-            settings=settings, subject=subject, session=session, images=images)])
+        key = subject_key(subject, session)
+        subject_wf = init_single_subject_wf(settings=settings, subject=subject,
+                                            session=session, images=images,
+                                            warnings=(warnings or {}).get(key))
+        if crash_dirs and key in crash_dirs:  # a node's own config wins over the graph's
+            for name in subject_wf.list_node_names():
+                subject_wf.get_node(name).config = {
+                    "execution": {"crashdump_dir": str(crash_dirs[key])}}
+        workflow.add_nodes([subject_wf])
     return workflow
 
 
 def staging_dir(settings: Settings, workflow_name: str) -> Path:
-    """Where a subject's derivatives are assembled before the ``publish`` node moves them."""
-    return Path(settings.work_dir) / workflow_name / "derivatives"
+    """Where a subject's derivatives are assembled before the ``publish`` node moves them:
+    in the subject graph's own work folder."""
+    return Path(settings.work_dir) / MIXNET_WF / workflow_name / "derivatives"
 
 
 def init_single_subject_wf(*, settings: Settings, subject: str, session: str | None,
@@ -70,7 +98,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         node, ``publish``.
     """
     key = subject_key(subject, session)
-    workflow = pe.Workflow(name=name or f"single_subject_{key.replace('-', '_')}_wf")
+    workflow = pe.Workflow(name=name or subject_workflow_name(subject, session))
     staging = staging_dir(settings, workflow.name)
 
     preproc = init_preproc_wf(modalities=list(images))

@@ -174,18 +174,24 @@ def weight_problems(settings) -> list[str]:
 
 
 def run_participants(settings, runs) -> list[str]:
-    """Run each subject/session; return the keys that failed (the others complete)."""
+    """Run every subject/session in one Nipype graph; return the keys that failed (the
+    others complete and publish)."""
     from nipype import config as nipype_config
 
     from mixnet_bids.cli.outputs import finished_outputs, write_dataset_files, write_settings
     from mixnet_bids.interfaces.bids import report_name
     from mixnet_bids.templates import ensure_templateflow
-    from mixnet_bids.workflows.base import init_single_subject_wf, staging_dir, subject_key
+    from mixnet_bids.workflows.base import (
+        init_mixnet_wf,
+        staging_dir,
+        subject_key,
+        subject_workflow_name,
+    )
 
     ensure_templateflow()
     write_dataset_files(settings)
     nipype_config.set("execution", "poll_sleep_duration", "0.2")
-    failed = []
+    todo, log_dirs, reports = [], {}, {}
     for run in runs:
         key = subject_key(run.subject, run.session)
         done = finished_outputs(settings, run.subject, run.session)
@@ -195,50 +201,58 @@ def run_participants(settings, runs) -> list[str]:
             continue
         for warning in run.warnings:
             LOGGER.warning("%s: warning: %s", key, warning)
-        log_dir = write_settings(settings, run.subject, run.session, run.images)
+        log_dirs[key] = write_settings(settings, run.subject, run.session, run.images)
+        reports[key] = settings.output_dir / report_name(run.subject, run.session)
+        shutil.rmtree(staging_dir(settings, subject_workflow_name(run.subject, run.session)),
+                      ignore_errors=True)
         LOGGER.info("%s: start (%s)", key, ", ".join(run.images))
-        workflow = init_single_subject_wf(settings=settings, subject=run.subject,
-                                          session=run.session, images=run.images,
-                                          warnings=run.warnings)
-        workflow.base_dir = str(settings.work_dir)
-        shutil.rmtree(staging_dir(settings, workflow.name), ignore_errors=True)
-        workflow.config["execution"].update({
-            "crashdump_dir": str(log_dir), "crashfile_format": "txt",
-            "remove_unnecessary_outputs": False, "poll_sleep_duration": 0.2})
-        t0 = time.monotonic()
-        try:
-            workflow.run(**_plugin(settings, key))
-        except Exception as err:  # nipype raises RuntimeError listing crashed nodes
+        todo.append(run)
+    if not todo:
+        return []
+    workflow = init_mixnet_wf(
+        settings=settings, subjects=[(r.subject, r.session, r.images) for r in todo],
+        warnings={subject_key(r.subject, r.session): r.warnings for r in todo},
+        crash_dirs=log_dirs)
+    workflow.config["execution"].update({
+        "crashfile_format": "txt", "remove_unnecessary_outputs": False,
+        "poll_sleep_duration": 0.2})
+    progress = _Progress({subject_workflow_name(r.subject, r.session):
+                          subject_key(r.subject, r.session) for r in todo}, reports)
+    error = None
+    try:
+        workflow.run(**_plugin(settings, progress))
+    except Exception as err:  # nipype raises RuntimeError listing crashed nodes
+        error = err
+    failed = []
+    for key in log_dirs:
+        if settings.plugin == "SLURMGraph" and error is None:  # returns once jobs are queued
+            LOGGER.info("%s: submitted to SLURM; the derivatives and %s appear when its "
+                        "jobs end (squeue)", key, reports[key])
+        elif key not in progress.published:
             LOGGER.error("%s: FAILED: %s; details in %s; fix it and rerun with the same "
                          "work dir (finished steps are reused)", key,
-                         _failure_reason(err, log_dir), log_dir)
+                         _failure_reason(error, log_dirs[key]), log_dirs[key])
             failed.append(key)
-            continue
-        report = settings.output_dir / report_name(run.subject, run.session)
-        if settings.plugin == "SLURMGraph":  # returns once the jobs are queued
-            LOGGER.info("%s: submitted to SLURM; the derivatives and %s appear when its "
-                        "jobs end (squeue)", key, report)
-        else:
-            LOGGER.info("%s: done in %.0f s; report %s", key, time.monotonic() - t0, report)
     return failed
 
 
-def _plugin(settings, key: str) -> dict:
+def _plugin(settings, progress) -> dict:
     """Nipype execution plugin and its arguments: MultiProc on one node by default, or a
     cluster plugin (SLURM, SLURMGraph, ...) with the user's ``--plugin-args``."""
     if settings.plugin == "MultiProc":
-        args = {"n_procs": settings.nprocs, "raise_insufficient": False,
-                "status_callback": _StatusPrinter(key)}
+        args = {"n_procs": settings.nprocs, "raise_insufficient": False}
         if settings.mem_gb:
             args["memory_gb"] = settings.mem_gb
     else:
         os.environ.setdefault("LOGNAME", getpass.getuser())  # Nipype's SLURM plugins need it
         args = {}
+    if settings.plugin != "SLURMGraph":  # a graph plugin submits all and reports nothing
+        args["status_callback"] = progress
     args.update(settings.plugin_args)
     return {"plugin": settings.plugin, "plugin_args": args}
 
 
-def _failure_reason(err: Exception, log_dir: Path) -> str:
+def _failure_reason(err: Exception | None, log_dir: Path) -> str:
     """The last line of the first crash file's traceback, else the exception's first line."""
     for crash in sorted(Path(log_dir).glob("crash-*.txt")):
         lines = [line.strip() for line in crash.read_text(errors="replace").splitlines()
@@ -247,18 +261,35 @@ def _failure_reason(err: Exception, log_dir: Path) -> str:
         nodes = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")]
         if errors:
             return errors[-1] + (f" (in {nodes[0].rsplit('.', 1)[-1]})" if nodes else "")
+    if err is None:
+        return "it did not finish"
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-class _StatusPrinter:
-    """Nipype status callback: one console line per finished node (picklable)."""
+class _Progress:
+    """Nipype status callback, called in this process as steps end: a console line per
+    step, and the subjects whose ``publish`` step ended (picklable, as Nipype's MapNodes
+    carry the plugin arguments to the workers).
 
-    def __init__(self, key: str):
-        self.key = key
+    ``subjects``: ``{subject graph name: subject key}``; ``reports``: each key's report.
+    """
+
+    def __init__(self, subjects: dict[str, str], reports: dict[str, Path]):
+        self.subjects, self.reports = subjects, reports
+        self.published: set[str] = set()
+        self.start = time.monotonic()
 
     def __call__(self, node, status):
-        if status == "end":
-            LOGGER.info("%s: %s done", self.key, node.fullname.split(".", 1)[-1])
+        names = node.fullname.split(".")  # mixnet_wf.<subject graph>.[...].<step>
+        key = self.subjects.get(names[1]) if len(names) > 2 else None
+        if status != "end" or key is None:
+            return
+        if names[2:] == ["publish"]:
+            self.published.add(key)
+            LOGGER.info("%s: done after %.0f s; report %s", key,
+                        time.monotonic() - self.start, self.reports[key])
+        else:
+            LOGGER.info("%s: %s done", key, ".".join(names[2:]))
 
 
 def _configure_logging(verbose: int) -> None:

@@ -69,7 +69,7 @@ def test_killed_run_resumes_to_byte_identical_derivatives(t1_bids, reference_run
     proc = subprocess.Popen(app(t1_bids, out, work, "1"), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + TIMEOUT
-    while not list(work.glob("*/mixnet_axial")):  # killed once inference has started
+    while not list(work.glob("mixnet_wf/*/mixnet_axial")):  # killed once inference has started
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.2)

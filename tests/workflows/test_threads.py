@@ -10,7 +10,7 @@ from mixnet_bids.inference.weights import weight_path
 from mixnet_bids.interfaces.segment import PlaneInference
 from mixnet_bids.preprocessing import ANTS_THREADS
 from mixnet_bids.templates import ensure_templateflow
-from mixnet_bids.workflows.base import init_mixnet_wf
+from mixnet_bids.workflows.base import MIXNET_WF, init_mixnet_wf, staging_dir
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,7 +31,8 @@ def build(tmp_path, **settings):
     config = Settings(bids, tmp_path / "out", tmp_path / "work",
                       weights_dir=random_weights(tmp_path / "w"),
                       output_spaces=["MNI152NLin2009aSym"], **settings)
-    return config, init_mixnet_wf(settings=config, subjects=[
+    crash_dirs = {"sub-01": tmp_path / "log01", "sub-02": tmp_path / "log02"}
+    return config, init_mixnet_wf(settings=config, crash_dirs=crash_dirs, subjects=[
         (subject, None, files) for subject, files in images.items()])
 
 
@@ -63,3 +64,12 @@ def test_the_networks_thread_count_is_part_of_their_cache_key(tmp_path):
                              progress=progress).inputs.get_hashval()[1]
               for threads, progress in [(1, False), (1, True), (2, False)]]
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_each_subject_keeps_its_crash_files_and_staging_folder(tmp_path):
+    settings, workflow = build(tmp_path)
+    for name, node in nodes(workflow).items():
+        subject = name.split(".")[0].removeprefix("single_subject_sub_")[:2]
+        assert node.config["execution"]["crashdump_dir"] == str(tmp_path / f"log{subject}")
+    assert staging_dir(settings, "single_subject_sub_01_wf") == (
+        tmp_path / "work" / MIXNET_WF / "single_subject_sub_01_wf" / "derivatives")
