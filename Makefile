@@ -58,7 +58,7 @@ system-test-deps:
 	fi
 
 demo: install
-	$(BIN)/mixnet-bids demo demo_output
+	$(BIN)/mixnet-bids-demo demo_output
 
 # Two pytest workers, each taking a whole test file at a time (module fixtures are built
 # once); the slow tests wait on subprocesses, SLURM or podman much of the time. Files go out

@@ -34,6 +34,8 @@ setup(
     entry_points={
         "console_scripts": [
             "mixnet-bids=mixnet_bids.cli.run:main",
+            "mixnet-bids-demo=mixnet_bids.cli.demo:main",
+            "mixnet-bids-slurm-array=mixnet_bids.cli.slurm:main",
             "mixnet-bids-train=mixnet_bids.training.cli:main",
             "mixnet-bids-eval=mixnet_bids.evaluation.cli:main",
             "mixnet-bids-cv=mixnet_bids.training.crossval:main",

@@ -61,7 +61,7 @@ def network_speed(plane: str, precision: str, slices: int = 8) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mixnet_bids.inference.precision import autocast
+    from mixnet_bids.inference.predict import autocast
     from mixnet_bids.inference.weights import load_model, weight_path
 
     model, _ = load_model(weight_path("3label", plane, "v3"))

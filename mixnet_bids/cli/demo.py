@@ -1,4 +1,4 @@
-"""``mixnet-bids demo [OUTPUT_DIR]``: a BIDS dataset built from nilearn's MNI152 T1, run end
+"""``mixnet-bids-demo [OUTPUT_DIR]``: a BIDS dataset built from nilearn's MNI152 T1, run end
 to end (participant + group) offline."""
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def build_demo_dataset(bids_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mixnet_bids.cli.parser import positive_int
-    from mixnet_bids.cli.run import main as run_main
+    from mixnet_bids.cli.parser import build_parser, positive_int
+    from mixnet_bids.cli.run import run
     from mixnet_bids.inference.planes import PLANES
     from mixnet_bids.inference.weights import default_convention
 
-    parser = argparse.ArgumentParser(prog="mixnet-bids demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="mixnet-bids-demo", description=__doc__,
                                      allow_abbrev=False)
     parser.add_argument("output_dir", nargs="?", type=Path, default=Path("demo_output"),
                         help="where the dataset, derivatives and work folder go "
@@ -54,18 +54,24 @@ def main(argv: list[str] | None = None) -> int:
     derivatives = root / "derivatives" / "mixnet-bids"
     extra = ["--nprocs", str(args.nprocs)] if args.nprocs else []
     common = [str(bids_dir), str(derivatives)]
-    code = run_main(common + ["participant", "--participant-label", DEMO_SUBJECT,
-                              "-w", str(root / "work"), "--skip-bids-validation"] + extra)
+    app = build_parser()
+    code = run(app.parse_args(common + ["participant", "--participant-label", DEMO_SUBJECT,
+                                        "-w", str(root / "work"), "--skip-bids-validation"]
+                              + extra))
     if code:
         return code
-    code = run_main(common + ["group"])
+    code = run(app.parse_args(common + ["group"]))
     if code:
         return code
     anat = derivatives / f"sub-{DEMO_SUBJECT}" / "anat"
     task = default_convention(list(PLANES), "v3")  # what the runs above chose
-    print(f"mixnet-bids demo: segmentation {anat / f'sub-{DEMO_SUBJECT}_desc-{task}_dseg.nii.gz'}")
-    print(f"mixnet-bids demo: volumes {anat / f'sub-{DEMO_SUBJECT}_desc-{task}_volumes.tsv'}")
-    print(f"mixnet-bids demo: group table {derivatives / f'group_desc-{task}_volumes.tsv'}")
-    print(f"mixnet-bids demo: QC report {derivatives / f'sub-{DEMO_SUBJECT}.html'} (open it "
+    print(f"mixnet-bids-demo: segmentation {anat / f'sub-{DEMO_SUBJECT}_desc-{task}_dseg.nii.gz'}")
+    print(f"mixnet-bids-demo: volumes {anat / f'sub-{DEMO_SUBJECT}_desc-{task}_volumes.tsv'}")
+    print(f"mixnet-bids-demo: group table {derivatives / f'group_desc-{task}_volumes.tsv'}")
+    print(f"mixnet-bids-demo: QC report {derivatives / f'sub-{DEMO_SUBJECT}.html'} (open it "
           "in a web browser)")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,12 +58,12 @@ class _VersionAction(argparse.Action):
 
 EPILOG = """\
 other commands:
-  mixnet-bids demo [OUTPUT_DIR] [--nprocs N]
+  mixnet-bids-demo [OUTPUT_DIR] [--nprocs N]
       build a small BIDS dataset from nilearn's MNI152 T1 and run both levels on it
-      (offline); `mixnet-bids demo --help`
-  mixnet-bids slurm-array BIDS_DIR OUTPUT_DIR -w SCRATCH [--container SIF] [--submit]
+      (offline); `mixnet-bids-demo --help`
+  mixnet-bids-slurm-array BIDS_DIR OUTPUT_DIR -w SCRATCH [--container SIF] [--submit]
       write (and submit) a SLURM job array, one participant per task, and the group job
-      that waits for it; `mixnet-bids slurm-array --help`
+      that waits for it; `mixnet-bids-slurm-array --help`
 
 examples:
   mixnet-bids /data/bids /data/bids/derivatives/mixnet-bids participant \\

@@ -1,4 +1,4 @@
-"""``mixnet-bids``: the BIDS-App entry point (participant and group levels, and ``demo``)."""
+"""``mixnet-bids``: the BIDS-App entry point (participant and group levels)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-# No network at run time: Nipype's version check off before Nipype is imported.
-os.environ["NIPYPE_NO_ET"] = "1"
-os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
+from mixnet_bids.runtime import prepare_runtime
 
 LOGGER = logging.getLogger("mixnet_bids")
-
-
-def ensure_tools_on_path() -> None:
-    """Put this environment's bin folder (the ANTs entry points) first on PATH."""
-    bindir = str(Path(sys.executable).parent)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
 def _settings_from_args(args):
@@ -72,113 +63,12 @@ def _plugin_args(text: str | None) -> dict:
     return value
 
 
-def collect_inputs(settings):
-    """Check everything before work starts.
-
-    Returns ``(runs, problems)``: the runnable subject/sessions and the one-line problems
-    of the others. Raises ``InputProblems`` for problems of the whole run, or when no
-    subject can run.
-    """
-    from mixnet_bids.bids import BIDSInputError, collect_modalities, load_filters, subject_sessions
-    from mixnet_bids.checks import InputProblems, Run, check_run, writable_folder_problem
-
-    problems: list[str] = []
-    bids_dir, out = settings.bids_dir, settings.output_dir
-    if not (bids_dir / "dataset_description.json").is_file():
-        raise InputProblems([f"{bids_dir}: not a BIDS dataset (no dataset_description.json);"
-                             " give the folder that holds the sub-* folders"])
-    resolved_out, resolved_bids = out.resolve(), bids_dir.resolve()
-    if resolved_out == resolved_bids or (
-            resolved_bids in resolved_out.parents
-            and (resolved_bids / "derivatives") not in resolved_out.parents):
-        problems.append(f"{out}: the output folder must not be (inside) the BIDS folder; "
-                        f"use {bids_dir / 'derivatives' / 'mixnet-bids'}")
-    for folder, what in ((out, "output folder"), (settings.work_dir, "work folder")):
-        problem = writable_folder_problem(folder, what)
-        if problem:
-            problems.append(problem)
-    problems.extend(weight_problems(settings))
-    try:
-        queries = load_filters(settings.bids_filter_file)
-    except BIDSInputError as err:
-        raise InputProblems(problems + [str(err)]) from None
-
-    from bids import BIDSLayout
-
-    try:
-        layout = BIDSLayout(str(bids_dir), validate=not settings.skip_bids_validation,
-                            derivatives=False)
-    except Exception as err:  # pybids raises several types for invalid datasets
-        raise InputProblems(problems + [f"{bids_dir}: pybids cannot index it ({err}); fix "
-                                        "the dataset or use --skip-bids-validation"]) from None
-    run_problems, problems = problems, []
-    available = layout.get_subjects()
-    wanted = settings.participant_label or sorted(available)
-    runs = []
-    for subject in wanted:
-        if subject not in available:
-            problems.append(f"sub-{subject}: no such participant in {bids_dir} "
-                            f"(found: {', '.join(sorted(available)) or 'none'})")
-            continue
-        sessions = subject_sessions(layout, subject, settings.session_label)
-        if not sessions:
-            problems.append(f"sub-{subject}: none of the sessions "
-                            f"{settings.session_label} exist")
-        for session in sessions:
-            try:
-                images = collect_modalities(layout, subject, session, queries)
-            except BIDSInputError as err:
-                problems.append(str(err))
-                continue
-            where = f"sub-{subject}" + (f" ses-{session}" if session else "")
-            if not images:
-                problems.append(f"{where}: no T1w, T1-IR (acq-IR_T1w) or FLAIR image in "
-                                f"{bids_dir / ('sub-' + subject)}; add one or adjust "
-                                "--bids-filter-file")
-                continue
-            run = Run(subject, session, images)
-            found = check_run(run)
-            if found:
-                problems.extend(found)
-            else:
-                runs.append(run)
-    if run_problems or not runs:  # nothing starts; everything is reported at once
-        raise InputProblems(run_problems + problems
-                            or [f"{bids_dir}: no participant to process"])
-    return runs, problems
-
-
-def weight_problems(settings) -> list[str]:
-    """One line per problem with the networks that serve ``settings.task``."""
-    from mixnet_bids.inference.weights import WeightsError, networks_for, read_metadata
-
-    try:
-        networks, files = networks_for(settings.task, settings.planes,
-                                       settings.model_version, settings.weights_dir)
-    except WeightsError as err:
-        return [str(err)]
-    problems = []
-    for plane, path in files.items():
-        try:
-            meta = read_metadata(path)
-            if not path.is_file():
-                raise WeightsError(f"{path}: weight file missing")
-        except WeightsError as err:
-            problems.append(f"{err} (no {settings.model_version} {networks} model for "
-                            f"the {plane} plane ships with this version)")
-            continue
-        if meta.get("task") != networks:
-            problems.append(f"{path.with_suffix('.json')}: says task {meta.get('task')!r}, "
-                            f"but the file name says {networks!r}; retrain or rename it")
-    return problems
-
-
 def run_participants(settings, runs) -> list[str]:
     """Run every subject/session in one Nipype graph; return the keys that failed (the
     others complete and publish)."""
     from nipype import config as nipype_config
 
-    from mixnet_bids.cli.outputs import finished_outputs, write_dataset_files, write_settings
+    from mixnet_bids.derivatives import finished_outputs, write_dataset_files, write_settings
     from mixnet_bids.interfaces.bids import report_name
     from mixnet_bids.templates import ensure_templateflow
     from mixnet_bids.workflows.base import (
@@ -309,24 +199,25 @@ def _configure_logging(verbose: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "demo":
-        from mixnet_bids.cli.demo import main as demo_main
-        return demo_main(argv[1:])
-    if argv and argv[0] == "slurm-array":
-        from mixnet_bids.cli.slurm import main as slurm_main
-        return slurm_main(argv[1:])
+    """``mixnet-bids``: parse the command line and run it."""
+    prepare_runtime()  # before anything imports Nipype (--version lists it)
     from mixnet_bids.cli.parser import build_parser
 
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args) -> int:
+    """Run the participant or group level for parsed arguments (``cli.parser``); the exit
+    code: 0 done, 1 a subject failed, 2 input problems."""
+    prepare_runtime()
     _configure_logging(args.verbose)
-    ensure_tools_on_path()
     from mixnet_bids.checks import InputProblems
+    from mixnet_bids.inputs import collect_inputs
 
     try:
         settings = _settings_from_args(args)
         if args.analysis_level == "group":
-            from mixnet_bids.cli.outputs import write_group_table
+            from mixnet_bids.derivatives import write_group_table
             table, report = write_group_table(settings)
             print(f"mixnet-bids: group table written to {table}")
             print(f"mixnet-bids: group report written to {report}")

@@ -1,4 +1,4 @@
-"""``mixnet-bids slurm-array``: write (and optionally submit) a SLURM job array that runs one
+"""``mixnet-bids-slurm-array``: write (and optionally submit) a SLURM job array that runs one
 participant per task, followed by a dependent ``group`` job.
 
 Each task runs this installed app (or, with ``--container``, an Apptainer/Singularity image)
@@ -20,7 +20,7 @@ from mixnet_bids.labels import CONVENTIONS
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mixnet-bids slurm-array", description=__doc__.split("\n\n")[0],
+        prog="mixnet-bids-slurm-array", description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
         epilog="Arguments after -- go to every participant run, e.g. -- --save-probabilities")
     parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset")
@@ -60,7 +60,7 @@ def participants(bids_dir: Path, labels: list[str]) -> list[str]:
     wanted = [label.removeprefix("sub-") for label in labels] or sorted(found)
     missing = sorted(set(wanted) - set(found))
     if missing:
-        raise SystemExit(f"mixnet-bids slurm-array: error: {bids_dir}: no participant(s) "
+        raise SystemExit(f"mixnet-bids-slurm-array: error: {bids_dir}: no participant(s) "
                          f"{', '.join(missing)} (found: {', '.join(sorted(found))})")
     return wanted
 
@@ -142,7 +142,7 @@ def main(argv: list[str]) -> int:
     (args.script_dir / "logs").mkdir(parents=True, exist_ok=True)
     for name, text in job_scripts(args, labels, extra).items():
         atomic_write_text(args.script_dir / name, text)
-    print(f"mixnet-bids slurm-array: {len(labels)} participant task(s); scripts in "
+    print(f"mixnet-bids-slurm-array: {len(labels)} participant task(s); scripts in "
           f"{args.script_dir}")
     if not args.submit:
         print(f"submit with: jid=$(sbatch --parsable {args.script_dir / 'participant.sbatch'})"
@@ -152,8 +152,12 @@ def main(argv: list[str]) -> int:
         array, group = submit(args.script_dir)
     except (OSError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", "") or str(err)
-        print(f"mixnet-bids slurm-array: error: sbatch failed ({detail.strip()}); is SLURM "
+        print(f"mixnet-bids-slurm-array: error: sbatch failed ({detail.strip()}); is SLURM "
               "available here?", file=sys.stderr)
         return 1
-    print(f"mixnet-bids slurm-array: submitted array job {array} and group job {group}")
+    print(f"mixnet-bids-slurm-array: submitted array job {array} and group job {group}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

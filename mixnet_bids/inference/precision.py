@@ -20,7 +20,6 @@ MixNetv3's grouped dilated convolutions run in the default layout under bfloat16
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -31,6 +30,7 @@ import torch
 
 from mixnet_bids.evaluation.metrics import dice
 from mixnet_bids.inference.planes import SLICE_AXIS, canonical_zooms, to_canonical
+from mixnet_bids.inference.predict import choose_device, predict_plane
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,15 +47,6 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 class PrecisionError(RuntimeError):
     """bfloat16 was asked for but its labels disagree with float32 on this host."""
-
-
-def autocast(precision: str, device: torch.device | None = None):
-    """The autocast context of ``precision`` (``float32``: none)."""
-    if precision == "float32":
-        return contextlib.nullcontext()
-    if precision != "bfloat16":
-        raise ValueError(f"unknown precision {precision!r}; use float32 or bfloat16")
-    return torch.autocast((device or torch.device("cpu")).type, dtype=torch.bfloat16)
 
 
 def cpu_flags() -> set[str]:
@@ -103,8 +94,6 @@ def label_agreement(models: Mapping[str, torch.nn.Module], device: torch.device,
                     ) -> dict[str, dict[str, float]]:
     """Per plane, the Dice of each class between the bfloat16 and the float32 labels of its
     network on the check slices (classes with at least ``MIN_CLASS_VOXELS`` voxels)."""
-    from mixnet_bids.inference.predict import predict_plane
-
     image, mask, zooms = check_volume()
     agreement = {}
     for plane, model in models.items():
@@ -157,7 +146,6 @@ def run_precision(settings, requested: str) -> tuple[str, dict]:
     """``choose_precision`` for the networks and the device of a run's ``Settings``; a
     disagreement asked for is one of the run's ``InputProblems``."""
     from mixnet_bids.checks import InputProblems
-    from mixnet_bids.inference.predict import choose_device
     from mixnet_bids.inference.weights import networks_for
 
     _, files = networks_for(settings.task, settings.planes, settings.model_version,

@@ -6,6 +6,7 @@ reorient with :mod:`mixnet_bids.inference.planes`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Iterable, Mapping, Sequence
 
@@ -13,7 +14,6 @@ import numpy as np
 import torch
 
 from mixnet_bids.inference.planes import slices_to_volume, volume_to_slices
-from mixnet_bids.inference.precision import autocast
 from mixnet_bids.model import MixNet
 
 LOGGER = logging.getLogger(__name__)
@@ -24,6 +24,15 @@ MARGIN = 8
 #: Pixels of one forward pass (8 slices of 256 x 256): about 0.6 GiB of activations; more
 #: is not faster on one thread (measured 16: same speed, 0.6 GiB more).
 PIXELS_PER_BATCH = 8 * 256 * 256
+
+
+def autocast(precision: str, device: torch.device | None = None):
+    """The autocast context of ``precision`` (``float32``: none)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if precision != "bfloat16":
+        raise ValueError(f"unknown precision {precision!r}; use float32 or bfloat16")
+    return torch.autocast((device or torch.device("cpu")).type, dtype=torch.bfloat16)
 
 
 def choose_device(name: str = "auto") -> torch.device:

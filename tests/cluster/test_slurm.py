@@ -46,7 +46,7 @@ def test_job_array_then_group_job(slurm_cluster, tmp_path):
     bids = two_subjects(tmp_path / "bids")
     out, work = tmp_path / "out", tmp_path / "work"
     result = subprocess.run(
-        [sys.executable, "-m", "mixnet_bids.cli.run", "slurm-array", str(bids), str(out),
+        [sys.executable, "-m", "mixnet_bids.cli.slurm", str(bids), str(out),
          "-w", str(work), "--cpus", "1", "--mem-gb", "2", "--submit"],
         env=slurm_cluster, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

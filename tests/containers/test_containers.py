@@ -77,7 +77,8 @@ def test_demo_in_the_image_as_uid_1000_read_only_offline(image, tmp_path):
     out.mkdir()
     os.chown(out, 1000, 1000)
     run = podman(image, "run", "--rm", "-u", "1000:1000", "--read-only", "--network", "none",
-                 "-v", f"{out}:/out", IMAGE, "demo", "/out", "--nprocs", "2")
+                 "-v", f"{out}:/out", "--entrypoint", "mixnet-bids-demo", IMAGE, "/out",
+                 "--nprocs", "2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "/out/derivatives/mixnet-bids/sub-01.html" in run.stdout
     check_demo(out)
@@ -122,8 +123,8 @@ def test_demo_in_the_sif(apptainer, tmp_path):
         "cd /work", "apptainer build --fakeroot --mksquashfs-args '-Xcompression-level 1' "
         "mixnet-bids.sif mixnet-bids.def",
         "rm mixnet-bids.tar", f"{as_user} apptainer test mixnet-bids.sif",
-        f"{as_user} apptainer run --cleanenv --containall -B /work/out:/out "
-        "mixnet-bids.sif demo /out --nprocs 2",
+        f"{as_user} apptainer exec --cleanenv --containall -B /work/out:/out "
+        "mixnet-bids.sif mixnet-bids-demo /out --nprocs 2",
     ])
     run = podman(env, "run", "--rm", "--privileged", "--network", "none",
                  "-v", f"{work}:/work", SID_IMAGE, "sh", "-c", script)

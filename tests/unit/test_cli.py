@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 from helpers import bids_skeleton, random_weights, tiny_image
 
+from mixnet_bids.cli.demo import main as demo_main
 from mixnet_bids.cli.parser import build_parser
 from mixnet_bids.cli.run import main, work_folder_note
 from mixnet_bids.cli.slurm import build_parser as build_slurm_parser
+from mixnet_bids.cli.slurm import main as slurm_main
+
+#: The console scripts (setup.py) and the functions they call.
+COMMANDS = {"mixnet-bids": main, "mixnet-bids-demo": demo_main,
+            "mixnet-bids-slurm-array": slurm_main}
 
 
 def test_participant_labels_strip_sub_and_accept_both_spellings(tmp_path):
@@ -41,16 +47,16 @@ def test_version_lists_the_software_it_runs_with(capsys):
     assert f"  python {platform.python_version()}" in lines
 
 
-@pytest.mark.parametrize("argv", [
-    ["{bids}", "{out}", "participant", "--nproc", "1"],
-    ["{bids}", "{out}", "participant", "--participant", "01"],
-    ["demo", "{out}", "--nproc", "1"],
-    ["slurm-array", "{bids}", "{out}", "-w", "{out}", "--sub"],
+@pytest.mark.parametrize("command, argv", [
+    ("mixnet-bids", ["{bids}", "{out}", "participant", "--nproc", "1"]),
+    ("mixnet-bids", ["{bids}", "{out}", "participant", "--participant", "01"]),
+    ("mixnet-bids-demo", ["{out}", "--nproc", "1"]),
+    ("mixnet-bids-slurm-array", ["{bids}", "{out}", "-w", "{out}", "--sub"]),
 ])
-def test_abbreviated_options_are_refused(tmp_path, capsys, argv):
+def test_abbreviated_options_are_refused(tmp_path, capsys, command, argv):
     bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
     with pytest.raises(SystemExit) as err:
-        main([a.format(bids=bids, out=tmp_path / "out") for a in argv])
+        COMMANDS[command]([a.format(bids=bids, out=tmp_path / "out") for a in argv])
     assert err.value.code == 2
     assert "unrecognized arguments: --" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -72,10 +78,10 @@ def test_every_option_has_help_and_help_shows_the_other_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    assert "mixnet-bids demo [OUTPUT_DIR]" in text
-    assert "mixnet-bids slurm-array BIDS_DIR OUTPUT_DIR" in text
+    assert "mixnet-bids-demo [OUTPUT_DIR]" in text
+    assert "mixnet-bids-slurm-array BIDS_DIR OUTPUT_DIR" in text
     with pytest.raises(SystemExit):
-        main(["demo", "--help"])
+        demo_main(["--help"])
     assert "--nprocs N  processes" in " ".join(capsys.readouterr().out.split("\n"))
 
 
@@ -156,3 +162,13 @@ def test_plane_weights_must_match_planes(tmp_path, capsys):
                  "--plane-weights", "1:4"])
     assert code == 2
     assert "--plane-weights has 2 values for 1 planes" in capsys.readouterr().err
+
+
+def test_a_bids_folder_named_demo_is_a_bids_folder(tmp_path, monkeypatch, capsys):
+    """The demo is a command of its own (mixnet-bids-demo): ``mixnet-bids demo ...`` reads
+    a folder called demo like any other."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert main(["demo", "out", "participant"]) == 2
+    assert "demo: not a BIDS dataset" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

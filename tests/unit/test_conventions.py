@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from helpers import bids_skeleton, random_weights
 
-from mixnet_bids.cli.outputs import dseg_lookup
 from mixnet_bids.cli.parser import build_parser
 from mixnet_bids.cli.run import _settings_from_args, main
 from mixnet_bids.conventions import convention_probabilities, segment
+from mixnet_bids.derivatives import dseg_lookup
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.weights import (
     WeightsError,

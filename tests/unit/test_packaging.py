@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import bids_skeleton
 
-from mixnet_bids.cli.run import main
+from mixnet_bids.cli.slurm import main as slurm_main
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.weights import default_convention
 
@@ -42,7 +42,7 @@ def test_image_and_make_install_install_the_lock():
 def test_slurm_array_scripts(tmp_path, capsys):
     bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"], "02": ["T1w"], "03": ["FLAIR"]})
     work = tmp_path / "scratch"
-    code = main(["slurm-array", str(bids), str(tmp_path / "out"), "-w", str(work),
+    code = slurm_main([str(bids), str(tmp_path / "out"), "-w", str(work),
                  "--participant-label", "sub-01", "03", "--cpus", "4", "--mem-gb", "6",
                  "--max-parallel", "10", "--sbatch-args=--partition=short",
                  "--", "--save-probabilities"])
@@ -67,5 +67,5 @@ def test_slurm_array_scripts(tmp_path, capsys):
 def test_slurm_array_unknown_participant(tmp_path):
     bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
     with pytest.raises(SystemExit, match="no participant.s. 07"):
-        main(["slurm-array", str(bids), str(tmp_path / "out"), "-w", str(tmp_path / "w"),
+        slurm_main([str(bids), str(tmp_path / "out"), "-w", str(tmp_path / "w"),
               "--participant-label", "07"])

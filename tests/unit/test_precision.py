@@ -11,12 +11,11 @@ from mixnet_bids.evaluation.metrics import tissue_dice
 from mixnet_bids.inference.planes import PLANES, canonical_zooms, to_canonical
 from mixnet_bids.inference.precision import (
     AGREEMENT_DICE,
-    autocast,
     choose_precision,
     label_agreement,
     native_bfloat16,
 )
-from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_plane
+from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, autocast, fuse, predict_plane
 from mixnet_bids.inference.weights import load_model, networks_for
 from mixnet_bids.preprocessing import head_mask, zscore
 
