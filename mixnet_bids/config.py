@@ -24,7 +24,7 @@ class Settings:
     planes: list[str] = field(default_factory=lambda: list(PLANES))
     plane_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PLANE_WEIGHTS))
     weights_dir: Path | None = None
-    device: str = "cpu"
+    device: str = "auto"
     #: the networks' arithmetic, float32 or bfloat16 (chosen per host by ``--precision``),
     #: and the record of that choice (``inference.precision.choose_precision``)
     precision: str = "float32"
@@ -36,7 +36,6 @@ class Settings:
     mem_gb: float | None = None
     bids_filter_file: Path | None = None
     skip_bids_validation: bool = False
-    seed: int = 0
     version: str = ""
     #: redo subjects whose derivatives exist (otherwise they are skipped)
     overwrite: bool = False

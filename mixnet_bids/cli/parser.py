@@ -150,9 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plugin-args", default=None, metavar="JSON",
                    help="plugin arguments as JSON (or a JSON file), e.g. "
                         "'{\"sbatch_args\": \"--partition=short --mem=4G\"}'")
-    g.add_argument("--seed", type=int, default=0,
-                   help="recorded in the settings; no step of the pipeline is random (ANTs "
-                        "samples with a fixed seed), so it changes nothing (default 0)")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they are off anyway when stderr is not a terminal)")
     g.add_argument("--overwrite", action="store_true",

@@ -43,7 +43,7 @@ def _settings_from_args(args):
         save_probabilities=args.save_probabilities, output_spaces=args.output_spaces,
         nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
         bids_filter_file=args.bids_filter_file,
-        skip_bids_validation=args.skip_bids_validation, seed=args.seed, version=__version__,
+        skip_bids_validation=args.skip_bids_validation, version=__version__,
         overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
         plugin=args.plugin, plugin_args=_plugin_args(args.plugin_args))
 
