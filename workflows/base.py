@@ -6,23 +6,19 @@ import shlex
 import sys
 from pathlib import Path
 
-from mixnet_bids.workflows.outputs import init_outputs_wf
-from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
-from mixnet_bids.workflows.templates import init_template_outputs_wf, init_tiv_wf
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from mixnet_bids.bids import subject_key
 from mixnet_bids.config import Settings
 from mixnet_bids.inference.weights import networks_for
 from mixnet_bids.interfaces.bids import PublishSubject, report_name
 from mixnet_bids.interfaces.reports import RegistrationQC, SubjectReport
 from mixnet_bids.interfaces.segment import Fusion, PlaneInference
 from mixnet_bids.interfaces.tissue import ConventionMaps, TissueVolumes
-
-
-def subject_key(subject: str, session: str | None) -> str:
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
-
+from mixnet_bids.workflows.outputs import init_outputs_wf
+from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
+from mixnet_bids.workflows.templates import init_template_outputs_wf, init_tiv_wf
 
 #: The graph that holds every subject of a run; its folder in the work folder holds one
 #: folder per subject graph (``subject_workflow_name``).
@@ -52,7 +48,8 @@ def init_mixnet_wf(*, settings: Settings,
         .. workflow::
 
             from pathlib import Path
-            from mixnet_bids.config import Settings
+            from mixnet_bids.bids import subject_key
+from mixnet_bids.config import Settings
             from mixnet_bids.workflows.base import init_mixnet_wf
             wf = init_mixnet_wf(
                 settings=Settings(Path("bids"), Path("out"), Path("work")),
@@ -89,21 +86,25 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     when installed, else the convention's own).
 
     Inputs
-        ``images``: ``{modality: path}`` for any non-empty subset of T1w, IR, FLAIR;
+        ``inputnode.<modality>``: the image of each modality of ``images`` (``{modality:
+        path}`` for any non-empty subset of T1w, IR, FLAIR; set from it);
         ``warnings``: the input checks' warnings, shown in the report.
 
     Outputs
         BIDS-Derivatives and the HTML report, assembled in ``staging_dir`` (see
         ``init_outputs_wf``), then moved into ``settings.output_dir`` at once by the last
-        node, ``publish``.
+        node, ``publish``; ``outputnode.report``: the published report.
     """
     key = subject_key(subject, session)
     workflow = pe.Workflow(name=name or subject_workflow_name(subject, session))
     staging = staging_dir(settings, workflow.name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(images)), name="inputnode")
+    for modality, path in images.items():
+        setattr(inputnode.inputs, modality, str(path))
+    outputnode = pe.Node(niu.IdentityInterface(fields=["report"]), name="outputnode")
 
     preproc = init_preproc_wf(modalities=list(images))
-    for modality, path in images.items():
-        setattr(preproc.inputs.inputnode, modality, str(path))
+    workflow.connect([(inputnode, preproc, [(m, f"inputnode.{m}") for m in images])])
 
     networks, weight_files = networks_for(settings.task, settings.planes,
                                           settings.model_version, settings.weights_dir)
@@ -170,6 +171,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         (volumes, report, [("out_tsv", "volumes")]),
         (outputs_wf, publish, [("outputnode.out", "in_files")]),
         (report, publish, [("out_file", "report")]),
+        (publish, outputnode, [("report", "report")]),
         (convention_maps, outputs_wf, [("out_dseg", "inputnode.dseg"),
                                        ("out_probs", "inputnode.probs"),
                                        ("out_uncertainty", "inputnode.uncertainty"),

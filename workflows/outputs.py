@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mixnet_bids.workflows.preprocessing import choose_reference
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -14,6 +13,7 @@ from mixnet_bids.interfaces.bids import DerivativesDataSink, derivative_name
 from mixnet_bids.interfaces.preproc import SkullStripped
 from mixnet_bids.labels import TISSUES
 from mixnet_bids.sidecars import TISSUE_NAMES, own_uri, raw_uri, template_uri
+from mixnet_bids.workflows.preprocessing import choose_reference
 
 #: How each input modality's preprocessed image is named: (acq entity, suffix).
 PREPROC_NAMES = {"T1w": (None, "T1w"), "IR": ("IR", "T1w"), "FLAIR": (None, "FLAIR")}
@@ -150,8 +150,9 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
     workflow.connect(inputnode, "volumes_meta", volumes, "metadata")
 
     # every written file, so that publishing waits for all of them
-    outputnode = pe.Node(niu.Merge(len(sinks)), name="outputnode",
-                         run_without_submitting=True)
+    written = pe.Node(niu.Merge(len(sinks)), name="written", run_without_submitting=True)
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out"]), name="outputnode")
     for i, node in enumerate(sinks, start=1):
-        workflow.connect(node, "out_file", outputnode, f"in{i}")
+        workflow.connect(node, "out_file", written, f"in{i}")
+    workflow.connect(written, "out", outputnode, "out")
     return workflow

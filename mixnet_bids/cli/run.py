@@ -68,13 +68,13 @@ def run_participants(settings, runs) -> list[str]:
     others complete and publish)."""
     from nipype import config as nipype_config
 
+    from mixnet_bids.bids import subject_key
     from mixnet_bids.derivatives import finished_outputs, write_dataset_files, write_settings
     from mixnet_bids.interfaces.bids import report_name
     from mixnet_bids.templates import ensure_templateflow
     from mixnet_bids.workflows.base import (
         init_mixnet_wf,
         staging_dir,
-        subject_key,
         subject_workflow_name,
     )
 
