@@ -58,6 +58,7 @@ import numpy as np
 from nibabel.processing import resample_from_to, resample_to_output
 from scipy import ndimage
 
+from mixnet_bids.evaluation.markdown import table as markdown_table
 from mixnet_bids.evaluation.metrics import dice, tissue_dice
 from mixnet_bids.labels import IGNORE_INDEX, TISSUES
 from mixnet_bids.preprocessing import head_mask
@@ -381,10 +382,7 @@ def markdown(report: dict) -> str:
     if meta["subset"]:
         lines += ["**A subset** of the benchmark: conditions "
                   f"{', '.join(meta['conditions'])}; the subjects are in the table.", ""]
-    lines += ["| condition | method | subjects | Dice GM / WM / CSF, app's brain mask | "
-              "Dice GM / WM / CSF, true brain mask (ceiling) | wall time (s) | "
-              "mixnet-bids time / this |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for condition in meta["conditions"]:
         here = [r for r in records if r["condition"] == condition]
         ours = [r for r in here if r["method"] == "mixnet-bids"]
@@ -392,14 +390,18 @@ def markdown(report: dict) -> str:
             continue
         our_time = mean_of(ours, "seconds")
         subjects = ", ".join(r["subject"] for r in ours)
-        lines.append(f"| {TITLES[condition]} | mixnet-bids | {subjects} | {dice_text(ours)} | "
-                     f"— | {our_time:.0f} | 1 |")
+        rows.append([TITLES[condition], "mixnet-bids", subjects, dice_text(ours), "—",
+                     f"{our_time:.0f}", 1])
         for method, name in (("atropos", "N4 + Atropos"), ("gmm", "N4 + Gaussian mixture")):
             app = [r for r in here if r["method"] == method and r["mask"] == "app"]
             true = [r for r in here if r["method"] == method and r["mask"] == "true"]
             seconds = mean_of(app, "seconds")
-            lines.append(f"| | {name} | {subjects} | {dice_text(app)} | {dice_text(true)} | "
-                         f"{seconds:.0f} | {our_time / seconds:.1f} |")
+            rows.append(["", name, subjects, dice_text(app), dice_text(true), f"{seconds:.0f}",
+                         f"{our_time / seconds:.1f}"])
+    lines.append(markdown_table(
+        ["condition", "method", "subjects", "Dice GM / WM / CSF, app's brain mask",
+         "Dice GM / WM / CSF, true brain mask (ceiling)", "wall time (s)",
+         "mixnet-bids time / this"], rows))
     masks, stripped = [], []
     for condition in meta["conditions"]:
         ours = [r for r in records

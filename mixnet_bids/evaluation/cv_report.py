@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mixnet_bids.evaluation.markdown import table as markdown_table
+
 #: Minimum mean Dice of the fused 3-label model, all modalities present (the floors below
 #: the paper that the project set for its cross-validation).
 FLOORS: dict[str, float] = {"GM": 0.83, "WM": 0.87, "CSF": 0.83}
@@ -26,19 +28,11 @@ PAPER_TABLE2: dict[str, dict[str, float]] = {
 }
 
 
-def _row(cells: list) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    return "\n".join([_row(header), _row(["---"] * len(header)), *map(_row, rows)])
-
-
 def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-def load_table(path: Path) -> pd.DataFrame:
+def loadmarkdown_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"subject": str, "modalities": str,
                                                "all_modalities": str})
 
@@ -84,7 +78,7 @@ def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame,
         if len(chosen):
             rows.append([f"**mean, {name}** (n={len(chosen)})", ""]
                         + _metric_cells(chosen.mean(), labels))
-    parts.append(_table(header, rows))
+    parts.append(markdown_table(header, rows))
 
     if len(three) and three_label:
         dice = three["dice"].mean()
@@ -107,7 +101,7 @@ def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame,
                            + [_fmt(by_label.loc[label, "dice"]) for label in labels])
     parts.append("Mean Dice per input subset (each held-out subject scored with every "
                  "subset of the modalities it has):")
-    parts.append(_table(["inputs", "subjects", *labels], subset_rows))
+    parts.append(markdown_table(["inputs", "subjects", *labels], subset_rows))
 
     if len(budget):
         done = budget[budget["subject"].isin(set(table["subject"]))]
@@ -126,7 +120,7 @@ def cv_markdown(out: Path, task: str = "3label") -> str:
     sections = []
     for path in sorted(Path(out).glob(f"cv_{task}_*.tsv")):
         version = path.stem.rsplit("_", 1)[-1]
-        table = load_table(path)
+        table = loadmarkdown_table(path)
         folds = Path(out) / f"{task}_{version}"
         networks = ""
         if task == "3label" and not folds.is_dir() and (Path(out) / f"8label_{version}").is_dir():

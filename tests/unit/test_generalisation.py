@@ -240,7 +240,7 @@ def test_the_table_has_both_masks_side_by_side_and_the_time_ratios():
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[2] == ("| (d) BrainWeb held out, MPRAGE-like 1 mm | mixnet-bids | 05 | "
                        "0.800 / 0.900 / 0.700 | — | 120 | 1 |")
-    assert rows[3] == ("| | N4 + Atropos | 05 | 0.600 / 0.900 / 0.700 | "
+    assert rows[3] == ("|  | N4 + Atropos | 05 | 0.600 / 0.900 / 0.700 | "
                        "0.700 / 0.900 / 0.700 | 40 | 3.0 |")
     assert rows[4].endswith("| 30 | 4.0 |")
     assert "Dice: (d) 0.950" in table and "call background" in table
