@@ -115,3 +115,21 @@ def tissue_volumes(tissues: Mapping[str, np.ndarray], tiv: np.ndarray, voxel_ml:
         row["mean_margin"] = (float(tissue_margin(tissues)[tissue].mean()) if tissue.any()
                               else np.nan)
     return row
+
+
+def volumes_table(subject: str, session: str | None, volumes: Mapping[str, float],
+                  qc: Mapping[str, float] | None, convention: str
+                  ) -> tuple[dict[str, object], dict[str, dict]]:
+    """One subject's row of the volumes table (its BIDS labels, ``volumes`` as
+    ``tissue_volumes`` gives them, the ``qc`` columns) and the JSON sidecar describing the
+    row's columns."""
+    row: dict[str, object] = {"participant_id": f"sub-{subject}"}
+    meta = {"participant_id": {"Description": "BIDS participant label"}}
+    if session:
+        row["session_id"] = f"ses-{session}"
+        meta["session_id"] = {"Description": "BIDS session label"}
+    row.update(volumes)
+    row.update(qc or {})
+    meta.update({k: v for k, v in column_descriptions(convention).items() if k in row})
+    return row, meta
+

@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
 from mixnet_bids.conventions import STRUCTURES, segment
 from mixnet_bids.labels import CONVENTIONS, TASK_CLASSES, TISSUES
 from mixnet_bids.preprocessing import write_like
-from mixnet_bids.volumes import column_descriptions, tissue_volumes
+from mixnet_bids.volumes import tissue_volumes, volumes_table
 
 
 def _load_mask(path: str, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -160,22 +160,15 @@ class TissueVolumes(SimpleInterface):
         names = self.inputs.structure_names if isdefined(self.inputs.structure_names) else []
         if len(structures) != len(names):
             raise ValueError(f"{len(structures)} structure maps for {len(names)} names")
-        row = {"participant_id": f"sub-{self.inputs.subject}"}
-        if self.inputs.session:
-            row["session_id"] = f"ses-{self.inputs.session}"
-        row.update(tissue_volumes(
+        volumes = tissue_volumes(
             dict(zip(TISSUES, map(load, self.inputs.probsegs))), load(self.inputs.tiv_mask),
             voxel_ml, dict(zip(names, map(load, structures))), dseg=load(self.inputs.dseg),
-            uncertainty=load(self.inputs.uncertainty)))
-        row.update(self.inputs.qc or {})
+            uncertainty=load(self.inputs.uncertainty))
+        row, meta = volumes_table(self.inputs.subject, self.inputs.session, volumes,
+                                  self.inputs.qc, self.inputs.convention)
         out = os.path.join(runtime.cwd, "volumes.tsv")
         pd.DataFrame([row]).to_csv(out, sep="\t", index=False, float_format="%.4f",
                                    na_rep="n/a")
-        meta = {"participant_id": {"Description": "BIDS participant label"}}
-        if "session_id" in row:
-            meta["session_id"] = {"Description": "BIDS session label"}
-        descriptions = column_descriptions(self.inputs.convention)
-        meta.update({k: v for k, v in descriptions.items() if k in row})
         self._results["out_tsv"] = out
         self._results["metadata"] = json.loads(json.dumps(meta))
         return runtime
