@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -118,7 +119,8 @@ def run_participant(case, root: Path, precision: str) -> dict:
     anat = out / f"sub-{case.subject}" / "anat"
     dseg = anat / f"sub-{case.subject}_desc-3label_dseg.nii.gz"
     settings = sorted((out / f"sub-{case.subject}" / "log").glob("*/settings.json"))
-    record = {"command": " ".join(command), "exit_code": code, "wall_s": round(wall, 1),
+    record = {"command": shlex.join([Path(command[0]).name, *command[1:]]),  # no local path
+              "exit_code": code, "wall_s": round(wall, 1),
               "peak_rss_gib": round(peak_kib / 2 ** 20, 2), "stages_s": stage_times(work),
               "log": str(log)}
     if settings:
