@@ -40,12 +40,18 @@ def version_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_name() -> str:
-    """The CPU's model name (e.g. "AMD EPYC 9R14"), as the kernel reports it."""
+def cpuinfo(field: str) -> str | None:
+    """A field of the first CPU in /proc/cpuinfo (e.g. "model name", "flags"); None where
+    there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (e.g. "AMD EPYC 9R14"), as the kernel reports it."""
+    return cpuinfo("model name") or platform.processor() or platform.machine()

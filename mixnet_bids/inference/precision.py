@@ -31,6 +31,7 @@ import torch
 from mixnet_bids.evaluation.metrics import dice
 from mixnet_bids.inference.planes import SLICE_AXIS, canonical_zooms, to_canonical
 from mixnet_bids.inference.predict import choose_device, predict_plane
+from mixnet_bids.versions import cpuinfo
 
 LOGGER = logging.getLogger(__name__)
 
@@ -51,14 +52,7 @@ class PrecisionError(RuntimeError):
 
 def cpu_flags() -> set[str]:
     """The flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((cpuinfo("flags") or "").split())
 
 
 def native_bfloat16(device: torch.device) -> bool:
