@@ -127,7 +127,9 @@ def submit(script_dir: Path) -> tuple[str, str]:
     return array, group
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``mixnet-bids-slurm-array``: write (and with ``--submit`` submit) the job scripts."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")

@@ -4,6 +4,7 @@ import platform
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -172,3 +173,12 @@ def test_a_bids_folder_named_demo_is_a_bids_folder(tmp_path, monkeypatch, capsys
     assert main(["demo", "out", "participant"]) == 2
     assert "demo: not a BIDS dataset" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_console_script_runs(command):
+    """The installed entry points (setup.py) start and show their usage."""
+    script = Path(sys.executable).parent / command
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"usage: {command}" in result.stdout
