@@ -26,7 +26,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("NIPYPE_NO_ET", "1")
+from mixnet_bids.runtime import prepare_runtime  # noqa: E402
+
+prepare_runtime()  # no network; the ANTs tools of this environment for the runs
 
 MODES = ("jobs", "one-run")
 
