@@ -8,6 +8,7 @@ The plain functions here hold the numerics and are tested directly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -47,6 +48,49 @@ def head_mask(data: np.ndarray) -> np.ndarray:
         mask = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)],
                         axis=axis)
     return ndimage.binary_fill_holes(mask)
+
+
+def head_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of the ``True`` voxels of ``mask`` widened by ``margin`` voxels on
+    every side (clipped to the array); ``None`` when the mask is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        where = np.flatnonzero(mask.any(axis=others))
+        if not where.size:
+            return None
+        box.append(slice(max(0, where[0] - margin),
+                         min(mask.shape[axis], where[-1] + margin + 1)))
+    return tuple(box)
+
+
+def paste(crop: np.ndarray, crop_affine: np.ndarray, shape: Sequence[int],
+          affine: np.ndarray, fill: float | Sequence[float] = 0) -> np.ndarray:
+    """``crop`` (a box of the grid ``shape``/``affine``, placed by its own affine) on the
+    whole grid, ``fill`` elsewhere (one value, or one per trailing channel); in Fortran
+    order, as NIfTI stores it."""
+    box = crop_box(crop.shape, crop_affine, shape, affine)
+    # NIfTI stores the first axis fastest: in that order the array is written as it is
+    out = np.empty(tuple(shape[:3]) + crop.shape[3:], crop.dtype, order="F")
+    out[...] = fill
+    out[box] = crop
+    return out
+
+
+def crop_box(crop_shape: Sequence[int], crop_affine: np.ndarray, shape: Sequence[int],
+             affine: np.ndarray) -> tuple[slice, slice, slice]:
+    """Where a crop lies in a grid: its voxel box, from the two affines. ``ValueError``
+    unless the crop is a whole-voxel box of the grid with the same axes and voxel sizes."""
+    start = np.linalg.solve(affine, crop_affine[:, 3])[:3]
+    corner = np.round(start).astype(int)
+    stop = corner + np.asarray(crop_shape[:3])
+    if (not np.allclose(crop_affine[:3, :3], affine[:3, :3], atol=1e-4)
+            or not np.allclose(start, corner, atol=1e-3)
+            or (corner < 0).any() or (stop > np.asarray(shape[:3])).any()):
+        raise ValueError(f"the crop's grid ({tuple(crop_shape[:3])}, affine "
+                         f"{crop_affine.tolist()}) is not a box of the grid "
+                         f"({tuple(shape[:3])}, affine {affine.tolist()})")
+    return tuple(slice(a, b) for a, b in zip(corner, stop))
 
 
 def signal_mask(data: np.ndarray) -> np.ndarray:
@@ -153,9 +197,12 @@ def ants_threads() -> dict:
 def n4_interface(**inputs):
     """Nipype's ANTs N4 interface with the settings used everywhere in mixnet-bids.
 
-    Shrink factor 4 and 50/50/30/20 iterations at 1e-6: on an MRBrainS IR volume this took
-    10 s instead of 74 s for 4x50 at 1e-7 with shrink 2, with a correlation of 0.991
-    between the two corrected images inside the head.
+    Shrink factor 4, fitting distance 200 mm, four levels of 20 iterations at 1e-6. On an
+    MRBrainS IR volume, shrink 4 and 50/50/30/20 iterations took 10 s instead of 74 s for
+    4x50 at 1e-7 with shrink 2 (correlation 0.991 between the corrected heads). On a 1 mm
+    T1w cropped to its head, where N4 never reached 1e-6, 20/20/20/20 took 13.1 s instead
+    of 21.8 s for 50/50/30/20, with a correlation of 0.9996 inside the head: the finest
+    level matters more than the first ones (50/50/30 alone: 0.996).
     """
     from nipype.interfaces.ants import N4BiasFieldCorrection
 
@@ -163,7 +210,7 @@ def n4_interface(**inputs):
         dimension=3,
         bspline_fitting_distance=200,
         shrink_factor=4,
-        n_iterations=[50, 50, 30, 20],
+        n_iterations=[20, 20, 20, 20],
         convergence_threshold=1e-6,
         rescale_intensities=True,
         copy_header=True,

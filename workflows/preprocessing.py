@@ -6,7 +6,7 @@ from nipype.interfaces import utility as niu
 from nipype.interfaces.ants import ApplyTransforms
 from nipype.pipeline import engine as pe
 
-from mixnet_bids.interfaces.preproc import HeadMask, SignalMask, ZScoreStack
+from mixnet_bids.interfaces.preproc import HeadCrop, HeadMask, PasteCrop, SignalMask, ZScoreStack
 from mixnet_bids.preprocessing import ants_threads, n4_interface, rigid_registration_interface
 
 
@@ -22,8 +22,9 @@ def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Wo
     """Bias-correct, co-register and z-score the available modalities.
 
     Each modality gets a head mask in its own space (background-level aware, see
-    ``preprocessing.head_mask``) that guides N4 and, moved with the registration, bounds
-    the z-scoring on the reference grid; and a signal mask (all but its zero background,
+    ``preprocessing.head_mask``) that guides N4 (run on the mask's bounding box alone,
+    ``HeadCrop``/``PasteCrop``) and, moved with the registration, bounds the z-scoring on
+    the reference grid; and a signal mask (all but its zero background,
     see ``preprocessing.signal_mask``), moved the same way. Every ANTs step runs with
     ``preprocessing.ANTS_THREADS`` threads, whatever the machine, so the results do not
     depend on it.
@@ -65,18 +66,23 @@ def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Wo
     for i, modality in enumerate(ordered, start=1):
         mask = pe.Node(HeadMask(), name=f"n4_mask_{modality}")
         signal = pe.Node(SignalMask(), name=f"signal_{modality}")
+        crop = pe.Node(HeadCrop(), name=f"n4_crop_{modality}")
         n4 = pe.Node(n4_interface(), name=f"n4_{modality}", mem_gb=1.0)
+        uncrop = pe.Node(PasteCrop(), name=f"n4_paste_{modality}")
         workflow.connect([
             (inputnode, mask, [(modality, "in_file")]),
-            (inputnode, n4, [(modality, "input_image")]),
+            (inputnode, crop, [(modality, "in_file")]),
             (inputnode, signal, [(modality, "in_file")]),
-            (mask, n4, [("out_file", "mask_image")]),
+            (mask, crop, [("out_file", "mask")]),
+            (crop, n4, [("out_file", "input_image"), ("out_mask", "mask_image")]),
+            (n4, uncrop, [("output_image", "in_file")]),
+            (inputnode, uncrop, [(modality, "full_file")]),
         ])
         if modality == reference:  # first in ``ordered``
-            n4_reference = n4
-            corrected, field = n4, "output_image"
+            n4_reference = uncrop
+            corrected, field = uncrop, "out_file"
             workflow.connect([
-                (n4, outputnode, [("output_image", "reference")]),
+                (uncrop, outputnode, [("out_file", "reference")]),
                 (mask, merge_masks, [("out_file", f"in{i}")]),
                 (signal, merge_signal, [("out_file", f"in{i}")]),
             ])
@@ -88,10 +94,10 @@ def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Wo
                                                   dimension=3, float=True, **ants_threads()),
                                   name=f"mask_to_reference_{modality}")
             workflow.connect([
-                (n4_reference, reg, [("output_image", "fixed_image")]),
-                (n4, reg, [("output_image", "moving_image")]),
+                (n4_reference, reg, [("out_file", "fixed_image")]),
+                (uncrop, reg, [("out_file", "moving_image")]),
                 (mask, mask_to_ref, [("out_file", "input_image")]),
-                (n4_reference, mask_to_ref, [("output_image", "reference_image")]),
+                (n4_reference, mask_to_ref, [("out_file", "reference_image")]),
                 (reg, mask_to_ref, [("forward_transforms", "transforms")]),
                 (mask_to_ref, merge_masks, [("output_image", f"in{i}")]),
             ])
@@ -101,7 +107,7 @@ def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Wo
                                     name=f"signal_to_reference_{modality}")
             workflow.connect([
                 (signal, signal_to_ref, [("out_file", "input_image")]),
-                (n4_reference, signal_to_ref, [("output_image", "reference_image")]),
+                (n4_reference, signal_to_ref, [("out_file", "reference_image")]),
                 (reg, signal_to_ref, [("forward_transforms", "transforms")]),
                 (signal_to_ref, merge_signal, [("output_image", f"in{i}")]),
             ])

@@ -15,6 +15,7 @@ import torch
 
 from mixnet_bids.inference.planes import slices_to_volume, volume_to_slices
 from mixnet_bids.model import MixNet
+from mixnet_bids.preprocessing import head_box
 
 LOGGER = logging.getLogger(__name__)
 #: Default plane weights (sagittal:coronal:axial), as in the paper.
@@ -45,20 +46,6 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def head_box(mask: np.ndarray, margin: int = MARGIN) -> tuple[slice, ...] | None:
-    """Bounding box of the ``True`` voxels of ``mask`` widened by ``margin`` voxels on
-    every side (clipped to the array); ``None`` when the mask is empty."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        where = np.flatnonzero(mask.any(axis=others))
-        if not where.size:
-            return None
-        box.append(slice(max(0, where[0] - margin),
-                         min(mask.shape[axis], where[-1] + margin + 1)))
-    return tuple(box)
-
-
 def slices_per_batch(height: int, width: int) -> int:
     """As many slices of ``height x width`` as fit in ``PIXELS_PER_BATCH``."""
     return max(1, PIXELS_PER_BATCH // max(1, height * width))
@@ -78,7 +65,7 @@ def predict_plane(model: MixNet, image: np.ndarray, head: np.ndarray,
     """
     probs = np.zeros(image.shape[:3] + (model.n_classes,), np.float32)
     probs[..., 0] = 1.0
-    box = head_box(head)
+    box = head_box(head, MARGIN)
     if box is not None:
         probs[box] = _predict_box(model, image[box], head[box], zooms, plane, batch_size,
                                   device or torch.device("cpu"), progress, precision)

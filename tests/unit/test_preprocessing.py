@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 
 from mixnet_bids.preprocessing import (
+    head_box,
     head_mask,
     n4_interface,
     rigid_registration_interface,
@@ -93,3 +94,40 @@ def test_rigid_registration_recovers_a_shift(tmp_path):
     before = np.abs(moving - fixed)[inner].mean()
     after = np.abs(warped - fixed)[inner].mean()
     assert after < 0.35 * before, (before, after)
+
+
+def test_n4_on_the_head_box_is_pasted_back_on_the_whole_grid(tmp_path):
+    """Mask -> head box -> real N4 -> paste: the whole grid and affine come back, the voxels
+    outside the box are the input's, and the head is corrected as N4 on the whole grid
+    corrects it."""
+    from mixnet_bids.interfaces.preproc import N4_MARGIN, HeadCrop, HeadMask, PasteCrop
+
+    head = np.clip(phantom(), 1, None)
+    grid = np.indices(head.shape, dtype=np.float32)
+    head = head * np.exp(0.35 * (grid[0] / head.shape[0] - 0.5)
+                         + 0.25 * (grid[1] / head.shape[1]))
+    data = np.random.default_rng(1).normal(20, 5, (80, 88, 64)).astype(np.float32)
+    data[20:68, 6:62, 16:56] = head  # off-centre, touching no edge
+    affine = np.array([[-1.2, 0, 0, 50], [0, 1.2, 0, -60], [0, 0, 1.5, -30], [0, 0, 0, 1]])
+    src = tmp_path / "sub-1_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(src))
+
+    mask = HeadMask(in_file=str(src)).run(cwd=tmp_path).outputs.out_file
+    crop = HeadCrop(in_file=str(src), mask=mask).run(cwd=tmp_path).outputs
+    assert nib.load(crop.out_file).shape < data.shape
+    assert nib.load(crop.out_mask).shape == nib.load(crop.out_file).shape
+    n4 = n4_interface(input_image=crop.out_file, mask_image=crop.out_mask).run(cwd=tmp_path)
+    out = PasteCrop(in_file=n4.outputs.output_image, full_file=str(src)).run(cwd=tmp_path)
+    img = nib.load(out.outputs.out_file)
+    assert img.shape == data.shape and np.allclose(img.affine, affine)
+    corrected = img.get_fdata(dtype=np.float32)
+
+    brain = nib.load(mask).get_fdata() > 0
+    inside = np.zeros(data.shape, bool)
+    inside[head_box(brain, N4_MARGIN)] = True
+    assert 0 < inside.sum() < 0.8 * inside.size
+    assert np.array_equal(corrected[~inside], data[~inside])
+    whole = n4_interface(input_image=str(src), mask_image=mask,
+                         output_image=str(tmp_path / "whole.nii.gz")).run(cwd=tmp_path)
+    reference = nib.load(whole.outputs.output_image).get_fdata(dtype=np.float32)
+    assert np.corrcoef(corrected[brain], reference[brain])[0, 1] > 0.99
