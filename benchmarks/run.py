@@ -62,11 +62,12 @@ def gemm_gflops(dtype: str, n: int = 1024, repeats: int = 10) -> float:
 
 
 def network_speed(plane: str, precision: str, slices: int = 8) -> dict:
-    """Slices/s and GFLOP/s of one plane's shipped 3-label network, channels-last."""
+    """Slices/s and GFLOP/s of one plane's shipped 3-label network, channels-last, in the
+    app's batches (``slices_per_batch``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mixnet_bids.inference.predict import autocast
+    from mixnet_bids.inference.predict import autocast, slices_per_batch
     from mixnet_bids.inference.weights import load_model, weight_path
 
     model, _ = load_model(weight_path("3label", plane, "v3"))
@@ -77,11 +78,14 @@ def network_speed(plane: str, precision: str, slices: int = 8) -> dict:
         with FlopCounterMode(display=False) as counter:
             model(x[:1])
         flops = counter.get_total_flops() * slices
-        model(x[:2])
+        size = slices_per_batch(*SLICE_SHAPES[plane])
+        model(x[:size])
         t0 = time.perf_counter()
-        model(x)
+        for start in range(0, slices, size):
+            model(x[start:start + size])
         seconds = time.perf_counter() - t0
     return {"plane": plane, "precision": precision, "slice": list(SLICE_SHAPES[plane]),
+            "batch": size,
             "slices_per_s": round(slices / seconds, 2),
             "gflops": round(flops / seconds / 1e9, 1)}
 

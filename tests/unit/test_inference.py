@@ -59,7 +59,9 @@ def test_batch_size_does_not_change_the_probabilities():
     zooms = (0.958333, 0.958333, 3.0)
     one = predict_plane(model, image, head, zooms, "axial", batch_size=1)
     assert np.allclose(one, predict_plane(model, image, head, zooms, "axial"), atol=1e-5)
-    assert slices_per_batch(256, 256) == 8 and slices_per_batch(4000, 4000) == 1
+    assert slices_per_batch(256, 256) == 1 and slices_per_batch(144, 144) == 2
+    assert slices_per_batch(4000, 4000) == 1
+    assert slices_per_batch(256, 256, "cuda") == 8
 
 
 def test_head_box_widens_by_the_margin_and_stops_at_the_edges():
