@@ -109,6 +109,15 @@ class OutputUnit(nn.Module):
 
     ``(N, c_in, h, w) -> (N, n_classes, h * s, w * s)`` with ``s = 2`` when
     ``upscale`` (the InitUnit pooled), else 1.
+
+    The 3x3 conv (``classify``) reads the features and the priors, each prior a bin grid
+    upsampled bilinearly to ``h x w``. Its prior part is computed before the upsampling:
+    mixing channels commutes with a per-channel linear interpolation, so each prior's
+    channels are first mixed by the nine taps of the kernel (``9 * n_classes`` channels at
+    its bin size), those are upsampled, and a fixed one-hot 3x3 kernel sums the shifted
+    taps. The result is the 3x3 conv of the upsampled priors up to rounding, with 12x fewer
+    multiplications and upsampled channels for 4 classes, and no 864-channel
+    concatenation: one 208 x 256 axial slice took 17.5 ms in that conv (of 60 ms), bfloat16.
     """
 
     def __init__(self, c_in: int, n_classes: int, upscale: bool = True,
@@ -128,14 +137,27 @@ class OutputUnit(nn.Module):
         self.pre = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True))
         self.classify = nn.Conv2d(c_in + branch * len(self.bins), n_classes, 3, padding=1)
         self.upscale = upscale
+        # taps[c, c * 9 + t] is the one-hot 3x3 kernel of tap t (row-major) for class c
+        self.register_buffer("taps", torch.eye(9).reshape(1, 9, 3, 3).repeat(n_classes, 1, 1, 1),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        priors = [
-            F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
-            for branch in self.branches
-        ]
-        logits = self.classify(torch.cat([self.pre(x), *priors], dim=1))
+        n_classes, c_in = self.classify.out_channels, self.pre[0].num_features
+        weight = self.classify.weight
+        logits = F.conv2d(self.pre(x), weight[:, :c_in], self.classify.bias, padding=1)
+        taps = 0
+        start = c_in
+        for branch in self.branches:
+            prior = branch(x)
+            part = weight[:, start:start + prior.shape[1]]  # (classes, channels, 3, 3)
+            start += prior.shape[1]
+            # (classes * 9, channels, 1, 1): output channel c * 9 + t mixes the prior by tap t
+            mix = part.permute(0, 2, 3, 1).reshape(n_classes * 9, -1, 1, 1)
+            taps = taps + F.interpolate(F.conv2d(prior, mix), size=size, mode="bilinear",
+                                        align_corners=False)
+        logits = logits + F.conv2d(taps, self.taps.to(taps.dtype), padding=1,
+                                   groups=n_classes)
         if self.upscale:
             logits = F.interpolate(logits, scale_factor=2.0, mode="bilinear",
                                    align_corners=False)

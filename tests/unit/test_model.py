@@ -114,3 +114,26 @@ def test_v3_trains_in_channels_last_bfloat16_with_gradients_that_agree_with_floa
     assert float((fast - reference).norm() / reference.norm()) < 0.05
     # the same parameters as plain convolutions: the shipped state_dicts load unchanged
     assert [k for k in net.state_dict()] == [k for k in build_mixnet("v3", 10).state_dict()]
+
+
+@pytest.mark.parametrize("n_classes,upscale", [(4, True), (10, False)])
+def test_output_unit_equals_the_3x3_conv_of_features_and_upsampled_priors(n_classes, upscale):
+    """The OutputUnit mixes the priors by the kernel's taps before upsampling them: the same
+    function as the paper's form, the 3x3 conv of the concatenated features and priors."""
+    from mixnet_bids.model import OutputUnit
+
+    torch.manual_seed(0)
+    unit = OutputUnit(48, n_classes, upscale=upscale).double().eval()
+    for module in unit.modules():  # BatchNorm statistics away from the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 48, 30, 26, dtype=torch.float64)
+    priors = [torch.nn.functional.interpolate(branch(x), size=x.shape[-2:], mode="bilinear",
+                                              align_corners=False) for branch in unit.branches]
+    expected = unit.classify(torch.cat([unit.pre(x), *priors], dim=1))
+    if upscale:
+        expected = torch.nn.functional.interpolate(expected, scale_factor=2.0, mode="bilinear",
+                                                   align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(unit(x), expected, atol=1e-10)
