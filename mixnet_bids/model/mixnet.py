@@ -39,12 +39,14 @@ class GroupedDilatedConv2d(nn.Conv2d):
     while every other layer was right. Computing these three convolutions of MixNetv3 in the
     default layout, and the rest of the network in channels-last, gave finite gradients
     that agree with float32 as well as the all-default layout does, 1.4x faster per training
-    step than the default layout (one thread, batch 8 of 128 x 128). Outside autocast it is
-    a plain ``nn.Conv2d``; the parameters are the same.
+    step than the default layout (one thread, batch 8 of 128 x 128). Without gradients
+    (inference) or outside autocast it is a plain ``nn.Conv2d`` (the channels-last forward
+    is right, and took 1.1 ms instead of 3.8 ms with the layout round trip on a 104 x 128
+    map of 36 channels); the parameters are the same.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (torch.is_autocast_enabled("cpu") and
+        if not (torch.is_grad_enabled() and torch.is_autocast_enabled("cpu") and
                 x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         y = self._conv_forward(x.contiguous(), self.weight.contiguous(), self.bias)
