@@ -233,3 +233,17 @@ def test_report_explains_each_flag(head, tmp_path):
                   template_mask=str(good["template"]), volumes=str(good["volumes"]),
                   settings_json="{}", task="3label").run()
     assert "Warnings: none" in out_good.read_text(encoding="utf-8")
+
+
+def test_tissue_margin_is_the_largest_minus_the_second_largest_probability():
+    from mixnet_bids.volumes import tissue_margin
+
+    rng = np.random.default_rng(0)
+    parts = rng.dirichlet(np.ones(4), size=5000).astype(np.float32)
+    parts[:500, 2] = parts[:500, 1]  # ties between GM and WM
+    parts[500:600] = [0.0, 0.5, 0.0, 0.5]  # GM and CSF tie, no background
+    tissues = {"GM": parts[:, 1], "WM": parts[:, 2], "CSF": parts[:, 3]}
+    background = np.clip(1.0 - (parts[:, 1] + parts[:, 2] + parts[:, 3]), 0.0, 1.0)
+    ordered = np.sort(np.stack([background, *tissues.values()], axis=-1), axis=-1)
+    np.testing.assert_array_equal(tissue_margin(tissues), ordered[:, -1] - ordered[:, -2])
+    assert np.all(tissue_margin(tissues)[500:600] == 0)
