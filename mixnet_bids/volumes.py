@@ -115,8 +115,8 @@ def tissue_volumes(tissues: Mapping[str, np.ndarray], tiv: np.ndarray, voxel_ml:
         row["mean_uncertainty"] = float(uncertainty[tissue].mean()) if tissue.any() else np.nan
     if dseg is not None:
         tissue = dseg > 0
-        row["mean_margin"] = (float(tissue_margin(tissues)[tissue].mean()) if tissue.any()
-                              else np.nan)
+        row["mean_margin"] = (float(tissue_margin({t: tissues[t][tissue] for t in TISSUES})
+                                    .mean()) if tissue.any() else np.nan)
     return row
 
 

@@ -144,7 +144,11 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
         raise ValueError(f"{len(probsegs)} probseg maps; give {', '.join(TISSUES)}")
     tissues = {t: np.asarray(load_checked(p, ref_img, f"{t} probseg").dataobj, np.float32)
                for t, p in zip(TISSUES, probsegs)}
-    margin_img = nib.Nifti1Image(tissue_margin(tissues), ref_img.affine)
+    # the margin is 1 where no tissue is likely (background alone): computed elsewhere only
+    likely = (tissues["GM"] + tissues["WM"] + tissues["CSF"]) > 0
+    margin = np.ones(likely.shape, np.float32)
+    margin[likely] = tissue_margin({t: prob[likely] for t, prob in tissues.items()})
+    margin_img = nib.Nifti1Image(margin, ref_img.affine)
     reg_imgs = {name: load_checked(path, ref_img, name) for name, path in registered.items()}
     tpl_img = (load_checked(template_mask, ref_img, "template mask")
                if template_mask is not None else None)
