@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from mixnet_bids.labels import TISSUES, n_classes
 from mixnet_bids.model import build_mixnet
@@ -30,25 +29,8 @@ from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.dataset import DEFAULT_CROPS, MixedSampler, SliceSampler
 from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT, get_recipe
 from mixnet_bids.training.synth import SynthSampler, load_label_volumes
-from mixnet_bids.training.train import TrainConfig
+from mixnet_bids.training.train import TrainConfig, reestimate_batchnorm
 from mixnet_bids.training.validation import brainweb_cases, tissue_dice
-
-
-def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Replace every BatchNorm layer's running statistics by their plain average over
-    ``batches`` (forward passes in training mode, no gradients); leaves the model in eval."""
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
-        for batch in batches:
-            model(batch)
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
-    model.eval()
 
 
 def checkpoint_at(commit: str, path: str) -> dict:
@@ -93,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
         t0 = time.monotonic()
         before = tissue_dice(model, cfg.task, cases, args.plane)
-        recalibrate_batchnorm(model, batches)
+        reestimate_batchnorm(model, batches)
         after = tissue_dice(model, cfg.task, cases, args.plane)
         print(f"| {state['iteration']} | " + " / ".join(f"{before[t]:.3f}" for t in TISSUES)
               + " | " + " / ".join(f"{after[t]:.3f}" for t in TISSUES)

@@ -18,6 +18,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -98,6 +99,30 @@ class TrainConfig:
                    class_weights=list(recipe.class_weights) if recipe.class_weights else None,
                    p_t1w_only=recipe.p_t1w_only, synth_fraction=recipe.synth_fraction,
                    validate_every=recipe.validate_every, **machine)
+
+
+#: Training batches whose plain average replaces the BatchNorm running statistics before a
+#: network is exported (``reestimate_batchnorm``; evidence in docs/results.md, the long run).
+BATCHNORM_BATCHES = 100
+
+
+def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Replace every BatchNorm layer's running statistics by their plain average over
+    ``batches`` (float32 forward passes in training mode, no gradients); leaves the model in
+    eval mode. The statistics of training (an exponential average, momentum 0.1) follow the
+    last few batches only."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    model.eval()
 
 
 def seed_everything(seed: int) -> None:
@@ -351,6 +376,10 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                                 f"iteration {end} of {cfg.iterations}", curves_dir)
         return checkpoint
 
+    # the exported statistics: a plain average over training batches, not the last few
+    batches = min(BATCHNORM_BATCHES, cfg.iterations)
+    reestimate_batchnorm(model, (sampler.batch(cfg.batch_size)[0].to(
+        memory_format=precision.memory_format) for _ in range(batches)))
     model = model.to(memory_format=torch.contiguous_format)
     metadata = {
         "task": cfg.task,
@@ -365,6 +394,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         "settings": {k: v for k, v in _as_json(cfg).items()
                      if k not in RESUMABLE_CHANGES | {"subjects", "plane"}},
         "iterations": cfg.iterations,
+        "batchnorm_statistics": f"re-estimated on {batches} training batches",
         "crop": list(sampler.crop),
         "precision_by_host": [json.loads(line) for line in
                               (out_dir / "hosts.jsonl").read_text().splitlines()],
