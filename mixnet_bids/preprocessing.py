@@ -40,14 +40,21 @@ def head_mask(data: np.ndarray) -> np.ndarray:
     mask = ndimage.binary_opening(mask, iterations=1)
     labels, n = ndimage.label(mask)
     if n > 1:
-        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-        mask = labels == (1 + int(np.argmax(sizes)))
-    mask = ndimage.binary_closing(mask, structure=np.ones((5, 5, 3), bool), iterations=2,
-                                  border_value=0) | mask
+        mask = labels == (1 + int(np.argmax(np.bincount(labels.ravel())[1:])))
+    # the rest on the head's box: a margin wider than the closing's reach (2 x 2 voxels)
+    # gives the same mask as the whole grid, in half the time for a head in a large field
+    box = head_box(mask, 6)
+    if box is None:
+        return mask
+    head = mask[box]
+    head = ndimage.binary_closing(head, structure=np.ones((5, 5, 3), bool), iterations=2,
+                                  border_value=0) | head
     for axis in range(3):  # fill holes slice by slice along every axis, then in 3D
-        mask = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)],
+        head = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(head, axis, 0)],
                         axis=axis)
-    return ndimage.binary_fill_holes(mask)
+    mask = np.zeros_like(mask)
+    mask[box] = ndimage.binary_fill_holes(head)
+    return mask
 
 
 def head_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
