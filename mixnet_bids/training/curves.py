@@ -32,9 +32,9 @@ SMOOTHING = 3
 
 def validation_gain(log: pd.DataFrame) -> tuple[int, int, dict[str, float]] | None:
     """``(from, to, {tissue: gain})``: each tissue's mean validation Dice over the last
-    ``SMOOTHING`` validations (ending at iteration ``to``) minus its mean over the last
-    ``SMOOTHING`` validations at or before ``1 - RECENT`` of ``to`` (ending at ``from``);
-    None before there are validations on both sides."""
+    ``SMOOTHING`` validations (ending at iteration ``to``, none at or before ``from``) minus
+    its mean over the last ``SMOOTHING`` validations at or before ``1 - RECENT`` of ``to``
+    (ending at ``from``); None before there are validations on both sides."""
     columns = [f"val_{t}" for t in TISSUE_COLOURS]
     points = log.dropna(subset=columns)
     if len(points) < 2:
@@ -43,7 +43,8 @@ def validation_gain(log: pd.DataFrame) -> tuple[int, int, dict[str, float]] | No
     earlier = points[points["iteration"] <= (1 - RECENT) * end]
     if earlier.empty:
         return None
-    before, after = earlier.tail(SMOOTHING), points.tail(SMOOTHING)
+    before = earlier.tail(SMOOTHING)
+    after = points[points["iteration"] > before["iteration"].iloc[-1]].tail(SMOOTHING)
     return (int(before["iteration"].iloc[-1]), end,
             {t: float(after[f"val_{t}"].mean() - before[f"val_{t}"].mean())
              for t in TISSUE_COLOURS})

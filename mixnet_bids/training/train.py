@@ -117,12 +117,14 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> N
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average
     model.train()
-    with torch.no_grad():
-        for batch in batches:
-            model(batch)
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
-    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        model.eval()
 
 
 def seed_everything(seed: int) -> None:
