@@ -71,6 +71,13 @@ def head_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def head_crop(head: nib.Nifti1Image, margin: int) -> tuple[slice, ...]:
+    """The head mask's bounding box on its own grid, widened by ``margin`` voxels; the
+    whole grid when the mask is empty."""
+    box = head_box(np.asarray(head.dataobj) > 0, margin)
+    return box or tuple(slice(0, n) for n in head.shape[:3])
+
+
 def paste(crop: np.ndarray, crop_affine: np.ndarray, shape: Sequence[int],
           affine: np.ndarray, fill: float | Sequence[float] = 0) -> np.ndarray:
     """``crop`` (a box of the grid ``shape``/``affine``, placed by its own affine) on the

@@ -1,9 +1,10 @@
 """File-level inference: one plane's probabilities, and fusion, on the head's box.
 
 These are the plain functions behind the Nipype interfaces. The planes' probabilities and
-their fusion are written on the head's bounding box of the reference grid (``head_crop``;
-an uncompressed work file whose affine places it in the reference grid); ``paste`` puts a
-result back on the whole grid, with the reference image's affine, shape and orientation.
+their fusion are written on the head's bounding box of the reference grid
+(``preprocessing.head_crop``; an uncompressed work file whose affine places it in the
+reference grid); ``preprocessing.paste`` puts a result back on the whole grid, with the
+reference image's affine, shape and orientation.
 """
 
 from __future__ import annotations
@@ -20,14 +21,7 @@ from tqdm import tqdm
 from mixnet_bids.inference.planes import canonical_zooms, from_canonical, to_canonical
 from mixnet_bids.inference.predict import MARGIN, fuse, predict_plane
 from mixnet_bids.inference.weights import load_model
-from mixnet_bids.preprocessing import head_box, write_like
-
-
-def head_crop(head: nib.Nifti1Image, margin: int = MARGIN) -> tuple[slice, ...]:
-    """The head mask's bounding box on its own grid, widened by ``margin`` voxels; the
-    whole grid when the mask is empty."""
-    box = head_box(np.asarray(head.dataobj) > 0, margin)
-    return box or tuple(slice(0, n) for n in head.shape[:3])
+from mixnet_bids.preprocessing import head_crop, write_like
 
 
 def plane_probabilities(zstack: nib.Nifti1Image, head: nib.Nifti1Image, plane: str,
@@ -58,7 +52,7 @@ def write_plane_probabilities(zstack_file: str, mask_file: str, plane: str, weig
     bar = partial(tqdm, desc=f"MixNet {plane}", unit="batch", leave=False) if progress \
         else None
     zstack, head = nib.load(zstack_file), nib.load(mask_file)
-    box = head_crop(head)
+    box = head_crop(head, MARGIN)
     probs, _ = plane_probabilities(zstack.slicer[box], head.slicer[box], plane, weights,
                                    device, progress=bar, precision=precision)
     write_like(probs, zstack.slicer[box + (0,)], out_file)

@@ -18,7 +18,7 @@ from nipype.utils.filemanip import fname_presuffix
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.preprocessing import (
     crop_box,
-    head_box,
+    head_crop,
     head_mask,
     load_3d,
     looks_skull_stripped,
@@ -100,8 +100,7 @@ class HeadCrop(SimpleInterface):
 
     def _run_interface(self, runtime):
         img, mask = load_3d(self.inputs.in_file), load_3d(self.inputs.mask)
-        box = head_box(np.asarray(mask.dataobj) > 0, N4_MARGIN)
-        box = box or tuple(slice(0, n) for n in img.shape)
+        box = head_crop(mask, N4_MARGIN)
         for key, source, suffix in (("out_file", img, "_crop"), ("out_mask", mask, "_cropmask")):
             out = fname_presuffix(self.inputs.in_file, suffix=suffix, newpath=runtime.cwd)
             out = out.removesuffix(".gz")

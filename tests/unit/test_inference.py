@@ -13,11 +13,10 @@ from mixnet_bids.inference.predict import (
     predict_plane,
     slices_per_batch,
 )
-from mixnet_bids.inference.segment import head_crop
 from mixnet_bids.interfaces.segment import Fusion
 from mixnet_bids.interfaces.tissue import ConventionMaps, TissueVolumes
 from mixnet_bids.model import build_mixnet
-from mixnet_bids.preprocessing import crop_box, head_box, paste
+from mixnet_bids.preprocessing import crop_box, head_box, head_crop, paste
 from mixnet_bids.volumes import tissue_probabilities
 
 
@@ -186,7 +185,8 @@ def test_plane_probabilities_are_written_on_the_heads_box(tmp_path, precision):
                                     weights, str(tmp_path / "p.nii"), precision=precision)
     img = nib.load(out)
     box = crop_box(img.shape, img.affine, shape, affine)
-    assert box == head_crop(nib.load(str(tmp_path / "head.nii.gz"))) == head_box(head > 0, MARGIN)
+    head_img = nib.load(str(tmp_path / "head.nii.gz"))
+    assert box == head_crop(head_img, MARGIN) == head_box(head > 0, MARGIN)
     assert box == (slice(12 - MARGIN, 25 + MARGIN), slice(20 - MARGIN, 36),
                    slice(0, 12 + MARGIN))
     probs = np.asarray(img.dataobj)
