@@ -81,6 +81,8 @@ GM, WM, CSF = 1, 2, 3
 #: MRBrainS label -> tissue code: cerebellum, brainstem, infarction and other are ignored.
 MRBRAINS_TISSUE = {0: 0, 1: GM, 2: GM, 3: WM, 4: WM, 5: CSF, 6: CSF, 7: IGNORE_INDEX,
                    8: IGNORE_INDEX, 9: IGNORE_INDEX, 10: IGNORE_INDEX}
+#: MRBrainS labels inside the brain (every label but background): its true brain mask.
+MRBRAINS_BRAIN = tuple(range(1, 11))
 #: BrainWeb label -> tissue code; the non-brain labels (4-11) are background.
 BRAINWEB_TISSUE = {1: CSF, 2: GM, 3: WM}
 #: Dilation of the manual brain mask for the skull-stripped MRBrainS images (1 mm voxels).
@@ -175,7 +177,7 @@ def condition_volume(condition: str, subject: str, mrbrains: Path, brainweb: Pat
     if condition.startswith("mrbrains"):
         image, labels = mrbrains_1mm(mrbrains, subject)
         data = image.get_fdata(dtype=np.float32)
-        mask = brain_mask(labels, tuple(range(1, 11)))
+        mask = brain_mask(labels, MRBRAINS_BRAIN)
         if condition == "mrbrains-stripped":
             data = skull_strip(data, mask, STRIP_DILATION_MM)
         elif condition == "mrbrains-bias":

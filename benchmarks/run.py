@@ -166,9 +166,16 @@ def mrbrains_all_case(subject: str, work: Path, mrbrains: Path) -> "generalisati
         generalisation.save(generalisation.tissue_codes(data, generalisation.MRBRAINS_TISSUE),
                             labels.affine, root / "truth" / f"sub-{subject}_dseg.nii.gz",
                             np.uint8),
-        generalisation.save(generalisation.brain_mask(data, tuple(range(1, 11))),
+        generalisation.save(generalisation.brain_mask(data, generalisation.MRBRAINS_BRAIN),
                             labels.affine, root / "truth" / f"sub-{subject}_mask.nii.gz",
                             np.uint8))
+
+
+def peer_records(found: list[dict]) -> list[dict]:
+    """``generalisation.run_peers`` records as the report lists them: name, seconds, Dice."""
+    names = {"atropos": "Atropos", "gmm": "Gaussian mixture"}
+    return [{"name": names[r["method"]], "seconds": r["seconds"], "dice": r["dice"]}
+            for r in found]
 
 
 def markdown(report: dict) -> str:
@@ -245,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     print("N4 + Atropos, N4 + Gaussian mixture", flush=True)
     mask = np.asarray(nib.load(app["mask"]).dataobj) > 0
     found = generalisation.run_peers(case, {"app": mask}, args.work / "peers")
-    names = {"atropos": "Atropos", "gmm": "Gaussian mixture"}
-    peers = [{"name": names[r["method"]], "seconds": r["seconds"], "dice": r["dice"]}
-             for r in found]
+    peers = peer_records(found)
     all_modalities = []
     if args.all_modalities:
         case3 = mrbrains_all_case(args.subject, args.work, args.mrbrains)
@@ -258,10 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"{app3['exit_code']}); see {app3['log']}")
         mask3 = np.asarray(nib.load(app3["mask"]).dataobj) > 0
         found3 = generalisation.run_peers(case3, {"app": mask3}, args.work / "peers-all")
-        all_modalities.append({
-            "subject": case3.subject, "participant": app3,
-            "peers": [{"name": names[r["method"]], "seconds": r["seconds"], "dice": r["dice"]}
-                      for r in found3]})
+        all_modalities.append({"subject": case3.subject, "participant": app3,
+                               "peers": peer_records(found3)})
     print("GEMM and networks", flush=True)
     gemm = {dtype: round(gemm_gflops(dtype), 1) for dtype in ("float32", "bfloat16")}
     chosen = app.get("precision") or "float32"
