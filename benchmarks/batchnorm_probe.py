@@ -24,12 +24,11 @@ import torch
 
 from mixnet_bids.labels import TISSUES, n_classes
 from mixnet_bids.model import build_mixnet
-from mixnet_bids.training.augment import AugmentConfig
 from mixnet_bids.training.cache import load_cached
-from mixnet_bids.training.dataset import DEFAULT_CROPS, MixedSampler, SliceSampler
+from mixnet_bids.training.dataset import DEFAULT_CROPS
 from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT, get_recipe
 from mixnet_bids.training.synth import SynthSampler, load_label_volumes
-from mixnet_bids.training.train import TrainConfig, reestimate_batchnorm
+from mixnet_bids.training.train import TrainConfig, make_sampler, reestimate_batchnorm
 from mixnet_bids.training.validation import brainweb_cases, tissue_dice
 
 
@@ -53,15 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     recipe = get_recipe(args.recipe)
-    cfg = TrainConfig.from_recipe(recipe, args.plane)
-    crop = DEFAULT_CROPS[args.plane]
+    cfg = TrainConfig.from_recipe(recipe, args.plane, seed=args.seed)
     subjects = [load_cached(f) for f in sorted((args.cache / "preproc").glob("sub-*.npz"))]
     volumes = [v for v in load_label_volumes(args.brainweb) if v.name not in BRAINWEB_HELD_OUT]
-    sampler = SliceSampler(subjects, args.plane, cfg.task, crop,
-                           AugmentConfig(p_t1w_only=cfg.p_t1w_only), seed=args.seed)
-    if cfg.synth_fraction > 0:
-        sampler = MixedSampler(sampler, SynthSampler(volumes, args.plane, crop, seed=args.seed),
-                               cfg.synth_fraction, seed=args.seed)
+    synth = SynthSampler(volumes, args.plane, DEFAULT_CROPS[args.plane], seed=args.seed)
+    sampler = make_sampler(subjects, cfg, synth)
     batches = [sampler.batch(cfg.batch_size)[0] for _ in range(args.batches)]
     cases = brainweb_cases(args.brainweb, BRAINWEB_HELD_OUT[:2])
     path = f"checkpoints/{recipe.name}/{recipe.task}_{recipe.version}_{args.plane}/checkpoint.pt"

@@ -127,6 +127,20 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> N
         model.eval()
 
 
+def make_sampler(subjects: list[CachedSubject], cfg: TrainConfig, synth=None):
+    """The training batches of ``cfg``: real slices of ``subjects`` (augmented), mixed with
+    ``synth`` (a ``synth.SynthSampler`` of the plane) in the recipe's share."""
+    sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop,
+                           AugmentConfig(p_t1w_only=cfg.p_t1w_only), seed=cfg.seed)
+    if cfg.synth_fraction == 0:
+        return sampler
+    if synth is None:
+        raise ValueError(f"{cfg.recipe or 'this recipe'} synthesises "
+                         f"{cfg.synth_fraction:.0%} of its samples: give the BrainWeb "
+                         "label maps (--brainweb)")
+    return MixedSampler(sampler, synth, cfg.synth_fraction, seed=cfg.seed)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -282,14 +296,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         check_same_recipe(out_dir / "config.json", cfg)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
-    sampler = SliceSampler(subjects, cfg.plane, cfg.task, cfg.crop,
-                           AugmentConfig(p_t1w_only=cfg.p_t1w_only), seed=cfg.seed)
-    if cfg.synth_fraction > 0:
-        if synth is None:
-            raise ValueError(f"{cfg.recipe or 'this recipe'} synthesises "
-                             f"{cfg.synth_fraction:.0%} of its samples: give the BrainWeb "
-                             "label maps (--brainweb)")
-        sampler = MixedSampler(sampler, synth, cfg.synth_fraction, seed=cfg.seed)
+    sampler = make_sampler(subjects, cfg, synth)
     model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
     criterion = make_loss(cfg)
     precision, report = host_precision(model, criterion, cfg, sampler.crop,
