@@ -281,13 +281,15 @@ def rigid_registration_interface(**inputs):
     """Rigid co-registration of one modality to the reference, in scanner space.
 
     No centre-of-mass initialisation: images of one session share the scanner's world
-    coordinates, so the identity in physical space is the best start. 100/50/20
-    iterations at shrink 4/2/1 took 28 s on an MRBrainS IR -> T1 pair and landed within
-    0.12 mm of 500/250/100 (58 s). Single-threaded (for byte-identical reruns), sampling
-    10 % of the voxels took 13.6 s on the subject-1 FLAIR -> T1 pair against 38.5 s at
-    25 %, with translations within 0.05 mm and rotations within 0.1 degree of it.
+    coordinates, so the identity in physical space is the best start. The metric samples
+    10 % of the voxels inside the reference's head mask (``fixed_image_masks``, connected
+    by the workflow), at 100/50/10 iterations on shrink 4/2/1, single-threaded for
+    byte-identical reruns. On the MRBrainS subject 1, 4 and 14 IR -> T1 and FLAIR -> T1
+    pairs that took 3.9-6.2 s against 11.7-16.2 s for the whole grid at 100/50/20, and
+    landed closer to a masked 500/250/100 registration sampling 50 % (points of the head
+    moved 0.08-0.12 mm on average, against 0.12-0.32 mm for the whole-grid schedule).
     """
-    stages = [("Rigid", (0.1,), [100, 50, 20], [4, 2, 1], [2.0, 1.0, 0.0])]
+    stages = [("Rigid", (0.1,), [100, 50, 10], [4, 2, 1], [2.0, 1.0, 0.0])]
     return mi_registration(stages, **{"interpolation": "Linear", "output_warped_image": True,
                                       "sampling_percentage": [0.1], **inputs})
 

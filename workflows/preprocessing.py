@@ -62,7 +62,7 @@ def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Wo
     merge_signal = pe.Node(niu.Merge(len(ordered)), name="merge_signal")
     stack = pe.Node(ZScoreStack(modalities=ordered), name="zscore", mem_gb=1.0)
 
-    n4_reference = None
+    n4_reference = mask_reference = None
     for i, modality in enumerate(ordered, start=1):
         mask = pe.Node(HeadMask(), name=f"n4_mask_{modality}")
         signal = pe.Node(SignalMask(), name=f"signal_{modality}")
@@ -79,7 +79,7 @@ def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Wo
             (inputnode, uncrop, [(modality, "full_file")]),
         ])
         if modality == reference:  # first in ``ordered``
-            n4_reference = uncrop
+            n4_reference, mask_reference = uncrop, mask
             corrected, field = uncrop, "out_file"
             workflow.connect([
                 (uncrop, outputnode, [("out_file", "reference")]),
@@ -95,6 +95,7 @@ def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Wo
                                   name=f"mask_to_reference_{modality}")
             workflow.connect([
                 (n4_reference, reg, [("out_file", "fixed_image")]),
+                (mask_reference, reg, [("out_file", "fixed_image_masks")]),
                 (uncrop, reg, [("out_file", "moving_image")]),
                 (mask, mask_to_ref, [("out_file", "input_image")]),
                 (n4_reference, mask_to_ref, [("out_file", "reference_image")]),

@@ -82,13 +82,17 @@ def test_n4_removes_a_synthetic_bias_field(tmp_path):
 
 
 def test_rigid_registration_recovers_a_shift(tmp_path):
+    """As the workflow runs it: the metric sampled inside the fixed image's head mask."""
     fixed = phantom()
     moving = ndimage.shift(fixed, (3.0, -2.0, 0.0), order=1)
-    _save(fixed, tmp_path / "fixed.nii.gz")
+    like = _save(fixed, tmp_path / "fixed.nii.gz")
     _save(moving, tmp_path / "moving.nii.gz")
+    write_like(head_mask(fixed), like, tmp_path / "mask.nii.gz", np.uint8)
     result = rigid_registration_interface(
         fixed_image=str(tmp_path / "fixed.nii.gz"), moving_image=str(tmp_path / "moving.nii.gz"),
+        fixed_image_masks=str(tmp_path / "mask.nii.gz"),
         output_transform_prefix="t_").run(cwd=tmp_path)
+    assert "--masks [ " in result.runtime.cmdline, result.runtime.cmdline
     warped = nib.load(result.outputs.warped_image).get_fdata()
     inner = (slice(8, -8),) * 3
     before = np.abs(moving - fixed)[inner].mean()

@@ -28,6 +28,12 @@ def test_preproc_registers_every_non_reference_modality(modalities, reference):
     assert {f"register_{m}" for m in modalities if m != reference} == {
         n for n in names if n.startswith("register_")}
     assert "zscore" in names
+    # the registration metric samples inside the reference's head mask
+    masks = {(src.name, dst.name, tuple(data["connect"]))
+             for src, dst, data in init_preproc_wf(modalities=modalities)._graph.edges(data=True)
+             if src.name.startswith("n4_mask_") and dst.name.startswith("register_")}
+    assert masks == {(f"n4_mask_{reference}", f"register_{m}", (("out_file", "fixed_image_masks"),))
+                     for m in modalities if m != reference}
 
 
 def test_single_subject_graph_has_one_node_per_plane(tmp_path):
