@@ -143,10 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mem-gb", type=positive_float, default=None, metavar="GB",
                    help="memory Nipype may plan for at once (default: 90 %% of this "
                         "machine's, Nipype's default)")
-    g.add_argument("--plugin", default="MultiProc",
+    g.add_argument("--plugin", default=None,
                    choices=("MultiProc", "Linear", "SLURM", "SLURMGraph"),
-                   help="Nipype execution plugin: MultiProc on this machine (default), or "
-                        "one cluster job per step with SLURM / SLURMGraph")
+                   help="Nipype execution plugin: on this machine Linear (one step at a time "
+                        "in this process; the default with --nprocs 1) or MultiProc (the "
+                        "default otherwise), or one cluster job per step with SLURM / "
+                        "SLURMGraph")
     g.add_argument("--plugin-args", default=None, metavar="JSON",
                    help="plugin arguments as JSON (or a JSON file), e.g. "
                         "'{\"sbatch_args\": \"--partition=short --mem=4G\"}'")

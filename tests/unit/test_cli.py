@@ -30,6 +30,16 @@ def test_participant_labels_strip_sub_and_accept_both_spellings(tmp_path):
     assert args.plane_weights == [1.0, 1.0, 4.0]
 
 
+@pytest.mark.parametrize("extra,plugin", [
+    (["--nprocs", "1"], "Linear"), (["--nprocs", "2"], "MultiProc"),
+    (["--nprocs", "1", "--plugin", "MultiProc"], "MultiProc")])
+def test_one_process_runs_the_steps_in_the_apps_process(tmp_path, extra, plugin):
+    from mixnet_bids.cli.run import _settings_from_args
+
+    args = build_parser().parse_args([str(tmp_path), str(tmp_path / "o"), "participant", *extra])
+    assert _settings_from_args(args).plugin == plugin
+
+
 def test_path_characters_in_labels_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "../x"])
