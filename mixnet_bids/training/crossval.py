@@ -141,9 +141,11 @@ def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: T
     train = [s.name for s in subjects if s.name != held_out.name]
     if recipe.synth_fraction > 0:
         train += [v.name for v in synth_volumes or []]
+    # no cooldown: a fold's validation is its held-out subject, which must not decide when
+    # its training stops; folds run the recipe's whole schedule
     return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
                     replace(recipe, plane=plane, iterations=iterations[plane],
-                            batch_size=batch[plane], subjects=train))
+                            batch_size=batch[plane], subjects=train, cooldown=0))
             for plane in PLANES}
 
 

@@ -12,6 +12,7 @@ less than ``FLAT_GAIN`` there.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +29,9 @@ TISSUE_COLOURS = {"GM": "tab:green", "WM": "tab:blue", "CSF": "tab:orange"}
 FLAT_GAIN = 0.005
 RECENT = 0.25
 SMOOTHING = 3
+#: A run stops climbing (``has_flattened``) when the last this many validations each read
+#: flat, so that one lucky or unlucky validation does not end it.
+FLAT_READINGS = 2
 
 
 def validation_gain(log: pd.DataFrame) -> tuple[int, int, dict[str, float]] | None:
@@ -36,7 +40,7 @@ def validation_gain(log: pd.DataFrame) -> tuple[int, int, dict[str, float]] | No
     its mean over the last ``SMOOTHING`` validations at or before ``1 - RECENT`` of ``to``
     (ending at ``from``); None before there are validations on both sides."""
     columns = [f"val_{t}" for t in TISSUE_COLOURS]
-    points = log.dropna(subset=columns)
+    points = log.dropna(subset=columns, how="all")  # a tissue absent from validation: NaN
     if len(points) < 2:
         return None
     end = int(points["iteration"].iloc[-1])
@@ -50,13 +54,29 @@ def validation_gain(log: pd.DataFrame) -> tuple[int, int, dict[str, float]] | No
              for t in TISSUE_COLOURS})
 
 
+def has_flattened(log: pd.DataFrame) -> bool:
+    """Whether the curve read flat (every tissue gained less than ``FLAT_GAIN``) at each of
+    the last ``FLAT_READINGS`` validations of ``log``."""
+    rows = log.dropna(subset=[f"val_{t}" for t in TISSUE_COLOURS], how="all").index
+    if len(rows) < FLAT_READINGS:
+        return False
+    gains = [validation_gain(log.loc[:row]) for row in rows[-FLAT_READINGS:]]
+    return all(g is not None and _is_flat(g[2]) for g in gains)
+
+
+def _is_flat(gains: dict[str, float]) -> bool:
+    """Every tissue with a validation score gained less than ``FLAT_GAIN``."""
+    scored = [g for g in gains.values() if not math.isnan(g)]
+    return bool(scored) and max(scored) < FLAT_GAIN
+
+
 def describe_gain(log: pd.DataFrame) -> str:
     """One line: the recent validation gain and whether the curve has flattened."""
     gain = validation_gain(log)
     if gain is None:
         return "validation gain: too few validations yet"
     start, end, gains = gain
-    verdict = ("flat: every tissue gained less than" if max(gains.values()) < FLAT_GAIN
+    verdict = ("flat: every tissue gained less than" if _is_flat(gains)
                else "still climbing: a tissue gained at least")
     return (f"validation gain {start} -> {end} (means of {SMOOTHING} validations): "
             + ", ".join(f"{t} {g:+.3f}" for t, g in gains.items())

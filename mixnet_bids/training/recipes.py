@@ -54,6 +54,11 @@ class Recipe:
     synth_fraction: float = 0.0
     #: iterations between validation scores in the learning curve (0: never)
     validate_every: int = 0
+    #: 0: train to the budget. Otherwise the validation curve decides: once it has
+    #: flattened (``curves.has_flattened``), the learning rate falls linearly from its value
+    #: then to 0 over this many iterations (or to the budget, if that comes first) and the
+    #: network is exported
+    cooldown: int = 0
 
     def settings(self) -> dict:
         """The recipe as JSON-ready settings (recorded in configs and sidecars)."""
@@ -87,6 +92,15 @@ _RECIPES = [
                 "iterations on held-out BrainWeb anatomies",
         task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
         precision="auto", synth_fraction=0.5, validate_every=1000),
+    Recipe(
+        name="wholebrain-synth-v2",
+        summary="the long run with the long-run issue's stop rule: as wholebrain-synth-v1, "
+                "but once the validation curve reads flat at two validations in a row, the "
+                "learning rate falls linearly to 0 over 2000 iterations and the network is "
+                "exported; its axial network continues v1's axial state (v1 had no stop "
+                "rule, every other setting is the same)",
+        task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
+        precision="auto", synth_fraction=0.5, validate_every=1000, cooldown=2000),
     # probes of the synthetic share (short runs with --iterations; docs/results.md)
     Recipe(
         name="wholebrain-real-v1",

@@ -77,6 +77,9 @@ class TrainConfig:
     synth_fraction: float = 0.0
     #: iterations between validation scores (needs ``validation`` in train_plane; 0: never)
     validate_every: int = 0
+    #: iterations of the linear learning-rate decay to 0 that ends the run once the
+    #: validation curve has flattened (``recipes.Recipe.cooldown``); 0: train to the budget
+    cooldown: int = 0
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 50
@@ -98,7 +101,8 @@ class TrainConfig:
                    weight_decay=recipe.weight_decay,
                    class_weights=list(recipe.class_weights) if recipe.class_weights else None,
                    p_t1w_only=recipe.p_t1w_only, synth_fraction=recipe.synth_fraction,
-                   validate_every=recipe.validate_every, **machine)
+                   validate_every=recipe.validate_every, cooldown=recipe.cooldown,
+                   **machine)
 
 
 #: Training batches whose plain average replaces the BatchNorm running statistics before a
@@ -166,6 +170,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.iterations))
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose paper or cosine")
+
+
+def cooldown_lr(cooldown: dict, done: int) -> float:
+    """The learning rate after iteration ``done`` of a cooldown (``{"from", "to", "lr"}``):
+    a straight line from its starting rate at ``from`` to 0 at ``to``."""
+    return cooldown["lr"] * (cooldown["to"] - done) / (cooldown["to"] - cooldown["from"])
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def make_loss(cfg: TrainConfig) -> CoarseLabelLoss:
@@ -305,7 +320,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
 
-    start, elapsed = 0, 0.0
+    start, elapsed, cooldown = 0, 0.0, None
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -314,6 +329,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         start, elapsed = int(state["iteration"]), float(state["elapsed"])
+        cooldown = state.get("cooldown")
         LOGGER.info("resumed %s at iteration %d", checkpoint, start)
     with open(out_dir / "hosts.jsonl", "a", encoding="utf-8") as hosts:
         hosts.write(json.dumps({"iteration": start, "cpu": cpu_name(), "torch": torch.__version__,
@@ -326,63 +342,79 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     model.train()
     running, t0 = [], time.monotonic()
     last_commit = last_commit_time(out_dir) if cfg.commit_every else 0.0
-    end = cfg.iterations
+    # the last iteration: the budget's, or the cooldown's once the curve has flattened
+    finish = cooldown["to"] if cooldown else cfg.iterations
+    end = finish
     if cfg.stop_after is not None:
         # stop at a checkpoint the uninterrupted run makes too: the optimiser's moments are
         # rounded at checkpoints, so the same checkpoints give the same weights
         every = cfg.checkpoint_every
-        end = min(cfg.iterations, -(-(start + cfg.stop_after) // every) * every)
-    for iteration in range(start, end):
+        end = min(finish, -(-(start + cfg.stop_after) // every) * every)
+    done = start
+    while done < end:
         images, targets = sampler.batch(cfg.batch_size)
         images = images.to(memory_format=precision.memory_format)
         loss = step_loss(model, criterion, images, targets, precision.bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        check_finite(loss, model, cfg, iteration + 1, checkpoint)
+        check_finite(loss, model, cfg, done + 1, checkpoint)
         optimizer.step()
-        scheduler.step()
+        done += 1
+        if cooldown:
+            set_lr(optimizer, cooldown_lr(cooldown, done))
+        else:
+            scheduler.step()
         running.append(loss.item())
-        done = iteration + 1
         if done % cfg.checkpoint_every and done != end:
             continue
         elapsed += time.monotonic() - t0
         scores = {}
         if validation and cfg.validate_every and (done % cfg.validate_every == 0
-                                                  or done == cfg.iterations):
+                                                  or done == finish):
             scores = tissue_dice(model, cfg.task, validation, cfg.plane)
+            # inference turned the weights channels-last: back to this host's training layout
+            model = model.to(memory_format=precision.memory_format)
         with open(log_file, "a", encoding="utf-8") as log:
             val = "\t".join(f"{scores[t]:.4f}" if t in scores else "" for t in
                             ("GM", "WM", "CSF"))
-            log.write(f"{done}\t{np.mean(running):.4f}\t{scheduler.get_last_lr()[0]:.3g}\t"
-                      f"{elapsed:.0f}\t{val}\n")
+            log.write(f"{done}\t{np.mean(running):.4f}\t{optimizer.param_groups[0]['lr']:.3g}"
+                      f"\t{elapsed:.0f}\t{val}\n")
         LOGGER.info("%s %s it %d/%d loss %.4f (%.0f s)%s", cfg.plane, cfg.task, done,
-                    cfg.iterations, np.mean(running), elapsed,
+                    finish, np.mean(running), elapsed,
                     "".join(f" {t} {v:.3f}" for t, v in scores.items()))
         if scores:
             import pandas as pd
 
-            from mixnet_bids.training.curves import describe_gain
+            from mixnet_bids.training.curves import describe_gain, has_flattened
 
-            LOGGER.info("%s %s %s", cfg.plane, cfg.task,
-                        describe_gain(pd.read_csv(log_file, sep="\t")))
+            curve = pd.read_csv(log_file, sep="\t")
+            LOGGER.info("%s %s %s", cfg.plane, cfg.task, describe_gain(curve))
+            if cfg.cooldown and not cooldown and done < finish and has_flattened(curve):
+                cooldown = {"from": done, "to": min(finish, done + cfg.cooldown),
+                            "lr": optimizer.param_groups[0]["lr"]}
+                finish, end = cooldown["to"], min(end, cooldown["to"])
+                LOGGER.info("%s %s: the validation curve has flattened; the learning rate "
+                            "falls from %.3g to 0 by iteration %d, then the network is "
+                            "exported", cfg.plane, cfg.task, cooldown["lr"], finish)
         running = []
         compact = compact_optimizer_state(optimizer.state_dict())
         atomic_write(checkpoint, lambda tmp: torch.save({
             "model": model.state_dict(), "optimizer": compact,
             "scheduler": scheduler.state_dict(), "iteration": done, "elapsed": elapsed,
-            "sampler": sampler.state(), "torch_rng": torch.get_rng_state()}, tmp))
+            "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+            "cooldown": cooldown}, tmp))
         # go on from what was saved, so that a resumed run is this run
         optimizer.load_state_dict(compact)
         t0 = time.monotonic()
         if cfg.commit_every and time.time() - last_commit >= cfg.commit_every:
             save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} at iteration "
-                                f"{done} of {cfg.iterations}", curves_dir)
+                                f"{done} of {finish}", curves_dir)
             last_commit = time.time()
-    if end < cfg.iterations:
-        LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, cfg.iterations)
+    if end < finish:
+        LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, finish)
         if cfg.commit_every:
             save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} stopped at "
-                                f"iteration {end} of {cfg.iterations}", curves_dir)
+                                f"iteration {end} of {finish}", curves_dir)
         return checkpoint
 
     # the exported statistics: a plain average over training batches, not the last few
@@ -402,7 +434,11 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         "recipe": cfg.recipe,
         "settings": {k: v for k, v in _as_json(cfg).items()
                      if k not in RESUMABLE_CHANGES | {"subjects", "plane"}},
-        "iterations": cfg.iterations,
+        "iterations": finish,
+        "stopped": (f"the validation curve flattened at iteration {cooldown['from']} of a "
+                    f"{cfg.iterations}-iteration schedule; the learning rate then fell "
+                    f"linearly from {cooldown['lr']:.3g} to 0" if cooldown else
+                    "at the end of its schedule"),
         "batchnorm_statistics": f"re-estimated on {batches} training batches",
         "crop": list(sampler.crop),
         "precision_by_host": [json.loads(line) for line in
@@ -415,5 +451,5 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                         metadata)
     if cfg.commit_every:
         save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} finished "
-                            f"({cfg.iterations} iterations)", curves_dir)
+                            f"({finish} iterations)", curves_dir)
     return path

@@ -308,7 +308,12 @@ def test_a_failed_commit_leaves_nothing_staged(tmp_path):
 def test_a_curve_is_flat_when_no_tissue_gained_over_the_last_quarter():
     import pandas as pd
 
-    from mixnet_bids.training.curves import FLAT_GAIN, describe_gain, validation_gain
+    from mixnet_bids.training.curves import (
+        FLAT_GAIN,
+        describe_gain,
+        has_flattened,
+        validation_gain,
+    )
 
     def log(dice_by_iteration):
         rows = [{"iteration": it, "loss": 0.5, "lr": 1e-3, "seconds": it,
@@ -335,8 +340,53 @@ def test_a_curve_is_flat_when_no_tissue_gained_over_the_last_quarter():
     plateau = log({it: (0.870 + it * 1e-7, 0.890, 0.750) for it in range(1000, 9000, 1000)})
     assert max(validation_gain(plateau)[2].values()) < FLAT_GAIN
     assert "flat" in describe_gain(plateau) and "GM +0.000" in describe_gain(plateau)
+    # a run stops once the last two validations read flat, not one
+    assert has_flattened(plateau) and not has_flattened(climbing)
+    dip = log({**{it: (0.87, 0.89, 0.75) for it in range(1000, 8000, 1000)},
+               8000: (0.95, 0.95, 0.95)})
+    assert not has_flattened(dip) and not has_flattened(log({1000: (0.8, 0.8, 0.6)}))
     # too early to say: one validation, or none before the last quarter
     assert validation_gain(log({1000: (0.8, 0.8, 0.6)})) is None
     assert validation_gain(log({1000: (0.8, 0.8, 0.6), 1100: (0.8, 0.8, 0.6)})) is None
     assert "too few validations" in describe_gain(log({}).reindex(
         columns=["iteration", "val_GM", "val_WM", "val_CSF"]))
+
+
+def test_a_flat_curve_cools_down_and_exports_and_a_resumed_cooldown_is_the_same(
+        tmp_path, monkeypatch):
+    """With ``cooldown``, a run stops when its validation curve has flattened: the learning
+    rate falls linearly to 0 and the network is exported before the budget. Flat is forced
+    here by a threshold no gain reaches; the training and validation are real."""
+    from mixnet_bids.training import curves
+    from mixnet_bids.training.validation import mrbrains_case
+
+    monkeypatch.setattr(curves, "FLAT_GAIN", 1.01)
+    validation = [mrbrains_case(synthetic_subject("sub-2", seed=3))]
+
+    def run(out, stop_after=None):
+        cfg = TrainConfig(plane="axial", task="fine", iterations=40, batch_size=2,
+                          crop=(32, 32), threads=1, checkpoint_every=2, optimizer="adamw",
+                          lr=1e-3, schedule="cosine", validate_every=2, cooldown=4,
+                          stop_after=stop_after)
+        return train_plane([synthetic_subject()], cfg, out, command="test",
+                           validation=validation)
+
+    path = run(tmp_path / "straight")
+    log = [line.split("\t") for line in (tmp_path / "straight" / "log.tsv").read_text()
+           .splitlines()[1:]]
+    # flat at the validations of 4 (the first with a gain) and 6: cooldown over 7..10
+    assert [int(row[0]) for row in log] == [2, 4, 6, 8, 10]
+    lr6 = float(log[2][2])
+    assert float(log[3][2]) == pytest.approx(lr6 / 2, rel=1e-2) and float(log[4][2]) == 0
+    _, meta = load_model(path)
+    assert meta["iterations"] == 10 and "flattened at iteration 6 of a 40-iteration" in \
+        meta["stopped"]
+
+    # stopped inside the cooldown and resumed: the same weights
+    assert run(tmp_path / "split", stop_after=8).name == "checkpoint.pt"
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["cooldown"][
+        "to"] == 10
+    a, _ = load_model(path)
+    b, _ = load_model(run(tmp_path / "split"))
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
