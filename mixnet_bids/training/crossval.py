@@ -102,7 +102,8 @@ def scored_tasks(task: str) -> tuple[str, ...]:
 def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
              iterations: dict[str, int], out: Path, command: str,
              synth_volumes: list | None = None,
-             batch: dict[str, int] = DEFAULT_BATCH) -> dict[str, list[dict]]:
+             batch: dict[str, int] = DEFAULT_BATCH,
+             cooldown_from: dict[str, int | None] | None = None) -> dict[str, list[dict]]:
     """Train the three planes without ``held_out`` and score it in the classes of
     ``scored_tasks`` (rows per task).
 
@@ -116,7 +117,7 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     validation = [mrbrains_case(held_out)] if recipe.validate_every else None
     weight_files = {}
     for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations, out,
-                                            synth_volumes, batch).items():
+                                            synth_volumes, batch, cooldown_from).items():
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
         if path.exists():
             check_same_recipe(run_dir / "config.json", cfg)
@@ -135,18 +136,43 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
 def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: TrainConfig,
                iterations: dict[str, int], out: Path,
                synth_volumes: list | None = None,
-               batch: dict[str, int] = DEFAULT_BATCH) -> dict[str, tuple[Path, TrainConfig]]:
+               batch: dict[str, int] = DEFAULT_BATCH,
+               cooldown_from: dict[str, int | None] | None = None,
+               ) -> dict[str, tuple[Path, TrainConfig]]:
     """Each plane's run folder and training config in the fold of ``held_out`` (trained on
-    the other ``subjects``, and the BrainWeb anatomies of recipes that synthesise)."""
+    the other ``subjects``, and the BrainWeb anatomies of recipes that synthesise).
+
+    A fold's validation is its held-out subject, which must not decide when its training
+    stops: a recipe with a cooldown starts it at ``cooldown_from[plane]``, the iteration
+    where the shipped network's started (``shipped_cooldowns``), and a plane without one
+    trains the whole schedule."""
+    cooldown_from = cooldown_from or {}
     train = [s.name for s in subjects if s.name != held_out.name]
     if recipe.synth_fraction > 0:
         train += [v.name for v in synth_volumes or []]
-    # no cooldown: a fold's validation is its held-out subject, which must not decide when
-    # its training stops; folds run the recipe's whole schedule
     return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
                     replace(recipe, plane=plane, iterations=iterations[plane],
-                            batch_size=batch[plane], subjects=train, cooldown=0))
+                            batch_size=batch[plane], subjects=train,
+                            cooldown=recipe.cooldown if cooldown_from.get(plane) else 0,
+                            cooldown_from=cooldown_from.get(plane)))
             for plane in PLANES}
+
+
+def shipped_cooldowns(run_root: Path, recipe: TrainConfig) -> dict[str, int | None]:
+    """Per plane, the iteration where the finished network of ``recipe`` in ``run_root``
+    (``checkpoints/<recipe>``) started its cooldown, or None if it trained its whole
+    schedule. Raises FileNotFoundError naming the missing network."""
+    starts = {}
+    for plane in PLANES:
+        path = weight_path(recipe.task, plane, recipe.version,
+                           run_root / f"{recipe.task}_{recipe.version}_{plane}")
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: not trained yet; the folds of {recipe.recipe} cool down where its "
+                f"shipped networks did: train them first (make weights RECIPE={recipe.recipe})")
+        cooldown = read_metadata(path).get("cooldown")
+        starts[plane] = cooldown["from"] if cooldown else None
+    return starts
 
 
 def score_subject(subject: CachedSubject, weight_files: dict[str, Path],
@@ -167,7 +193,8 @@ def score_subject(subject: CachedSubject, weight_files: dict[str, Path],
 def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                    recipe: TrainConfig, iterations: dict[str, int], out: Path,
                    command: str, synth_volumes: list | None = None,
-                   batch: dict[str, int] = DEFAULT_BATCH) -> None:
+                   batch: dict[str, int] = DEFAULT_BATCH,
+                   cooldown_from: dict[str, int | None] | None = None) -> None:
     """The folds of the ``held_out`` subjects, appended to ``<out>/cv_<task>_<version>.tsv``
     for each of ``scored_tasks``; a subject already in every table is skipped (its planes'
     recipe checked), one missing from a table is scored with its fold's finished planes."""
@@ -181,11 +208,11 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                 if not len(done[task]) or subject.name not in set(done[task]["subject"])]
         if not todo:
             for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out,
-                                           synth_volumes, batch).values():
+                                           synth_volumes, batch, cooldown_from).values():
                 check_same_recipe(run_dir / "config.json", cfg)
             continue
         rows = run_fold(subjects, subject, recipe, iterations, out, command, synth_volumes,
-                        batch)
+                        batch, cooldown_from)
         LOGGER.info("fold %s %s done in %.0f s", recipe.version, subject.name,
                     time.monotonic() - t0)
         for task in todo:
@@ -294,9 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     template = TrainConfig.from_recipe(recipe, "axial", seed=args.seed, threads=args.threads,
                                        commit_every=args.commit_every)
     held_out = [s for s in subjects if not wanted or s.name in wanted]
+    cooldown_from = None
+    if recipe.cooldown:
+        try:
+            cooldown_from = shipped_cooldowns(Path("checkpoints") / recipe.name, template)
+        except FileNotFoundError as err:
+            parser.exit(2, f"mixnet-bids-cv: {err}\n")
     try:
         cross_validate(subjects, held_out, template, plane_iterations(recipe, args), out,
-                       command, volumes, recipe.batch)
+                       command, volumes, recipe.batch, cooldown_from)
     except RecipeMismatch as err:
         parser.exit(2, f"mixnet-bids-cv: {err}\n")
     except NonFiniteLoss as err:

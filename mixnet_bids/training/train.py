@@ -80,6 +80,9 @@ class TrainConfig:
     #: iterations of the linear learning-rate decay to 0 that ends the run once the
     #: validation curve has flattened (``recipes.Recipe.cooldown``); 0: train to the budget
     cooldown: int = 0
+    #: start that cooldown at this iteration instead of when the curve flattens (the
+    #: cross-validation folds: where the shipped network's started)
+    cooldown_from: int | None = None
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 50
@@ -170,6 +173,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.iterations))
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose paper or cosine")
+
+
+def begin_cooldown(cfg: TrainConfig, optimizer: torch.optim.Optimizer, done: int,
+                   finish: int, why: str) -> dict:
+    """The cooldown starting after iteration ``done``: from the learning rate the schedule
+    gives next, down to 0 over ``cfg.cooldown`` iterations (or to ``finish``)."""
+    cooldown = {"from": done, "to": min(finish, done + cfg.cooldown),
+                "lr": optimizer.param_groups[0]["lr"], "why": why}
+    LOGGER.info("%s %s: %s at iteration %d; the learning rate falls from %.3g to 0 by "
+                "iteration %d, then the network is exported", cfg.plane, cfg.task, why, done,
+                cooldown["lr"], cooldown["to"])
+    return cooldown
 
 
 def cooldown_lr(cooldown: dict, done: int) -> float:
@@ -364,6 +379,10 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
             set_lr(optimizer, cooldown_lr(cooldown, done))
         else:
             scheduler.step()
+            if cfg.cooldown and done == cfg.cooldown_from and done < finish:
+                cooldown = begin_cooldown(cfg, optimizer, done, finish, "as the shipped "
+                                          "network's did")
+                finish, end = cooldown["to"], min(end, cooldown["to"])
         running.append(loss.item())
         if done % cfg.checkpoint_every and done != end:
             continue
@@ -389,13 +408,11 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
 
             curve = pd.read_csv(log_file, sep="\t")
             LOGGER.info("%s %s %s", cfg.plane, cfg.task, describe_gain(curve))
-            if cfg.cooldown and not cooldown and done < finish and has_flattened(curve):
-                cooldown = {"from": done, "to": min(finish, done + cfg.cooldown),
-                            "lr": optimizer.param_groups[0]["lr"]}
+            if (cfg.cooldown and cfg.cooldown_from is None and not cooldown and done < finish
+                    and has_flattened(curve)):
+                cooldown = begin_cooldown(cfg, optimizer, done, finish,
+                                          "the validation curve has flattened")
                 finish, end = cooldown["to"], min(end, cooldown["to"])
-                LOGGER.info("%s %s: the validation curve has flattened; the learning rate "
-                            "falls from %.3g to 0 by iteration %d, then the network is "
-                            "exported", cfg.plane, cfg.task, cooldown["lr"], finish)
         running = []
         compact = compact_optimizer_state(optimizer.state_dict())
         atomic_write(checkpoint, lambda tmp: torch.save({
@@ -435,10 +452,11 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         "settings": {k: v for k, v in _as_json(cfg).items()
                      if k not in RESUMABLE_CHANGES | {"subjects", "plane"}},
         "iterations": finish,
-        "stopped": (f"the validation curve flattened at iteration {cooldown['from']} of a "
+        "stopped": (f"{cooldown['why']} at iteration {cooldown['from']} of a "
                     f"{cfg.iterations}-iteration schedule; the learning rate then fell "
                     f"linearly from {cooldown['lr']:.3g} to 0" if cooldown else
                     "at the end of its schedule"),
+        "cooldown": cooldown,
         "batchnorm_statistics": f"re-estimated on {batches} training batches",
         "crop": list(sampler.crop),
         "precision_by_host": [json.loads(line) for line in

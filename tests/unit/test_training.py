@@ -1,6 +1,7 @@
 """Training loop: sampler output, checkpoint/resume reproduces an uninterrupted run."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,10 +15,12 @@ from mixnet_bids.labels import IGNORE_INDEX
 from mixnet_bids.training.cli import main as train_main
 from mixnet_bids.training.crossval import (
     cross_validate,
+    fold_plans,
     fused_probabilities,
     labels_in,
     run_fold,
     score_subject,
+    shipped_cooldowns,
 )
 from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.dataset import SliceSampler
@@ -186,6 +189,34 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     with pytest.raises(RecipeMismatch, match=r"iterations=1\b"):
         run_fold(subjects, subjects[1], recipe, {"axial": 2, "coronal": 1, "sagittal": 1},
                  out=tmp_path, command="test", batch=batch)
+
+
+def test_cross_validation_folds_cool_down_where_the_shipped_networks_did(tmp_path):
+    """A fold must not stop on its held-out subject's curve: it starts its cooldown at the
+    iteration where the shipped network of its plane started one (or trains the whole
+    schedule where that network did)."""
+    recipe = TrainConfig(plane="axial", recipe="r", iterations=8, batch_size=2,
+                         crop=(32, 32), threads=1, checkpoint_every=2, cooldown=4)
+    root = tmp_path / "checkpoints" / "r"
+    with pytest.raises(FileNotFoundError, match="make weights RECIPE=r"):
+        shipped_cooldowns(root, recipe)
+    starts = {"axial": 2, "coronal": None, "sagittal": 6}
+    for plane, start in starts.items():
+        cfg = replace(recipe, plane=plane, cooldown_from=start)
+        path = train_plane([synthetic_subject()], cfg, root / f"3label_v3_{plane}",
+                           command="test")
+        meta = read_metadata(path)
+        # the cooldown runs 4 iterations, or to the budget of 8 when it starts at 6
+        assert meta["iterations"] == {2: 6, None: 8, 6: 8}[start]
+        assert (meta["cooldown"] or {}).get("from") == start
+    lrs = pd.read_csv(root / "3label_v3_axial" / "log.tsv", sep="\t")["lr"].tolist()
+    assert lrs[1:] == pytest.approx([lrs[0] / 2, 0.0], rel=1e-2)
+    assert shipped_cooldowns(root, recipe) == starts
+    subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
+    plans = fold_plans(subjects, subjects[1], recipe, {p: 8 for p in starts}, tmp_path,
+                       cooldown_from=starts)
+    assert {p: (c.cooldown, c.cooldown_from) for p, (_, c) in plans.items()} == {
+        "axial": (4, 2), "coronal": (0, None), "sagittal": (4, 6)}
 
 
 def test_an_8label_cross_validation_is_also_scored_in_the_3_tissues(tmp_path):
