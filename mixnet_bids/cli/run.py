@@ -116,6 +116,9 @@ def run_participants(settings, runs) -> list[str]:
         "poll_sleep_duration": 0.2})
     progress = _Progress({subject_workflow_name(r.subject, r.session):
                           subject_key(r.subject, r.session) for r in todo}, reports)
+    if settings.plugin == "Linear":  # every step runs in this process
+        from mixnet_bids.runtime import keep_freed_memory
+        keep_freed_memory()
     error = None
     try:
         workflow.run(**_plugin(settings, progress))

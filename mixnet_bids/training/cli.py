@@ -133,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the training data (--mrbrains or --bids with --labels) and --cache")
     recipe = get_recipe(args.recipe)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from mixnet_bids.runtime import prepare_runtime
+    from mixnet_bids.runtime import keep_freed_memory, prepare_runtime
 
     prepare_runtime()
+    keep_freed_memory()  # this process trains: reuse its memory from step to step
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
     from mixnet_bids.training.train import NonFiniteLoss, RecipeMismatch, TrainConfig, train_plane

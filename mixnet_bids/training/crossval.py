@@ -277,9 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mrbrains is None or args.cache is None:
         parser.error("--mrbrains and --cache are required (except with --report)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from mixnet_bids.runtime import prepare_runtime
+    from mixnet_bids.runtime import keep_freed_memory, prepare_runtime
 
     prepare_runtime()
+    keep_freed_memory()  # this process trains: reuse its memory from step to step
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
 
