@@ -11,7 +11,13 @@ Times, in one process, the parts of ``train_plane``'s loop for a recipe:
   timed).
 The candidates' blocks alternate so that a busy machine slows them alike; the ratios are the
 result: each candidate against the shipped weights' recipe (bfloat16, default layout) and
-the sampling against the step. Writes ``<out>/train_step_<version>_<plane>.json``.
+the sampling against the step.
+
+Then the step as this code runs it (the host's choice, freed memory kept) against the step
+as the code of ``--against`` ran it (default: the commit before the training machinery,
+whose recipe trained in bfloat16 in the default layout): the same network and batch, the
+model code of each commit (a ``git worktree``), one process per timed block, alternating.
+Writes ``<out>/train_step_<version>_<plane>.json``.
 
     python benchmarks/train_step.py --cache cache --brainweb ../shared/data/brainweb20 \\
         --out benchmarks/results
@@ -24,6 +30,9 @@ import copy
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +49,40 @@ from mixnet_bids.versions import cpu_name
 
 #: the shipped weights' recipe trains in bfloat16, default layout: the baseline of the ratios
 BASELINE = Precision(True, "default")
+#: the code the training issue measured its step against (before recipes, compact state and
+#: the per-host layout: 09c6721 added them)
+AGAINST = "09c6721^"
+#: one timed block in a fresh process: MixNet of the code on PYTHONPATH, AdamW, cross-entropy,
+#: in the given precision and layout; prints the mean seconds per step
+STEP_PROBE = """
+import sys, time, torch
+import torch.nn.functional as F
+from mixnet_bids.model.mixnet import build_mixnet
+version, n_classes, batch, h, w, threads, precision, layout, steps, keep = sys.argv[1:]
+if keep == "keep":
+    from mixnet_bids.runtime import keep_freed_memory
+    keep_freed_memory()
+torch.set_num_threads(int(threads))
+torch.manual_seed(0)
+fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+model = build_mixnet(version, int(n_classes)).to(memory_format=fmt).train()
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
+x = torch.randn(int(batch), 3, int(h), int(w)).contiguous(memory_format=fmt)
+y = torch.randint(0, int(n_classes), (int(batch), int(h), int(w)))
+def step():
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+for _ in range(2):
+    step()
+t0 = time.perf_counter()
+for _ in range(int(steps)):
+    step()
+print((time.perf_counter() - t0) / int(steps))
+"""
 
 
 def sampling_seconds(draw_batch, repeats: int) -> float:
@@ -63,6 +106,40 @@ def step_seconds(model, optimizer, criterion, images, targets, precision: Precis
     return (time.perf_counter() - t0) / steps
 
 
+def against_commit(ref: str, version: str, classes: int, batch: int, crop, threads: int,
+                   chosen: Precision, steps: int, blocks: int) -> dict:
+    """Seconds per step of the code of ``ref`` (bfloat16, default layout, as its recipe
+    trained) and of this code (the host's ``chosen`` precision and layout, freed memory
+    kept), one process per block, alternating."""
+    repo = Path(__file__).resolve().parents[1]
+    sha = subprocess.run(["git", "rev-parse", ref], cwd=repo, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "against"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), sha], cwd=repo,
+                       check=True)
+        try:
+            runs = {"against": (tree, BASELINE, "default"), "this": (repo, chosen, "keep")}
+            times = {name: [] for name in runs}
+            for _ in range(blocks):
+                for name, (code, precision, keep) in runs.items():
+                    out = subprocess.run(
+                        [sys.executable, "-c", STEP_PROBE, version, str(classes), str(batch),
+                         str(crop[0]), str(crop[1]), str(threads),
+                         "bfloat16" if precision.bf16 else "float32", precision.layout,
+                         str(steps), keep],
+                        env={**os.environ, "PYTHONPATH": str(code)}, check=True,
+                        capture_output=True, text=True).stdout
+                    times[name].append(float(out.split()[-1]))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo,
+                           check=False)
+    step = {name: statistics.median(t) for name, t in times.items()}
+    return {"ref": ref, "commit": sha, "this": chosen.describe(), "against": BASELINE.describe(),
+            "step_s": {k: round(v, 4) for k, v in step.items()},
+            "against_over_this": round(step["against"] / step["this"], 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--cache", type=Path, required=True,
@@ -75,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--against", default=AGAINST, metavar="REF",
+                        help=f"the commit whose step this code's is compared with (default "
+                             f"{AGAINST}); '' skips it")
     args = parser.parse_args(argv)
     files = sorted((args.cache / "preproc").glob("*.npz"))
     if not files:
@@ -129,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                                for k, v in sampling.items()},
         "gradient_check": check,
     }
+    if args.against:
+        report["against_commit"] = against_commit(
+            args.against, recipe.version, n_classes(recipe.task), batch, crop, args.threads,
+            chosen, args.steps, args.blocks)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"train_step_{recipe.version}_{args.plane}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
