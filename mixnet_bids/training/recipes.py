@@ -13,7 +13,7 @@ however many restarts and machines they take.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 #: BrainWeb anatomies never trained on: the validation curves and the generalisation
 #: benchmark are scored on them.
@@ -67,6 +67,16 @@ class Recipe:
         return out
 
 
+WHOLEBRAIN_SYNTH_V1 = Recipe(
+    name="wholebrain-synth-v1",
+    summary="the long run: fine classes (whole brain; MRBrainS 3 and 8 labels derived), "
+            "half of the samples synthesised from BrainWeb label maps (SynthSeg-style), half "
+            "real MRBrainS; AdamW 1e-3, cosine over 40000 axial / 16000 coronal and sagittal "
+            "iterations; precision chosen per host; validated every 1000 iterations on "
+            "held-out BrainWeb anatomies",
+    task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
+    precision="auto", synth_fraction=0.5, validate_every=1000)
+
 _RECIPES = [
     Recipe(
         name="paper",
@@ -83,35 +93,18 @@ _RECIPES = [
         name="cpu-adamw-8label",
         summary="the shipped 8-label weights: as cpu-adamw-3label with the MRBrainS 8 labels",
         task="8label"),
-    Recipe(
-        name="wholebrain-synth-v1",
-        summary="the long run: fine classes (whole brain; MRBrainS 3 and 8 labels derived), "
-                "half of the samples synthesised from BrainWeb label maps (SynthSeg-style), "
-                "half real MRBrainS; AdamW 1e-3, cosine over 40000 axial / 16000 coronal and "
-                "sagittal iterations; precision chosen per host; validated every 1000 "
-                "iterations on held-out BrainWeb anatomies",
-        task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
-        precision="auto", synth_fraction=0.5, validate_every=1000),
-    Recipe(
-        name="wholebrain-synth-v2",
-        summary="the long run with the long-run issue's stop rule: as wholebrain-synth-v1, "
-                "but once the validation curve reads flat at two validations in a row, the "
-                "learning rate falls linearly to 0 over 2000 iterations and the network is "
-                "exported; its axial network continues v1's axial state (v1 had no stop "
-                "rule, every other setting is the same)",
-        task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
-        precision="auto", synth_fraction=0.5, validate_every=1000, cooldown=2000),
+    WHOLEBRAIN_SYNTH_V1,
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-synth-v2", cooldown=2000,
+            summary="the long run with the long-run issue's stop rule: as wholebrain-synth-v1, "
+                    "but once the validation curve reads flat at two validations in a row, "
+                    "the learning rate falls linearly to 0 over 2000 iterations and the "
+                    "network is exported; its axial network continues v1's axial state (v1 "
+                    "had no stop rule, every other setting is the same)"),
     # probes of the synthetic share (short runs with --iterations; docs/results.md)
-    Recipe(
-        name="wholebrain-real-v1",
-        summary="probe: as wholebrain-synth-v1 without synthetic images (MRBrainS only)",
-        task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
-        precision="auto", validate_every=1000),
-    Recipe(
-        name="wholebrain-synth80-v1",
-        summary="probe: as wholebrain-synth-v1 with 80 % synthetic samples",
-        task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
-        precision="auto", synth_fraction=0.8, validate_every=1000),
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-real-v1", synth_fraction=0.0,
+            summary="probe: as wholebrain-synth-v1 without synthetic images (MRBrainS only)"),
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-synth80-v1", synth_fraction=0.8,
+            summary="probe: as wholebrain-synth-v1 with 80 % synthetic samples"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.
