@@ -57,8 +57,10 @@ AGAINST = "09c6721^"
 STEP_PROBE = """
 import sys, time, torch
 import torch.nn.functional as F
+import mixnet_bids
 from mixnet_bids.model.mixnet import build_mixnet
-version, n_classes, batch, h, w, threads, precision, layout, steps, keep = sys.argv[1:]
+version, n_classes, batch, h, w, threads, precision, layout, steps, keep, code = sys.argv[1:]
+assert mixnet_bids.__file__.startswith(code), (mixnet_bids.__file__, code)
 if keep == "keep":
     from mixnet_bids.runtime import keep_freed_memory
     keep_freed_memory()
@@ -127,8 +129,10 @@ def against_commit(ref: str, version: str, classes: int, batch: int, crop, threa
                         [sys.executable, "-c", STEP_PROBE, version, str(classes), str(batch),
                          str(crop[0]), str(crop[1]), str(threads),
                          "bfloat16" if precision.bf16 else "float32", precision.layout,
-                         str(steps), keep],
-                        env={**os.environ, "PYTHONPATH": str(code)}, check=True,
+                         str(steps), keep, str(code)],
+                        # from the code's folder: ``python -c`` puts the working folder
+                        # first on sys.path, before PYTHONPATH
+                        cwd=code, env={**os.environ, "PYTHONPATH": str(code)}, check=True,
                         capture_output=True, text=True).stdout
                     times[name].append(float(out.split()[-1]))
         finally:
