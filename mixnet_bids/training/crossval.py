@@ -11,7 +11,10 @@ Markdown tables of ``docs/results.md``.
         --cache cache --subjects 1 4 5 14
 
 Every fold trains its planes with the recipe (``--recipe``) at the recipe's budget, resuming
-their saved state; the learning curve of each fold's plane scores the held-out subject.
+their saved state; the learning curve of each fold's plane scores the held-out subject. A
+recipe with a cooldown stops on its validation curve; its folds start the cooldown where the
+recipe's own networks (``checkpoints/<recipe>``) started theirs, so that the held-out
+subject never decides when a fold stops (``trained_cooldowns``).
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: T
 
     A fold's validation is its held-out subject, which must not decide when its training
     stops: a recipe with a cooldown starts it at ``cooldown_from[plane]``, the iteration
-    where the shipped network's started (``shipped_cooldowns``), and a plane without one
+    where the recipe's own network started (``trained_cooldowns``), and a plane without one
     trains the whole schedule."""
     cooldown_from = cooldown_from or {}
     train = [s.name for s in subjects if s.name != held_out.name]
@@ -153,15 +156,18 @@ def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: T
     return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
                     replace(recipe, plane=plane, iterations=iterations[plane],
                             batch_size=batch[plane], subjects=train,
-                            cooldown=recipe.cooldown if cooldown_from.get(plane) else 0,
+                            cooldown=(recipe.cooldown if cooldown_from.get(plane) is not None
+                                      else 0),
                             cooldown_from=cooldown_from.get(plane)))
             for plane in PLANES}
 
 
-def shipped_cooldowns(run_root: Path, recipe: TrainConfig) -> dict[str, int | None]:
+def trained_cooldowns(run_root: Path, recipe: TrainConfig,
+                      iterations: dict[str, int]) -> dict[str, int | None]:
     """Per plane, the iteration where the finished network of ``recipe`` in ``run_root``
     (``checkpoints/<recipe>``) started its cooldown, or None if it trained its whole
-    schedule. Raises FileNotFoundError naming the missing network."""
+    schedule. Raises FileNotFoundError naming a network not trained yet, and ValueError
+    naming one whose schedule differs from the folds' ``iterations``."""
     starts = {}
     for plane in PLANES:
         path = weight_path(recipe.task, plane, recipe.version,
@@ -169,9 +175,15 @@ def shipped_cooldowns(run_root: Path, recipe: TrainConfig) -> dict[str, int | No
         if not path.exists():
             raise FileNotFoundError(
                 f"{path}: not trained yet; the folds of {recipe.recipe} cool down where its "
-                f"shipped networks did: train them first (make weights RECIPE={recipe.recipe})")
-        cooldown = read_metadata(path).get("cooldown")
-        starts[plane] = cooldown["from"] if cooldown else None
+                f"networks did: train them first (make weights RECIPE={recipe.recipe})")
+        meta = read_metadata(path)
+        budget = meta["settings"]["iterations"]
+        if budget != iterations[plane]:
+            raise ValueError(
+                f"{path}: trained on a {budget}-iteration schedule, the folds would train "
+                f"{iterations[plane]}: cross-validate {recipe.recipe} at its own budget "
+                "(without --iterations)")
+        starts[plane] = meta["cooldown"]["from"] if meta.get("cooldown") else None
     return starts
 
 
@@ -195,8 +207,9 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                    command: str, synth_volumes: list | None = None,
                    batch: dict[str, int] = DEFAULT_BATCH,
                    cooldown_from: dict[str, int | None] | None = None) -> None:
-    """The folds of the ``held_out`` subjects, appended to ``<out>/cv_<task>_<version>.tsv``
-    for each of ``scored_tasks``; a subject already in every table is skipped (its planes'
+    """The folds of the ``held_out`` subjects (cooling down at ``cooldown_from``, see
+    ``fold_plans``), appended to ``<out>/cv_<task>_<version>.tsv`` for each of
+    ``scored_tasks``; a subject already in every table is skipped (its planes'
     recipe checked), one missing from a table is scored with its fold's finished planes."""
     tasks = scored_tasks(recipe.task)
     tables = {task: out / f"cv_{task}_{recipe.version}.tsv" for task in tasks}
@@ -325,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     cooldown_from = None
     if recipe.cooldown:
         try:
-            cooldown_from = shipped_cooldowns(Path("checkpoints") / recipe.name, template)
-        except FileNotFoundError as err:
+            cooldown_from = trained_cooldowns(Path("checkpoints") / recipe.name, template,
+                                              plane_iterations(recipe, args))
+        except (FileNotFoundError, ValueError) as err:
             parser.exit(2, f"mixnet-bids-cv: {err}\n")
     try:
         cross_validate(subjects, held_out, template, plane_iterations(recipe, args), out,

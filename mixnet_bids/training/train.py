@@ -4,7 +4,8 @@ The recipe (``recipes.py``) fixes the optimiser, the schedule over the whole bud
 and the precision; ``TrainConfig`` is one plane's recipe plus the settings of this machine.
 The checkpoint keeps everything a run needs to continue as if it had never stopped: weights,
 optimiser (its moments in bfloat16, about 1 MB a network), scheduler, the samplers' and
-torch's random states and the iteration. After each checkpoint the running optimiser takes
+torch's random states, the iteration and, once a recipe's cooldown has begun, its start,
+end and starting rate. After each checkpoint the running optimiser takes
 the rounded moments too, so that a run resumed from the checkpoint and one that went on
 compute the same weights, bit for bit on one machine. ``commit_every`` commits the run
 folder to git (``gitstate.py``) so the next machine continues it.
@@ -26,7 +27,7 @@ from torch import nn
 
 from mixnet_bids.inference.planes import TRAINING_SPACING
 from mixnet_bids.inference.weights import save_weights, weight_path
-from mixnet_bids.io import atomic_write
+from mixnet_bids.io import atomic_write, atomic_write_text
 from mixnet_bids.labels import TASK_CLASSES, n_classes, target_membership
 from mixnet_bids.model import MODALITIES, build_mixnet
 from mixnet_bids.training.augment import AugmentConfig
@@ -289,9 +290,17 @@ def compact_optimizer_state(state: dict) -> dict:
         for k, per_param in state["state"].items()}}
 
 
-def _log_header(log_file: Path) -> None:
+def _log_header(log_file: Path, start: int) -> None:
+    """Start the log, or keep its rows up to the checkpoint's iteration ``start``: a run
+    killed after logging a row and before saving its checkpoint logs that row again."""
+    header = "iteration\tloss\tlr\tseconds\tval_GM\tval_WM\tval_CSF\n"
     if not log_file.exists() or log_file.stat().st_size == 0:
-        log_file.write_text("iteration\tloss\tlr\tseconds\tval_GM\tval_WM\tval_CSF\n")
+        log_file.write_text(header)
+        return
+    lines = log_file.read_text().splitlines(keepends=True)
+    kept = [line for line in lines[1:] if int(line.split("\t", 1)[0]) <= start]
+    if len(kept) < len(lines) - 1:
+        atomic_write_text(log_file, "".join([lines[0], *kept]))
 
 
 def save_state(out_dir: Path, message: str, curves_dir: Path | None) -> None:
@@ -353,7 +362,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     LOGGER.info("%s %s: training in %s", cfg.plane, cfg.task, precision.describe())
 
     log_file = out_dir / "log.tsv"
-    _log_header(log_file)
+    _log_header(log_file, start)
     model.train()
     running, t0 = [], time.monotonic()
     last_commit = last_commit_time(out_dir) if cfg.commit_every else 0.0
@@ -380,8 +389,8 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         else:
             scheduler.step()
             if cfg.cooldown and done == cfg.cooldown_from and done < finish:
-                cooldown = begin_cooldown(cfg, optimizer, done, finish, "as the shipped "
-                                          "network's did")
+                cooldown = begin_cooldown(cfg, optimizer, done, finish,
+                                          "cooling down where the recipe's network did")
                 finish, end = cooldown["to"], min(end, cooldown["to"])
         running.append(loss.item())
         if done % cfg.checkpoint_every and done != end:

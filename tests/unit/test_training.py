@@ -20,7 +20,7 @@ from mixnet_bids.training.crossval import (
     labels_in,
     run_fold,
     score_subject,
-    shipped_cooldowns,
+    trained_cooldowns,
 )
 from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.dataset import SliceSampler
@@ -193,13 +193,14 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
 
 def test_cross_validation_folds_cool_down_where_the_shipped_networks_did(tmp_path):
     """A fold must not stop on its held-out subject's curve: it starts its cooldown at the
-    iteration where the shipped network of its plane started one (or trains the whole
+    iteration where the recipe's network of its plane started one (or trains the whole
     schedule where that network did)."""
     recipe = TrainConfig(plane="axial", recipe="r", iterations=8, batch_size=2,
                          crop=(32, 32), threads=1, checkpoint_every=2, cooldown=4)
     root = tmp_path / "checkpoints" / "r"
+    budget = {p: 8 for p in ("axial", "coronal", "sagittal")}
     with pytest.raises(FileNotFoundError, match="make weights RECIPE=r"):
-        shipped_cooldowns(root, recipe)
+        trained_cooldowns(root, recipe, budget)
     starts = {"axial": 2, "coronal": None, "sagittal": 6}
     for plane, start in starts.items():
         cfg = replace(recipe, plane=plane, cooldown_from=start)
@@ -211,10 +212,12 @@ def test_cross_validation_folds_cool_down_where_the_shipped_networks_did(tmp_pat
         assert (meta["cooldown"] or {}).get("from") == start
     lrs = pd.read_csv(root / "3label_v3_axial" / "log.tsv", sep="\t")["lr"].tolist()
     assert lrs[1:] == pytest.approx([lrs[0] / 2, 0.0], rel=1e-2)
-    assert shipped_cooldowns(root, recipe) == starts
+    assert trained_cooldowns(root, recipe, budget) == starts
+    # folds at another budget would cool down on another schedule: refused
+    with pytest.raises(ValueError, match=r"8-iteration schedule, the folds would train 4"):
+        trained_cooldowns(root, recipe, {**budget, "axial": 4})
     subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
-    plans = fold_plans(subjects, subjects[1], recipe, {p: 8 for p in starts}, tmp_path,
-                       cooldown_from=starts)
+    plans = fold_plans(subjects, subjects[1], recipe, budget, tmp_path, cooldown_from=starts)
     assert {p: (c.cooldown, c.cooldown_from) for p, (_, c) in plans.items()} == {
         "axial": (4, 2), "coronal": (0, None), "sagittal": (4, 6)}
 

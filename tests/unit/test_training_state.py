@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -352,8 +353,9 @@ def test_a_curve_is_flat_when_no_tissue_gained_over_the_last_quarter():
         columns=["iteration", "val_GM", "val_WM", "val_CSF"]))
 
 
+@pytest.mark.parametrize("stop_after", [4, 6, 8])
 def test_a_flat_curve_cools_down_and_exports_and_a_resumed_cooldown_is_the_same(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, stop_after):
     """With ``cooldown``, a run stops when its validation curve has flattened: the learning
     rate falls linearly to 0 and the network is exported before the budget. Flat is forced
     here by a threshold no gain reaches; the training and validation are real."""
@@ -382,11 +384,26 @@ def test_a_flat_curve_cools_down_and_exports_and_a_resumed_cooldown_is_the_same(
     assert meta["iterations"] == 10 and "flattened at iteration 6 of a 40-iteration" in \
         meta["stopped"]
 
-    # stopped inside the cooldown and resumed: the same weights
-    assert run(tmp_path / "split", stop_after=8).name == "checkpoint.pt"
-    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["cooldown"][
-        "to"] == 10
+    # stopped before, at the start of, and inside the cooldown, and resumed: the same
+    # weights and the same log
+    assert run(tmp_path / "split", stop_after=stop_after).name == "checkpoint.pt"
+    cooldown = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["cooldown"]
+    assert (cooldown or {}).get("to") == (None if stop_after < 6 else 10)
     a, _ = load_model(path)
     b, _ = load_model(run(tmp_path / "split"))
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
+    logs = [(tmp_path / d / "log.tsv").read_text().splitlines() for d in ("straight", "split")]
+    assert [row.split("\t")[:3] for row in logs[0]] == [row.split("\t")[:3] for row in logs[1]]
+
+
+def test_a_resumed_run_drops_the_log_rows_after_its_checkpoint(tmp_path):
+    """A run killed after logging a row and before saving that checkpoint logs it again on
+    resuming: the rows past the checkpoint go first."""
+    cfg = TrainConfig(plane="axial", iterations=6, batch_size=2, crop=(32, 32), threads=1,
+                      checkpoint_every=2, stop_after=4, precision="float32")
+    train_plane([synthetic_subject()], cfg, tmp_path, command="test")
+    log = tmp_path / "log.tsv"
+    log.write_text(log.read_text() + "6\t0.5\t0.001\t1\t\t\t\n")  # logged, never saved
+    train_plane([synthetic_subject()], replace(cfg, stop_after=None), tmp_path, command="test")
+    assert [row.split("\t")[0] for row in log.read_text().splitlines()[1:]] == ["2", "4", "6"]
