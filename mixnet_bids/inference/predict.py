@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mixnet_bids.inference.planes import slices_to_volume, volume_to_slices
-from mixnet_bids.model import MixNet
+from mixnet_bids.model import MixNet, fold_batchnorm
 from mixnet_bids.preprocessing import head_box
 
 LOGGER = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ def predict_plane(model: MixNet, image: np.ndarray, head: np.ndarray,
     head's bounding box (plus ``MARGIN``) is resampled and run, and in it only the slices
     that hold head voxels; elsewhere the probability of background is 1. ``batch_size``:
     slices per forward pass (default: ``slices_per_batch``); ``precision``: ``float32`` or
-    ``bfloat16`` (autocast), both in channels-last (``inference.precision``).
+    ``bfloat16`` (autocast), both in channels-last (``inference.precision``). It runs a copy
+    of ``model`` with the BatchNorms that follow a convolution folded into it
+    (``model.fold_batchnorm``); ``model`` itself is unchanged.
     """
     probs = np.zeros(image.shape[:3] + (model.n_classes,), np.float32)
     probs[..., 0] = 1.0
@@ -81,7 +83,7 @@ def predict_plane(model: MixNet, image: np.ndarray, head: np.ndarray,
 def _predict_box(model: MixNet, image: np.ndarray, head: np.ndarray, zooms: Sequence[float],
                  plane: str, batch_size: int | None, device: torch.device,
                  progress: Iterable | None, precision: str) -> np.ndarray:
-    model = model.to(device, memory_format=torch.channels_last).eval()
+    model = fold_batchnorm(model).to(device, memory_format=torch.channels_last)
     slices = volume_to_slices(image, zooms, plane, order=1)
     head_slices = volume_to_slices(head.astype(np.uint8), zooms, plane, order=0) > 0
     probs = np.zeros(slices.shape[:3] + (model.n_classes,), np.float32)

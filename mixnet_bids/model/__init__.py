@@ -10,6 +10,7 @@ from mixnet_bids.model.mixnet import (
     MixNetV3,
     OutputUnit,
     build_mixnet,
+    fold_batchnorm,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "MixNetV3",
     "OutputUnit",
     "build_mixnet",
+    "fold_batchnorm",
 ]

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from mixnet_bids.model import MODALITIES, DilateResUnit, MixNetV2, build_mixnet
+from mixnet_bids.model import MODALITIES, DilateResUnit, MixNetV2, build_mixnet, fold_batchnorm
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
@@ -137,3 +137,24 @@ def test_output_unit_equals_the_3x3_conv_of_features_and_upsampled_priors(n_clas
                                                    align_corners=False)
     with torch.no_grad():
         assert torch.allclose(unit(x), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_folded_batchnorms_give_the_same_function_and_leave_the_model_alone(version):
+    torch.manual_seed(0)
+    model = build_mixnet(version, 4).double()
+    for norm in model.modules():  # statistics and affines far from the identity
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+            norm.weight.data.uniform_(0.5, 1.5)
+            norm.bias.data.uniform_(-0.5, 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, 40, 36, dtype=torch.float64)
+    with torch.no_grad():
+        expected, got = model.eval()(x), folded(x)
+    assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+    norms = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert 0 < len(norms) < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
