@@ -82,7 +82,7 @@ class TrainConfig:
     #: validation curve has flattened (``recipes.Recipe.cooldown``); 0: train to the budget
     cooldown: int = 0
     #: start that cooldown at this iteration instead of when the curve flattens (the
-    #: cross-validation folds: where the shipped network's started)
+    #: cross-validation folds: where the recipe's own network started)
     cooldown_from: int | None = None
     seed: int = 0
     threads: int = 2
@@ -400,8 +400,6 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         if validation and cfg.validate_every and (done % cfg.validate_every == 0
                                                   or done == finish):
             scores = tissue_dice(model, cfg.task, validation, cfg.plane)
-            # inference turned the weights channels-last: back to this host's training layout
-            model = model.to(memory_format=precision.memory_format)
         with open(log_file, "a", encoding="utf-8") as log:
             val = "\t".join(f"{scores[t]:.4f}" if t in scores else "" for t in
                             ("GM", "WM", "CSF"))
