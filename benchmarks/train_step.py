@@ -16,7 +16,8 @@ the sampling against the step.
 Then the step as this code runs it (the host's choice, freed memory kept) against the step
 as the code of ``--against`` ran it (default: the commit before the training machinery,
 whose recipe trained in bfloat16 in the default layout): the same network and batch, the
-model code of each commit (a ``git worktree``), one process per timed block, alternating.
+model code of each commit (a ``git worktree``), one process per timed block, alternating;
+the ratio is the median of the ratios of the blocks run side by side.
 Writes ``<out>/train_step_<version>_<plane>.json``.
 
     python benchmarks/train_step.py --cache cache --brainweb ../shared/data/brainweb20 \\
@@ -139,9 +140,13 @@ def against_commit(ref: str, version: str, classes: int, batch: int, crop, threa
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo,
                            check=False)
     step = {name: statistics.median(t) for name, t in times.items()}
+    # the ratio of each block's pair, run one after the other: a host whose speed drifts
+    # between blocks (shared machines do, by 20 % here) slows both sides of a pair alike
+    ratios = [a / t for a, t in zip(times["against"], times["this"])]
     return {"ref": ref, "commit": sha, "this": chosen.describe(), "against": BASELINE.describe(),
             "step_s": {k: round(v, 4) for k, v in step.items()},
-            "against_over_this": round(step["against"] / step["this"], 3)}
+            "blocks_s": {k: [round(v, 4) for v in t] for k, t in times.items()},
+            "against_over_this": round(statistics.median(ratios), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default="wholebrain-synth-v1", choices=list(RECIPES))
     parser.add_argument("--plane", default="axial")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
-    parser.add_argument("--blocks", type=int, default=3, help="timed blocks per variant")
+    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per variant")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--against", default=AGAINST, metavar="REF",
                         help=f"the commit whose step this code's is compared with (default "

@@ -31,6 +31,19 @@ DILATIONS: tuple[int, ...] = (2, 1, 4, 1, 8)
 PYRAMID_BINS: tuple[int, ...] = (2, 4, 6, 12)
 
 
+class _Relayout(torch.autograd.Function):
+    """``x`` in memory format ``forward``, its gradient in memory format ``backward``."""
+
+    @staticmethod
+    def forward(ctx, x, forward, backward):
+        ctx.backward_format = backward
+        return x.contiguous(memory_format=forward)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=ctx.backward_format), None, None
+
+
 class GroupedDilatedConv2d(nn.Conv2d):
     """A grouped, dilated convolution that runs in the default memory layout under bfloat16
     autocast.
@@ -44,14 +57,21 @@ class GroupedDilatedConv2d(nn.Conv2d):
     (inference) or outside autocast it is a plain ``nn.Conv2d`` (the channels-last forward
     is right, and took 1.1 ms instead of 3.8 ms with the layout round trip on a 104 x 128
     map of 36 channels); the parameters are the same.
+
+    The gradients change layout with the tensors (``_Relayout``): the convolution's backward
+    reads and writes the default layout, and the layers around it get channels-last
+    gradients. A plain ``.contiguous()`` passes its gradient through unchanged, and the
+    default-layout input gradient had made the BatchNorm and ReLU backward before it take
+    the slow path for mixed layouts.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and torch.is_autocast_enabled("cpu") and
                 x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
-        y = self._conv_forward(x.contiguous(), self.weight.contiguous(), self.bias)
-        return y.contiguous(memory_format=torch.channels_last)
+        x = _Relayout.apply(x, torch.contiguous_format, torch.channels_last)
+        y = self._conv_forward(x, self.weight.contiguous(), self.bias)
+        return _Relayout.apply(y, torch.channels_last, torch.contiguous_format)
 
 
 def _bn_relu_conv(c_in: int, c_out: int, kernel: int, dilation: int = 1,
@@ -107,6 +127,45 @@ class DilateResUnit(nn.Module):
         return self.shortcut(x) + self.body(x)
 
 
+def _bin_average(size: int, bins: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(bins, size)``: row i averages the positions of bin i of adaptive average pooling
+    (from ``floor(i * size / bins)`` to ``ceil((i + 1) * size / bins)``, end excluded)."""
+    i = torch.arange(bins).unsqueeze(1)
+    start, end = i * size // bins, ((i + 1) * size + bins - 1) // bins
+    position = torch.arange(size)
+    return ((position >= start) & (position < end)).to(dtype) / (end - start)
+
+
+def pyramid_pool(x: torch.Tensor, bins: Sequence[int]) -> list[torch.Tensor]:
+    """``[F.adaptive_avg_pool2d(x, b) for b in bins]``, up to rounding, as matrix products.
+
+    Pooling is an average over rows, then over columns: one product averages the rows of
+    every bin at once (a single pass over ``x``), and a small product per bin averages
+    its columns. Its backward is two products as well. Four adaptive poolings had read ``x``
+    four times, and their backward zero-filled and summed a gradient of ``x``'s size per
+    bin: on the 432-channel features of MixNetv3 that took 35 ms of a training step against
+    16 ms for the products (batch 8 of 64 x 64, bfloat16 channels-last, 2 threads).
+    """
+    n, c, h, w = x.shape
+    rows = torch.cat([_bin_average(h, b, x.dtype) for b in bins])
+    cols = torch.cat([_bin_average(w, b, x.dtype) for b in bins])
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last:  # (N, H, W * C) in memory: bin rows as (N, sum(bins), W, C)
+        by_rows = (rows @ x.permute(0, 2, 3, 1).reshape(n, h, w * c)).reshape(n, -1, w, c)
+    else:  # (N, C, sum(bins), W)
+        by_rows = rows @ x
+    pooled = []
+    # split, not slices: the backward of a split is one concatenation, that of each slice a
+    # zero-filled gradient of the whole
+    for part, average in zip(by_rows.split(bins, dim=1 if channels_last else 2),
+                             cols.split(bins)):
+        if channels_last:  # (N, b, b, C) in memory is (N, C, b, b) channels-last
+            pooled.append((average @ part).permute(0, 3, 1, 2))
+        else:
+            pooled.append(part @ average.T)
+    return pooled
+
+
 class OutputUnit(nn.Module):
     """Pyramid pooling (2, 4, 6, 12 bins) as a global prior, a 3x3 conv to the logits.
 
@@ -153,8 +212,9 @@ class OutputUnit(nn.Module):
         logits = F.conv2d(self.pre(x), weight[:, :c_in], self.classify.bias, padding=1)
         taps = 0
         start = c_in
-        for branch in self.branches:
-            prior = branch(x)
+        # the branches' first module, the bin's adaptive pooling, runs for all bins at once
+        for branch, pooled in zip(self.branches, pyramid_pool(x, self.bins)):
+            prior = branch[1:](pooled)
             part = weight[:, start:start + prior.shape[1]]  # (classes, channels, 3, 3)
             start += prior.shape[1]
             # (classes * 9, channels, 1, 1): output channel c * 9 + t mixes the prior by tap t

@@ -116,6 +116,39 @@ def test_v3_trains_in_channels_last_bfloat16_with_gradients_that_agree_with_floa
     assert [k for k in net.state_dict()] == [k for k in build_mixnet("v3", 10).state_dict()]
 
 
+@pytest.mark.parametrize("size", [(64, 64), (13, 17), (3, 7)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_pyramid_pool_equals_adaptive_average_pooling(size, layout):
+    """Every bin, also bins finer than the map (3 rows into 12 bins); in the input's layout."""
+    from mixnet_bids.model.mixnet import PYRAMID_BINS, pyramid_pool
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, *size, dtype=torch.float64).contiguous(memory_format=layout)
+    pooled = pyramid_pool(x, PYRAMID_BINS)
+    for bins, out in zip(PYRAMID_BINS, pooled):
+        assert out.shape == (2, 5, bins, bins)
+        assert torch.allclose(out, torch.nn.functional.adaptive_avg_pool2d(x, bins), atol=1e-12)
+        assert out.is_contiguous(memory_format=layout)
+
+
+def test_grouped_dilated_conv_returns_channels_last_gradients_in_channels_last_training():
+    """It computes in the default layout, but the layers around it see channels-last
+    tensors and gradients (mixed layouts had sent their backward down a slow path)."""
+    from mixnet_bids.model.mixnet import GroupedDilatedConv2d
+
+    torch.manual_seed(0)
+    conv = GroupedDilatedConv2d(36, 36, 3, padding=4, dilation=4, groups=3, bias=False)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 36, 32, 32).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    y.float().square().sum().backward()
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(conv.weight.grad).all()
+
+
 @pytest.mark.parametrize("n_classes,upscale", [(4, True), (10, False)])
 def test_output_unit_equals_the_3x3_conv_of_features_and_upsampled_priors(n_classes, upscale):
     """The OutputUnit mixes the priors by the kernel's taps before upsampling them: the same
