@@ -9,6 +9,7 @@ import torch
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.weights import WEIGHTS_DIR, WeightsError, load_model, sha256, weight_path
 from mixnet_bids.labels import TASK_CLASSES
+from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT
 
 
 class Payload:
@@ -39,7 +40,10 @@ def test_shipped_weights_load_and_describe_themselves(task, plane):
     assert meta["labels"] == list(TASK_CLASSES[task])
     assert meta["modalities"] == ["T1w", "IR", "FLAIR"]
     assert meta["iterations"] > 0 and meta["wall_time_s"] > 0 and meta["command"]
-    assert len(meta["training_data"]) == 7
+    # the seven MRBrainS subjects; fine networks also the 16 BrainWeb anatomies but the 3
+    # held out for validation
+    assert len(meta["training_data"]) == (7 + 13 if task == "fine" else 7)
+    assert not set(meta["training_data"]) & set(BRAINWEB_HELD_OUT)
     with torch.inference_mode():
         out = model(torch.zeros(1, 3, 33, 41))
     assert out.shape == (1, len(TASK_CLASSES[task]), 33, 41)
