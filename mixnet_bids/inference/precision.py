@@ -14,8 +14,8 @@ networks' labels agree with float32. Both run in channels-last.
 clear message when the labels disagree. The choice and the check's numbers go into the run's
 settings (the ``settings.json`` of the subject's log folder and the report).
 
-MixNetv3's grouped dilated convolutions run in the default layout under bfloat16 autocast
-(``model.GroupedDilatedConv2d``); the rest of the network runs in channels-last.
+The whole network runs in channels-last (MixNetv3's grouped dilated convolutions, which
+train group by group, ``model.GroupedDilatedConv2d``, are plain convolutions here).
 """
 
 from __future__ import annotations
