@@ -17,6 +17,7 @@ from mixnet_bids.interfaces.bids import (
     write_shared_once,
 )
 from mixnet_bids.io import atomic_write_text
+from mixnet_bids.labels import CONVENTIONS
 from mixnet_bids.sidecars import dataset_links
 
 #: Files that are not BIDS derivatives. (The validator matches ``sub-*/log`` but not
@@ -95,6 +96,19 @@ def write_settings(settings, subject: str, session: str | None,
     dump["inputs"] = images
     atomic_write_text(folder / "settings.json", json.dumps(dump, indent=2) + "\n")
     return folder
+
+
+def participant_conventions(output_dir: Path) -> list[str]:
+    """The conventions (``--task``) whose participant volumes tables are in ``output_dir``:
+    what the group level gathers when ``--task`` is not given. None is an
+    ``InputProblems``."""
+    out = Path(output_dir)
+    found = [task for task in sorted(CONVENTIONS)
+             if next(out.glob(f"sub-*/**/anat/*_desc-{task}_volumes.tsv"), None)]
+    if not found:
+        raise InputProblems([f"{out}: no participant results (*_desc-<task>_volumes.tsv); "
+                             "run the participant level first"])
+    return found
 
 
 def write_group_table(settings) -> tuple[Path, Path]:

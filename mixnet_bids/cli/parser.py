@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and brainstem (needs fine networks); 3label: the MRBrainS GM/WM/CSF, "
                         "cerebellum and brainstem as background; 8label: the MRBrainS18 "
                         "structures (default: wholebrain when fine networks are installed, "
-                        "else 3label)")
+                        "else 3label; at the group level, every convention the participant "
+                        "level wrote)")
     g.add_argument("--model-version", choices=("v1", "v2", "v3"), default="v3",
                    help="MixNet variant: v1 stacked channels, v2 and v3 one stream per "
                         "modality (default v3, the one whose weights ship)")

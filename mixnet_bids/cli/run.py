@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import logging
@@ -229,10 +230,13 @@ def run(args) -> int:
     try:
         settings = _settings_from_args(args)
         if args.analysis_level == "group":
-            from mixnet_bids.derivatives import write_group_table
-            table, report = write_group_table(settings)
-            print(f"mixnet-bids: group table written to {table}")
-            print(f"mixnet-bids: group report written to {report}")
+            from mixnet_bids.derivatives import participant_conventions, write_group_table
+            # without --task: every convention the participant level wrote
+            for task in [args.task] if args.task else participant_conventions(
+                    settings.output_dir):
+                table, report = write_group_table(dataclasses.replace(settings, task=task))
+                print(f"mixnet-bids: group table written to {table}")
+                print(f"mixnet-bids: group report written to {report}")
             return 0
         runs, problems = collect_inputs(settings)
         from mixnet_bids.inference.precision import run_precision
