@@ -11,7 +11,8 @@ one process, so that the ratios hold on a loaded machine:
   N4 (shrink 4) + 3-class k-means Atropos (MRF 0.1, 3 iterations), and N4 + a Gaussian
   mixture; the participant's time as a ratio of theirs;
 - float32 and bfloat16 GEMMs, then each plane's shipped network in float32 and in the
-  precision the participant ran: GFLOP/s and its fraction of the best GEMM.
+  precision the participant ran: GFLOP/s of its convolutions and their fraction of the best
+  GEMM.
 
 Writes ``<out>/participant_<subject>.json`` and ``<out>/README.md``.
 
@@ -207,7 +208,7 @@ def markdown(report: dict) -> str:
     rows += [[f"{dtype} GEMM 1024^3 (GFLOP/s)", f"{value:.1f}", ""]
              for dtype, value in gemm.items()]
     rows += [[f"{net['plane']} net, {net['precision']}: slices/s ({net['slice'][0]}x"
-              f"{net['slice'][1]}), GFLOP/s, of the best GEMM",
+              f"{net['slice'][1]}), conv GFLOP/s, of the best GEMM",
               f"{net['slices_per_s']:.1f}, {net['gflops']:.1f}, {net['gflops'] / peak:.0%}",
               f">= {TARGET_GEMM_FRACTION:.0%} with native bf16"] for net in report["networks"]]
     for run in report.get("all_modalities", []):

@@ -232,8 +232,8 @@ def run(args) -> int:
         if args.analysis_level == "group":
             from mixnet_bids.derivatives import participant_conventions, write_group_table
             # without --task: every convention the participant level wrote
-            for task in [args.task] if args.task else participant_conventions(
-                    settings.output_dir):
+            tasks = [args.task] if args.task else participant_conventions(settings.output_dir)
+            for task in tasks:
                 table, report = write_group_table(dataclasses.replace(settings, task=task))
                 print(f"mixnet-bids: group table written to {table}")
                 print(f"mixnet-bids: group report written to {report}")

@@ -31,6 +31,11 @@ DILATIONS: tuple[int, ...] = (2, 1, 4, 1, 8)
 PYRAMID_BINS: tuple[int, ...] = (2, 4, 6, 12)
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (and not also in the default layout)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class _ConcatChannels(torch.autograd.Function):
     """``torch.cat(tensors, dim=1)`` whose backward hands each input a dense gradient in
     channels-last when the concatenation is in channels-last.
@@ -46,8 +51,7 @@ class _ConcatChannels(torch.autograd.Function):
     def forward(ctx, *tensors):
         out = torch.cat(tensors, dim=1)
         ctx.sizes = [t.shape[1] for t in tensors]
-        ctx.channels_last = (out.is_contiguous(memory_format=torch.channels_last)
-                             and not out.is_contiguous())
+        ctx.channels_last = _is_channels_last(out)
         return out
 
     @staticmethod
@@ -74,7 +78,8 @@ class GroupedDilatedConv2d(nn.Conv2d):
     training under autocast in channels-last, each group (one MixNetv3 stream) runs as its
     own ungrouped convolution, and the outputs are concatenated: the same function and
     parameters, finite gradients that agree with float64 as closely as the default layout's
-    (relative error 0.0023 against 0.0023 for the weights, 0.0029 for the input), and half
+    (relative error 0.0023 for the weight gradient and 0.0029 for the input gradient, in
+    both), and half
     the time of the default layout that this class used before (15 against 34 ms forward
     and backward for 8 x 36 x 64 x 64, one thread; 12 against 22 ms for 16 x 36 x 72 x 24).
     Without gradients (inference) or outside autocast it is a plain ``nn.Conv2d``.
@@ -145,42 +150,49 @@ class DilateResUnit(nn.Module):
         return self.shortcut(x) + self.body(x)
 
 
-def _bin_average(size: int, bins: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(bins, size)``: row i averages the positions of bin i of adaptive average pooling
-    (from ``floor(i * size / bins)`` to ``ceil((i + 1) * size / bins)``, end excluded)."""
-    i = torch.arange(bins).unsqueeze(1)
+def _bins(size: int, bins: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(bins, size)`` 0/1 matrix whose row i marks the positions of bin i of adaptive
+    average pooling (from ``floor(i * size / bins)`` to ``ceil((i + 1) * size / bins)``, end
+    excluded), in ``x``'s dtype and on its device; and each bin's size."""
+    i = torch.arange(bins, device=x.device).unsqueeze(1)
     start, end = i * size // bins, ((i + 1) * size + bins - 1) // bins
-    position = torch.arange(size)
-    return ((position >= start) & (position < end)).to(dtype) / (end - start)
+    position = torch.arange(size, device=x.device)
+    return ((position >= start) & (position < end)).to(x.dtype), (end - start).squeeze(1)
 
 
 def pyramid_pool(x: torch.Tensor, bins: Sequence[int]) -> list[torch.Tensor]:
     """``[F.adaptive_avg_pool2d(x, b) for b in bins]``, up to rounding, as matrix products.
 
-    Pooling is an average over rows, then over columns: one product averages the rows of
-    every bin at once (a single pass over ``x``), and a small product per bin averages
-    its columns. Its backward is two products as well. Four adaptive poolings had read ``x``
-    four times, and their backward zero-filled and summed a gradient of ``x``'s size per
-    bin: on the 432-channel features of MixNetv3 that took 35 ms of a training step against
-    16 ms for the products (batch 8 of 64 x 64, bfloat16 channels-last, 2 threads).
+    Pooling sums over rows, then over columns, then divides by the bin's size: one product
+    sums the rows of every bin at once (a single pass over ``x``), a small product per bin
+    sums its columns, and the small result is divided in float32 at least (the 0/1
+    matrices are exact in bfloat16; reciprocals such as 1/15 are not). Its backward is two products as
+    well. Four adaptive poolings had read ``x`` four times, and their backward zero-filled
+    and summed a gradient of ``x``'s size per bin: on the 432-channel features of MixNetv3
+    that took 35 ms of a training step against 16 ms for the products (batch 8 of 64 x 64,
+    bfloat16 channels-last, 2 threads).
     """
     n, c, h, w = x.shape
-    rows = torch.cat([_bin_average(h, b, x.dtype) for b in bins])
-    cols = torch.cat([_bin_average(w, b, x.dtype) for b in bins])
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    rows, row_sizes = zip(*(_bins(h, b, x) for b in bins))
+    cols, col_sizes = zip(*(_bins(w, b, x) for b in bins))
+    channels_last = _is_channels_last(x)
     if channels_last:  # (N, H, W * C) in memory: bin rows as (N, sum(bins), W, C)
-        by_rows = (rows @ x.permute(0, 2, 3, 1).reshape(n, h, w * c)).reshape(n, -1, w, c)
+        by_rows = (torch.cat(rows) @ x.permute(0, 2, 3, 1).reshape(n, h, w * c)
+                   ).reshape(n, -1, w, c)
     else:  # (N, C, sum(bins), W)
-        by_rows = rows @ x
+        by_rows = torch.cat(rows) @ x
     pooled = []
     # split, not slices: the backward of a split is one concatenation, that of each slice a
     # zero-filled gradient of the whole
-    for part, average in zip(by_rows.split(bins, dim=1 if channels_last else 2),
-                             cols.split(bins)):
+    for part, col, row_size, col_size in zip(by_rows.split(bins, dim=1 if channels_last else 2),
+                                             cols, row_sizes, col_sizes):
         if channels_last:  # (N, b, b, C) in memory is (N, C, b, b) channels-last
-            pooled.append((average @ part).permute(0, 3, 1, 2))
+            sums = (col @ part).permute(0, 3, 1, 2)
         else:
-            pooled.append(part @ average.T)
+            sums = part @ col.T
+        wide = torch.promote_types(sums.dtype, torch.float32)
+        size = row_size[:, None] * col_size[None, :]
+        pooled.append((sums.to(wide) / size.to(wide)).to(sums.dtype))
     return pooled
 
 
@@ -199,8 +211,13 @@ class OutputUnit(nn.Module):
     the features' taps, so the priors are never upsampled themselves (4 x 36 upsampled
     channels instead of 4 x 108 for 4 classes) and never concatenated to the features. A 3x3
     conv with 4 outputs is a thin matrix product; the 1x1 conv to 36 tap channels does the
-    same multiplications at a better rate: one 208 x 256 axial slice had taken 17.5 ms in
-    the whole 3x3 conv (of 60 ms) and 9.7 ms in its features' part (of 43 ms), bfloat16.
+    same multiplications at a better rate: on one 208 x 256 axial slice (bfloat16, one
+    thread), the whole 3x3 conv had taken 17.5 ms (of 60 ms), then its features' part 9.7 ms
+    (of 43 ms); the 1x1 conv takes 3.4 ms.
+
+    Each branch keeps its ``nn.AdaptiveAvgPool2d`` as the first module, so that the
+    parameters keep their names (``branches.<i>.1`` and ``.2``), but ``forward`` pools all
+    bins at once with ``pyramid_pool``.
     """
 
     def __init__(self, c_in: int, n_classes: int, upscale: bool = True,
@@ -220,7 +237,7 @@ class OutputUnit(nn.Module):
         self.pre = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True))
         self.classify = nn.Conv2d(c_in + branch * len(self.bins), n_classes, 3, padding=1)
         #: the classify conv's input channels: the features', then each prior's
-        self.inputs = (c_in,) + (branch,) * len(self.bins)
+        self.classify_splits = (c_in,) + (branch,) * len(self.bins)
         self.upscale = upscale
         # taps[c, t]: the one-hot 3x3 kernel of tap t (row-major), for the group of class c
         self.register_buffer("taps", torch.eye(9).reshape(1, 9, 3, 3).repeat(n_classes, 1, 1, 1),
@@ -231,7 +248,7 @@ class OutputUnit(nn.Module):
         n_classes = self.classify.out_channels
         # (classes * 9, channels, 1, 1) per input: output channel c * 9 + t mixes by tap t
         mixes = self.classify.weight.permute(0, 2, 3, 1).reshape(n_classes * 9, -1, 1, 1)
-        mixes = mixes.split(self.inputs, dim=1)
+        mixes = mixes.split(self.classify_splits, dim=1)
         taps = F.conv2d(self.pre(x), mixes[0])
         # the branches' first module, the bin's adaptive pooling, runs for all bins at once
         for branch, pooled, mix in zip(self.branches, pyramid_pool(x, self.bins), mixes[1:]):
@@ -306,7 +323,9 @@ class MixNetV3(MixNetV1):
     The streams run side by side as grouped convolutions (one group per modality): stream
     m owns channels ``m * filters ... (m + 1) * filters - 1`` of the InitUnit and of every
     level, and no weight crosses streams, so each is the paper's separate network; one
-    grouped call replaces three small ones (1.4x faster training under bfloat16 here).
+    grouped call replaces three small ones (1.4x faster training under bfloat16 here, when
+    measured; the dilated 3x3 convolutions train group by group again in channels-last,
+    see ``GroupedDilatedConv2d``).
     ``features``: InitUnit and levels 1-5, each ``3 * filters`` channels in stream blocks.
     """
 

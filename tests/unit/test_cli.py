@@ -169,19 +169,22 @@ def test_group_level_without_participant_results(tmp_path, capsys):
 
 def test_group_level_gathers_the_conventions_the_participant_level_wrote(tmp_path, capsys):
     """Without --task, the group level gathers every convention the output folder holds
-    (here a participant level run with --task 8label); with --task, that one alone."""
+    (here participant runs with --task 8label, and one with --task wholebrain); with --task,
+    that one alone."""
     bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"], "02": ["T1w"]})
     out = tmp_path / "out"
-    for subject in ("01", "02"):
+    for subject, task in (("01", "8label"), ("02", "8label"), ("02", "wholebrain")):
         anat = out / f"sub-{subject}" / "anat"
-        anat.mkdir(parents=True)
-        (anat / f"sub-{subject}_desc-8label_volumes.tsv").write_text(
+        anat.mkdir(parents=True, exist_ok=True)
+        (anat / f"sub-{subject}_desc-{task}_volumes.tsv").write_text(
             "participant_id\tGM_ml\tWM_ml\tCSF_ml\tTIV_ml\n"
             f"sub-{subject}\t600.0\t450.0\t200.0\t1500.0\n")
     assert main([str(bids), str(out), "group"]) == 0
-    assert "group_desc-8label_volumes.tsv" in capsys.readouterr().out
-    table = (out / "group_desc-8label_volumes.tsv").read_text().splitlines()
-    assert [row.split("\t")[0] for row in table] == ["participant_id", "sub-01", "sub-02"]
+    printed = capsys.readouterr().out
+    for task, subjects in (("8label", ["sub-01", "sub-02"]), ("wholebrain", ["sub-02"])):
+        assert f"group_desc-{task}_volumes.tsv" in printed
+        table = (out / f"group_desc-{task}_volumes.tsv").read_text().splitlines()
+        assert [row.split("\t")[0] for row in table] == ["participant_id", *subjects]
     assert not (out / "group_desc-3label_volumes.tsv").exists()
     assert main([str(bids), str(out), "group", "--task", "3label"]) == 2
     assert "no participant results (*_desc-3label_volumes.tsv)" in capsys.readouterr().err

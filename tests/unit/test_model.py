@@ -119,16 +119,35 @@ def test_v3_trains_in_channels_last_bfloat16_with_gradients_that_agree_with_floa
 @pytest.mark.parametrize("size", [(64, 64), (13, 17), (3, 7)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_pyramid_pool_equals_adaptive_average_pooling(size, layout):
-    """Every bin, also bins finer than the map (3 rows into 12 bins); in the input's layout."""
+    """Every bin, also bins finer than the map (3 rows into 12 bins); in the input's layout;
+    in bfloat16 within a few roundings of the exact average (bins of 15 or 13 rows and
+    columns included, whose reciprocals bfloat16 cannot hold)."""
     from mixnet_bids.model.mixnet import PYRAMID_BINS, pyramid_pool
 
     torch.manual_seed(0)
     x = torch.randn(2, 5, *size, dtype=torch.float64).contiguous(memory_format=layout)
-    pooled = pyramid_pool(x, PYRAMID_BINS)
-    for bins, out in zip(PYRAMID_BINS, pooled):
-        assert out.shape == (2, 5, bins, bins)
-        assert torch.allclose(out, torch.nn.functional.adaptive_avg_pool2d(x, bins), atol=1e-12)
-        assert out.is_contiguous(memory_format=layout)
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.bfloat16, 0.02)):
+        pooled = pyramid_pool(x.to(dtype), PYRAMID_BINS)
+        for bins, out in zip(PYRAMID_BINS, pooled):
+            exact = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+            assert out.shape == (2, 5, bins, bins) and out.dtype == dtype
+            assert torch.allclose(out.double(), exact, atol=tolerance, rtol=0)
+            assert out.is_contiguous(memory_format=layout)
+
+
+def test_concat_channels_gives_dense_channels_last_gradients():
+    """A channel slice of a channels-last gradient is strided: each input gets it dense."""
+    from mixnet_bids.model.mixnet import concat_channels
+
+    parts = [torch.randn(2, c, 5, 6).contiguous(memory_format=torch.channels_last)
+             .requires_grad_() for c in (3, 4)]
+    joined = concat_channels(parts)
+    assert torch.equal(joined, torch.cat(parts, dim=1))
+    weight = torch.randn(joined.shape).contiguous(memory_format=torch.channels_last)
+    (joined * weight).sum().backward()
+    for part, grad in zip(parts, weight.split([3, 4], dim=1)):
+        assert torch.equal(part.grad, grad)
+        assert part.grad.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_grouped_dilated_conv_trains_in_channels_last_bfloat16_with_right_gradients():
@@ -157,9 +176,12 @@ def test_grouped_dilated_conv_trains_in_channels_last_bfloat16_with_right_gradie
 
 
 @pytest.mark.parametrize("n_classes,upscale", [(4, True), (10, False)])
-def test_output_unit_equals_the_3x3_conv_of_features_and_upsampled_priors(n_classes, upscale):
-    """The OutputUnit mixes the priors by the kernel's taps before upsampling them: the same
-    function as the paper's form, the 3x3 conv of the concatenated features and priors."""
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_output_unit_equals_the_3x3_conv_of_features_and_upsampled_priors(n_classes, upscale,
+                                                                         layout):
+    """The OutputUnit mixes the features and the priors by the kernel's taps (the priors
+    before upsampling them): the same function as the paper's form, the 3x3 conv of the
+    concatenated features and priors, in either layout."""
     from mixnet_bids.model import OutputUnit
 
     torch.manual_seed(0)
@@ -175,8 +197,9 @@ def test_output_unit_equals_the_3x3_conv_of_features_and_upsampled_priors(n_clas
     if upscale:
         expected = torch.nn.functional.interpolate(expected, scale_factor=2.0, mode="bilinear",
                                                    align_corners=False)
+    unit = unit.to(memory_format=layout)
     with torch.no_grad():
-        assert torch.allclose(unit(x), expected, atol=1e-10)
+        assert torch.allclose(unit(x.contiguous(memory_format=layout)), expected, atol=1e-10)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
