@@ -314,11 +314,19 @@ def save_state(out_dir: Path, message: str, curves_dir: Path | None) -> None:
     commit_state(paths, message)
 
 
+def _finished(checkpoint: Path, cfg: TrainConfig) -> bool:
+    """Whether ``checkpoint`` is at the end of its schedule, or of its cooldown."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cooldown = state.get("cooldown")
+    return int(state["iteration"]) >= (cooldown["to"] if cooldown else cfg.iterations)
+
+
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                 command: str = "", synth=None,
                 validation: list[ValidationCase] | None = None,
                 curves_dir: Path | None = None) -> Path:
-    """Train (or resume) one plane's network; return the exported weight file.
+    """Train (or resume) one plane's network; return the exported weight file. A plane
+    whose run has finished and been exported is left as it is.
 
     ``synth``: a ``synth.SynthSampler`` of this plane (when ``cfg.synth_fraction`` > 0);
     ``validation``: volumes scored every ``cfg.validate_every`` iterations (learning curve);
@@ -333,6 +341,12 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     checkpoint = out_dir / "checkpoint.pt"
     if checkpoint.exists():
         check_same_recipe(out_dir / "config.json", cfg)
+        export = weight_path(cfg.task, cfg.plane, cfg.version, out_dir)
+        if export.exists() and _finished(checkpoint, cfg):
+            # exporting again would re-estimate its statistics with today's code and change
+            # the weights that were validated and committed
+            LOGGER.info("%s %s: finished earlier, keeping %s", cfg.plane, cfg.task, export)
+            return export
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     sampler = make_sampler(subjects, cfg, synth)

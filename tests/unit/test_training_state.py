@@ -276,6 +276,17 @@ def test_stop_after_ends_at_a_checkpoint_and_a_restart_keeps_the_hosts_choice(tm
     assert hosts[0]["cpu"] and hosts[0]["cpu"] != "x86_64" or not Path("/proc/cpuinfo").exists()
 
 
+def test_a_finished_plane_is_left_as_it_is_on_a_rerun(tmp_path):
+    """Rerunning a recipe resumes its unfinished planes; a finished plane's files stay
+    byte for byte (no new host check, no second export)."""
+    cfg = TrainConfig(plane="axial", iterations=4, batch_size=2, crop=(32, 32), threads=1,
+                      checkpoint_every=2, precision="float32")
+    export = train_plane([synthetic_subject()], cfg, tmp_path, command="test")
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert train_plane([synthetic_subject()], cfg, tmp_path, command="again") == export
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
 def test_a_preferred_precision_is_kept_when_it_passes():
     images, targets = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
     loss = nn.CrossEntropyLoss()
