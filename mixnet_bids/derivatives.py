@@ -98,13 +98,17 @@ def write_settings(settings, subject: str, session: str | None,
     return folder
 
 
+def _volume_tables(out: Path, task: str) -> list[Path]:
+    """The participants' volumes tables of convention ``task`` in the output folder."""
+    return sorted(out.glob(f"sub-*/**/anat/*_desc-{task}_volumes.tsv"))
+
+
 def participant_conventions(output_dir: Path) -> list[str]:
     """The conventions (``--task``) whose participant volumes tables are in ``output_dir``:
     what the group level gathers when ``--task`` is not given. None is an
     ``InputProblems``."""
     out = Path(output_dir)
-    found = [task for task in sorted(CONVENTIONS)
-             if next(out.glob(f"sub-*/**/anat/*_desc-{task}_volumes.tsv"), None)]
+    found = [task for task in sorted(CONVENTIONS) if _volume_tables(out, task)]
     if not found:
         raise InputProblems([f"{out}: no participant results (*_desc-<task>_volumes.tsv); "
                              "run the participant level first"])
@@ -118,7 +122,7 @@ def write_group_table(settings) -> tuple[Path, Path]:
     from mixnet_bids.reports import group_report, report_key
 
     out = Path(settings.output_dir)
-    files = sorted(out.glob(f"sub-*/**/anat/*_desc-{settings.task}_volumes.tsv"))
+    files = _volume_tables(out, settings.task)
     if not files:
         raise InputProblems([f"{out}: no participant results (*_desc-{settings.task}"
                              "_volumes.tsv); run the participant level first"])
