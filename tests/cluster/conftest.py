@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -20,8 +21,8 @@ CONF = """\
 ClusterName=mixnet
 SlurmctldHost=localhost
 SlurmUser=root
-SlurmctldPort=6917
-SlurmdPort=6918
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
 AuthType=auth/munge
 StateSaveLocation={state}/ctld
 SlurmdSpoolDir={state}/d
@@ -44,12 +45,26 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSu
 """
 
 
-def _wait(condition, seconds: float, what: str) -> None:
+def _wait(condition, seconds: float, what: str, logs=()) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            pytest.skip(f"SLURM test cluster: {what} within {seconds:.0f} s")
+            tails = [f"{log.name}: {log.read_text().strip().splitlines()[-1]}"
+                     for log in logs if log.exists() and log.read_text().strip()]
+            pytest.skip(f"SLURM test cluster: {what} within {seconds:.0f} s"
+                        + "".join(f"; {tail}" for tail in tails))
         time.sleep(0.5)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free now: a daemon left by an interrupted run must not hold the ones used here."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
 
 
 @pytest.fixture(scope="session")
@@ -68,13 +83,13 @@ def slurm_cluster(tmp_path_factory):
     munge_dir = Path(tempfile.mkdtemp(prefix="mixnet-munge-"))
     key = munge_dir / "munge.key"
     key.write_bytes(os.urandom(1024))
-    socket = munge_dir / "munge.socket"
+    munge_socket = munge_dir / "munge.socket"
     for path in (munge_dir, key):
         shutil.chown(path, "munge", "munge")
     key.chmod(0o400)
     munge_dir.chmod(0o755)
     subprocess.run(["runuser", "-u", "munge", "--", "munged", "--key-file", str(key),
-                    "--socket", str(socket), "--pid-file", str(munge_dir / "munged.pid"),
+                    "--socket", str(munge_socket), "--pid-file", str(munge_dir / "munged.pid"),
                     "--log-file", str(munge_dir / "munged.log"), "--seed-file",
                     str(munge_dir / "munged.seed")], check=True)
     _wait(lambda: (munge_dir / "munged.pid").exists(), 10, "munged did not start")
@@ -83,14 +98,17 @@ def slurm_cluster(tmp_path_factory):
     (state / "d").mkdir()
     conf = state / "slurm.conf"
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 ** 20 - 1024
-    conf.write_text(CONF.format(state=state, cpus=os.cpu_count() or 1, memory_mb=memory_mb)
-                    + f"AuthInfo=socket={socket}\n")
+    ctld_port, d_port = _free_ports(2)
+    conf.write_text(CONF.format(state=state, cpus=os.cpu_count() or 1, memory_mb=memory_mb,
+                                ctld_port=ctld_port, d_port=d_port)
+                    + f"AuthInfo=socket={munge_socket}\n")
     env = {**os.environ, "SLURM_CONF": str(conf), "LOGNAME": os.environ.get("LOGNAME", "root")}
     try:
         subprocess.run(["slurmctld"], env=env, check=True)
         subprocess.run(["slurmd", "-N", "localhost"], env=env, check=True)
         _wait(lambda: (state / "slurmctld.pid").exists() and (state / "slurmd.pid").exists(),
-              15, "the daemons did not start")
+              15, "the daemons did not start",
+              logs=(state / "slurmctld.log", state / "slurmd.log"))
         pids += [int((state / name).read_text()) for name in ("slurmctld.pid", "slurmd.pid")]
 
         def idle():
@@ -98,7 +116,8 @@ def slurm_cluster(tmp_path_factory):
                                  text=True).stdout
             return "idle" in out
 
-        _wait(idle, 30, "the node did not become idle")
+        _wait(idle, 30, "the node did not become idle",
+              logs=(state / "slurmctld.log", state / "slurmd.log"))
         yield env
     finally:
         for pid in reversed(pids):
