@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test lock system-test-deps demo test bench bench-generalisation bench-cohort bench-train image weights train-background curves cv accuracy-shipped clean
+.PHONY: install install-test lock system-test-deps demo test bench bench-generalisation bench-cohort bench-train image weights train-background curves cv cv-background accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
@@ -107,7 +107,7 @@ bench-train: install
 # Training by recipe (mixnet-bids-train --list-recipes). The state of every run lives in
 # checkpoints/<recipe>/ and is committed to git, so `make weights` resumes it on any machine
 # (docs/training.md). TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--planes axial".
-RECIPE ?= cpu-adamw-3label
+RECIPE ?= wholebrain-synth-v2
 BRAINWEB ?= $(SHARED)/data/brainweb20
 TRAIN_ARGS ?=
 weights: install
@@ -135,6 +135,16 @@ cv: install
 	$(BIN)/mixnet-bids-cv --recipe $(RECIPE) --mrbrains $(MRBRAINS) --brainweb $(BRAINWEB) \
 	  --cache $(CACHE) $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS)) $(TRAIN_ARGS)
 	$(BIN)/mixnet-bids-cv --recipe $(RECIPE) --report
+
+# The same in the background at low priority, committing each fold's state to git hourly;
+# its log goes to logs/cv-<recipe>.log. E.g. make cv-background RECIPE=wholebrain-synth-v2
+# CV_SUBJECTS="1 4 5 14" TRAIN_ARGS="--threads 1".
+cv-background: install
+	mkdir -p logs
+	nohup nice -n 19 $(MAKE) --no-print-directory cv RECIPE=$(RECIPE) \
+	  CV_SUBJECTS="$(CV_SUBJECTS)" TRAIN_ARGS="--commit-every 3600 $(TRAIN_ARGS)" \
+	  >> logs/cv-$(RECIPE).log 2>&1 &
+	@echo "cross-validating $(RECIPE) in the background: tail -f logs/cv-$(RECIPE).log"
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install

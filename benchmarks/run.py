@@ -63,17 +63,17 @@ def gemm_gflops(dtype: str, n: int = 1024, repeats: int = 10) -> float:
 
 
 def network_speed(plane: str, precision: str, slices: int = 8) -> dict:
-    """Slices/s and GFLOP/s (of its convolutions) of one plane's shipped 3-label network as
-    the app runs it (BatchNorms folded, channels-last, the app's batches:
+    """Slices/s and GFLOP/s (of its convolutions) of one plane's shipped network as the app
+    runs it (BatchNorms folded, channels-last, the app's batches:
     ``slices_per_batch``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from mixnet_bids.inference.predict import autocast, slices_per_batch
-    from mixnet_bids.inference.weights import load_model, weight_path
+    from mixnet_bids.inference.weights import load_model, networks_for
     from mixnet_bids.model import fold_batchnorm
 
-    model, _ = load_model(weight_path("3label", plane, "v3"))
+    model, _ = load_model(networks_for("3label", [plane], "v3")[1][plane])
     model = fold_batchnorm(model).to(memory_format=torch.channels_last)
     x = torch.randn(slices, 3, *SLICE_SHAPES[plane]).contiguous(
         memory_format=torch.channels_last)

@@ -8,7 +8,11 @@ networks' labels agree with float32. Both run in channels-last.
    float32);
 2. then a check of the networks themselves: each plane's network labels a few slices of the
    MNI152 template (shipped inside nilearn) in float32 and in bfloat16, and bfloat16 is taken
-   only if every class the float32 labels hold agrees with Dice >= ``AGREEMENT_DICE``.
+   only if every class the float32 labels hold agrees with Dice >= ``AGREEMENT_DICE``. The
+   classes are those of the run's output convention (``--task``), summed from the networks'
+   classes as the app writes them: bfloat16 must not change what the user gets, while fine
+   classes that the output merges (deep GM against cerebral WM, say, in whole-brain GM and
+   WM) may flip along their fuzzy boundaries without changing a written voxel.
 
 ``--precision float32`` skips both; ``--precision bfloat16`` runs the check and stops with a
 clear message when the labels disagree. The choice and the check's numbers go into the run's
@@ -31,6 +35,7 @@ import torch
 from mixnet_bids.evaluation.metrics import dice
 from mixnet_bids.inference.planes import SLICE_AXIS, canonical_zooms, to_canonical
 from mixnet_bids.inference.predict import choose_device, predict_plane
+from mixnet_bids.labels import TASK_CLASSES
 from mixnet_bids.versions import cpuinfo
 
 LOGGER = logging.getLogger(__name__)
@@ -85,28 +90,40 @@ def _middle_slab(array: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
 
 
 def label_agreement(models: Mapping[str, torch.nn.Module], device: torch.device,
+                    networks: str, convention: str | None = None,
                     ) -> dict[str, dict[str, float]]:
     """Per plane, the Dice of each class between the bfloat16 and the float32 labels of its
-    network on the check slices (classes with at least ``MIN_CLASS_VOXELS`` voxels)."""
+    network on the check slices, by class name (classes with at least ``MIN_CLASS_VOXELS``
+    voxels): the classes of ``convention``, summed from the ``networks``' classes
+    (``labels.TASK_CLASSES``) as the app writes them, or the networks' own classes."""
+    from mixnet_bids.conventions import class_table, convention_probabilities
+
+    names = ([short for short, _ in class_table(convention)] if convention
+             else list(TASK_CLASSES[networks]))
     image, mask, zooms = check_volume()
     agreement = {}
     for plane, model in models.items():
         axis = SLICE_AXIS[plane]
         slab, head = _middle_slab(image, mask, axis), _middle_slab(mask, mask, axis)
-        labels = {precision: predict_plane(model, slab, head, zooms, plane, device=device,
-                                           precision=precision).argmax(-1)
-                  for precision in ("float32", "bfloat16")}
+        labels = {}
+        for precision in ("float32", "bfloat16"):
+            probs = predict_plane(model, slab, head, zooms, plane, device=device,
+                                  precision=precision)
+            if convention:
+                probs = convention_probabilities(probs, networks, convention)
+            labels[precision] = probs.argmax(-1)
         agreement[plane] = {
-            str(k): round(dice(labels["float32"] == k, labels["bfloat16"] == k), 5)
-            for k in range(model.n_classes)
+            name: round(dice(labels["float32"] == k, labels["bfloat16"] == k), 5)
+            for k, name in enumerate(names)
             if (labels["float32"] == k).sum() >= MIN_CLASS_VOXELS}
     return agreement
 
 
 def choose_precision(requested: str, weight_files: Mapping[str, Path],
-                     device: torch.device) -> tuple[str, dict]:
+                     device: torch.device, convention: str | None = None) -> tuple[str, dict]:
     """``float32`` or ``bfloat16`` for ``requested`` (one of ``PRECISIONS``) on this host,
-    and a record of why: the host's bfloat16 support and the agreement per plane and class.
+    and a record of why: the host's bfloat16 support and the agreement per plane and class
+    (of ``convention``, the run's output classes; without one, the networks' own classes).
 
     Raises ``PrecisionError`` when ``bfloat16`` is asked for and disagrees with float32.
     """
@@ -119,10 +136,13 @@ def choose_precision(requested: str, weight_files: Mapping[str, Path],
               "native_bfloat16": native, "agreement_bound": AGREEMENT_DICE}
     if requested == "float32" or (requested == "auto" and not native):
         return "float32", record
-    models = {plane: load_model(path)[0] for plane, path in weight_files.items()}
-    agreement = label_agreement(models, device)
+    loaded = {plane: load_model(path) for plane, path in weight_files.items()}
+    models = {plane: model for plane, (model, _) in loaded.items()}
+    networks = next(iter(loaded.values()))[1]["task"]
+    agreement = label_agreement(models, device, networks, convention)
     worst = min(min(scores.values(), default=1.0) for scores in agreement.values())
-    record.update(agreement=agreement, worst_dice=worst)
+    record.update(agreement=agreement, worst_dice=worst,
+                  agreement_classes=convention or networks)
     agrees = worst >= AGREEMENT_DICE
     LOGGER.info("precision check: bfloat16 labels agree with float32 to Dice %.4f at worst "
                 "(bound %.3f)%s", worst, AGREEMENT_DICE, "" if agrees else ": float32")
@@ -148,6 +168,7 @@ def run_precision(settings, requested: str) -> tuple[str, dict]:
     # (11 s instead of 2 s with one of two cores taken)
     torch.set_num_threads(settings.omp_nthreads)
     try:
-        return choose_precision(requested, files, choose_device(settings.device))
+        return choose_precision(requested, files, choose_device(settings.device),
+                                settings.task)
     except PrecisionError as err:
         raise InputProblems([str(err)]) from None

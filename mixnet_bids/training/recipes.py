@@ -86,12 +86,13 @@ _RECIPES = [
         optimizer="sgd", lr=2e-4, schedule="paper", precision="float32", p_t1w_only=0.0),
     Recipe(
         name="cpu-adamw-3label",
-        summary="the shipped 3-label weights: AdamW 1e-3 with cosine decay, bfloat16 "
-                "autocast, T1w kept alone 25 % more often; 2000 axial / 800 coronal and "
-                "sagittal iterations on MRBrainS"),
+        summary="the 3-label weights shipped until the fine networks replaced them: AdamW "
+                "1e-3 with cosine decay, bfloat16 autocast, T1w kept alone 25 % more often; "
+                "2000 axial / 800 coronal and sagittal iterations on MRBrainS"),
     Recipe(
         name="cpu-adamw-8label",
-        summary="the shipped 8-label weights: as cpu-adamw-3label with the MRBrainS 8 labels",
+        summary="the 8-label weights shipped until the fine networks replaced them: as "
+                "cpu-adamw-3label with the MRBrainS 8 labels",
         task="8label"),
     WHOLEBRAIN_SYNTH_V1,
     replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-synth-v2", cooldown=2000,
@@ -108,7 +109,7 @@ _RECIPES = [
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.
-DEFAULT_RECIPE = "cpu-adamw-3label"
+DEFAULT_RECIPE = "wholebrain-synth-v2"
 
 
 def get_recipe(name: str) -> Recipe:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mixnet_bids.cli.parser import build_parser
+from mixnet_bids.conventions import convention_probabilities
 from mixnet_bids.evaluation.metrics import tissue_dice
 from mixnet_bids.inference.planes import PLANES, canonical_zooms, to_canonical
 from mixnet_bids.inference.precision import (
@@ -26,7 +27,7 @@ CPU = torch.device("cpu")
 SUBJECT_DICE = 0.995
 
 
-def shipped(task="3label"):
+def shipped(task="wholebrain"):
     return networks_for(task, list(PLANES), "v3")[1]
 
 
@@ -63,26 +64,38 @@ def test_auto_takes_bfloat16_only_where_native_and_in_agreement():
         assert choice == ("bfloat16" if record["worst_dice"] >= AGREEMENT_DICE else "float32")
 
 
-def test_shipped_networks_agree_in_bfloat16_on_the_template():
-    """Each plane's network that serves the 3-label output (the fine ones, once shipped)
-    labels the middle slices of the MNI152 T1w alike in bfloat16 and float32 (computed
-    natively or emulated, the arithmetic is the same)."""
-    task, files = networks_for("3label", list(PLANES), "v3")
+@pytest.mark.parametrize("convention", ["wholebrain", "3label"])
+def test_shipped_networks_agree_in_bfloat16_on_the_template(convention):
+    """Each plane's shipped network labels the middle slices of the MNI152 T1w alike in
+    bfloat16 and float32, in the classes the app writes (computed natively or emulated, the
+    arithmetic is the same)."""
+    task, files = networks_for(convention, list(PLANES), "v3")
     models = {plane: load_model(path)[0] for plane, path in files.items()}
-    agreement = label_agreement(models, CPU)
+    agreement = label_agreement(models, CPU, task, convention)
     assert set(agreement) == set(PLANES)
-    # background, cortical GM, WM and CSF fill those slices: each of them is scored
-    required = {"BG", "WM"} | ({"GM", "CSF"} if task == "3label" else {"cGM", "eCSF"})
     for plane, scores in agreement.items():
-        assert required <= {TASK_CLASSES[task][int(k)] for k in scores}, (plane, scores)
+        # background, GM, WM and CSF fill those slices: each of them is scored
+        assert set(scores) == {"BG", "GM", "WM", "CSF"}, (plane, scores)
         assert min(scores.values()) >= AGREEMENT_DICE, (plane, scores)
+
+
+def test_the_check_scores_the_run_convention_or_the_networks_own_classes():
+    files = shipped("wholebrain")
+    task = load_model(files["axial"])[1]["task"]
+    own = label_agreement({"axial": load_model(files["axial"])[0]}, CPU, task)["axial"]
+    assert set(own) <= set(TASK_CLASSES[task]) and {"BG", "WM"} <= set(own)
+    _, record = choose_precision("bfloat16" if native_bfloat16(CPU) else "auto",
+                                 {"axial": files["axial"]}, CPU, "3label")
+    if record["native_bfloat16"]:
+        assert record["agreement_classes"] == "3label"
+        assert set(record["agreement"]["axial"]) <= {"BG", "GM", "WM", "CSF"}
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_bfloat16_segmentation_of_a_real_subject_agrees_with_float32(mrbrains_dir):
     """MRBrainS subject 1 (T1w, IR, FLAIR; z-scored in the head mask, no N4): the fused
-    3-tissue segmentation in bfloat16 agrees with float32 to Dice >= SUBJECT_DICE."""
+    whole-brain tissue segmentation in bfloat16 agrees with float32 to Dice >= SUBJECT_DICE."""
     folder = mrbrains_dir / "1" / "orig"
     images = [nib.load(str(folder / name)) for name in ("reg_T1.nii.gz", "IR.nii.gz",
                                                         "FLAIR.nii.gz")]
@@ -91,11 +104,13 @@ def test_bfloat16_segmentation_of_a_real_subject_agrees_with_float32(mrbrains_di
     stack = np.stack([zscore(d, head) for d in data], axis=-1)
     image, affine = to_canonical(stack, images[0].affine)
     mask, _ = to_canonical(head, images[0].affine)
+    task, files = networks_for("wholebrain", list(PLANES), "v3")
     labels = {}
     for precision in ("float32", "bfloat16"):
         probs = {plane: predict_plane(load_model(path)[0], image, mask,
                                       canonical_zooms(affine), plane, precision=precision)
-                 for plane, path in shipped().items()}
-        labels[precision] = fuse(probs, DEFAULT_PLANE_WEIGHTS).argmax(-1)
+                 for plane, path in files.items()}
+        fused = fuse(probs, DEFAULT_PLANE_WEIGHTS)
+        labels[precision] = convention_probabilities(fused, task, "wholebrain").argmax(-1)
     scores = tissue_dice(labels["bfloat16"], labels["float32"])
     assert all(score >= SUBJECT_DICE for score in scores.values()), scores

@@ -17,7 +17,8 @@ import torch
 from helpers import synthetic_subject
 from torch import nn
 
-from mixnet_bids.inference.weights import load_model
+from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import (
     IGNORE_INDEX,
     TARGETS,
@@ -97,13 +98,15 @@ def test_the_checkpoint_keeps_optimizer_moments_in_bfloat16_and_stays_small(tmp_
 
 
 def test_recipes_name_every_setting_and_the_default_is_the_shipped_weights():
-    shipped = load_model(Path(__file__).resolve().parents[2] / "mixnet_bids" / "data" /
-                         "weights" / "mixnet_v3_3label_axial.pt")[1]
     default = RECIPES[DEFAULT_RECIPE]
-    assert (default.task, default.optimizer, default.lr, default.schedule) == (
-        shipped["task"], shipped["optimizer"], shipped["lr"], shipped["schedule"])
-    assert (default.iterations["axial"], default.p_t1w_only) == (shipped["iterations"],
-                                                                 shipped["p_t1w_only"])
+    for plane in PLANES:
+        shipped = read_metadata(weight_path("fine", plane, "v3"))
+        settings = shipped["settings"]
+        assert shipped["recipe"] == default.name and shipped["task"] == default.task
+        assert (default.optimizer, default.lr, default.schedule, default.p_t1w_only) == (
+            settings["optimizer"], settings["lr"], settings["schedule"],
+            settings["p_t1w_only"])
+        assert default.iterations[plane] == settings["iterations"]
     paper = RECIPES["paper"]
     assert (paper.optimizer, paper.lr, paper.schedule) == ("sgd", 2e-4, "paper")
     for recipe in RECIPES.values():

@@ -19,17 +19,10 @@ class Payload:
 SHIPPED_TASKS = sorted({p.stem.split("_")[2] for p in WEIGHTS_DIR.glob("mixnet_*.pt")})
 
 
-@pytest.mark.parametrize("task", ["3label", "8label"])
-def test_both_mrbrains_tasks_ship_for_every_plane(task):
+def test_fine_networks_ship_for_every_plane():
+    """Fine networks serve every output convention only as a full set of planes."""
     for plane in PLANES:
-        assert weight_path(task, plane, "v3").is_file(), plane
-
-
-def test_fine_networks_ship_for_every_plane_or_none():
-    """Fine networks serve every output convention only as a full set of planes; a partial
-    set would leave the app on the older networks without a word."""
-    shipped = [weight_path("fine", plane, "v3").is_file() for plane in PLANES]
-    assert all(shipped) or not any(shipped), dict(zip(PLANES, shipped))
+        assert weight_path("fine", plane, "v3").is_file(), plane
 
 
 @pytest.mark.parametrize("task", SHIPPED_TASKS)
@@ -50,7 +43,7 @@ def test_shipped_weights_load_and_describe_themselves(task, plane):
 
 
 def test_tampered_weights_are_refused(tmp_path):
-    src = weight_path("3label", "axial", "v3")
+    src = weight_path("fine", "axial", "v3")
     dst = tmp_path / src.name
     shutil.copy(src, dst)
     shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
@@ -63,7 +56,7 @@ def test_tampered_weights_are_refused(tmp_path):
 
 def test_pickled_objects_are_not_loaded(tmp_path):
     """A weight file holding arbitrary Python objects fails under weights_only=True."""
-    src = weight_path("3label", "axial", "v3")
+    src = weight_path("fine", "axial", "v3")
     evil = tmp_path / src.name
     torch.save({"payload": Payload()}, evil)
     meta = json.loads(src.with_suffix(".json").read_text())
