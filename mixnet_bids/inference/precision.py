@@ -11,8 +11,8 @@ networks' labels agree with float32. Both run in channels-last.
    only if every class the float32 labels hold agrees with Dice >= ``AGREEMENT_DICE``. The
    classes are those of the run's output convention (``--task``), summed from the networks'
    classes as the app writes them: bfloat16 must not change what the user gets, while fine
-   classes that the output merges (deep GM against cerebral WM, say, in whole-brain GM and
-   WM) may flip along their fuzzy boundaries without changing a written voxel.
+   classes that the output merges (cortex and deep GM in whole-brain GM, say) may flip
+   along their fuzzy borders without changing a written voxel.
 
 ``--precision float32`` skips both; ``--precision bfloat16`` runs the check and stops with a
 clear message when the labels disagree. The choice and the check's numbers go into the run's
