@@ -166,11 +166,11 @@ def pyramid_pool(x: torch.Tensor, bins: Sequence[int]) -> list[torch.Tensor]:
     Pooling sums over rows, then over columns, then divides by the bin's size: one product
     sums the rows of every bin at once (a single pass over ``x``), a small product per bin
     sums its columns, and the small result is divided in float32 at least (the 0/1
-    matrices are exact in bfloat16; reciprocals such as 1/15 are not). Its backward is two products as
-    well. Four adaptive poolings had read ``x`` four times, and their backward zero-filled
-    and summed a gradient of ``x``'s size per bin: on the 432-channel features of MixNetv3
-    that took 35 ms of a training step against 16 ms for the products (batch 8 of 64 x 64,
-    bfloat16 channels-last, 2 threads).
+    matrices are exact in bfloat16; reciprocals such as 1/15 are not). Its backward is two
+    products as well. Four adaptive poolings had read ``x`` four times, and their backward
+    zero-filled and summed a gradient of ``x``'s size per bin: on the 432-channel features
+    of MixNetv3 that took 35 ms of a training step against 16 ms for the products (batch 8
+    of 64 x 64, bfloat16 channels-last, 2 threads).
     """
     n, c, h, w = x.shape
     rows, row_sizes = zip(*(_bins(h, b, x) for b in bins))

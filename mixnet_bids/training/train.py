@@ -303,6 +303,14 @@ def _log_header(log_file: Path, start: int) -> None:
         atomic_write_text(log_file, "".join([lines[0], *kept]))
 
 
+def run_name(cfg: TrainConfig, out_dir: Path) -> str:
+    """The run in commit messages: recipe and plane, and the fold of a cross-validation
+    (whose folders are ``<fold>/<plane>``, not ``<task>_<version>_<plane>``)."""
+    if out_dir.name == f"{cfg.task}_{cfg.version}_{cfg.plane}":
+        return f"{cfg.recipe} {cfg.plane}"
+    return f"{cfg.recipe} fold {out_dir.parent.name} {cfg.plane}"
+
+
 def save_state(out_dir: Path, message: str, curves_dir: Path | None) -> None:
     """Commit the run folder to git, with its learning curve redrawn in ``curves_dir``."""
     paths = [out_dir]
@@ -445,13 +453,13 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         optimizer.load_state_dict(compact)
         t0 = time.monotonic()
         if cfg.commit_every and time.time() - last_commit >= cfg.commit_every:
-            save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} at iteration "
+            save_state(out_dir, f"training state: {run_name(cfg, out_dir)} at iteration "
                                 f"{done} of {finish}", curves_dir)
             last_commit = time.time()
     if end < finish:
         LOGGER.info("stopped at iteration %d of %d; rerun to resume", end, finish)
         if cfg.commit_every:
-            save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} stopped at "
+            save_state(out_dir, f"training state: {run_name(cfg, out_dir)} stopped at "
                                 f"iteration {end} of {finish}", curves_dir)
         return checkpoint
 
@@ -489,6 +497,6 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     path = save_weights(model, weight_path(cfg.task, cfg.plane, cfg.version, out_dir),
                         metadata)
     if cfg.commit_every:
-        save_state(out_dir, f"training state: {cfg.recipe} {cfg.plane} finished "
+        save_state(out_dir, f"training state: {run_name(cfg, out_dir)} finished "
                             f"({finish} iterations)", curves_dir)
     return path

@@ -32,14 +32,14 @@ from mixnet_bids.training.gitstate import commit_state, last_commit_time
 from mixnet_bids.training.losses import CoarseLabelLoss
 from mixnet_bids.training.precision import choose_precision
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, RECIPES
-from mixnet_bids.training.train import TrainConfig, train_plane
+from mixnet_bids.training.train import TrainConfig, run_name, train_plane
 
 TESTS = Path(__file__).resolve().parents[1]
 #: a tiny AdamW run of the fine task, as a separate process (so that it can be killed)
 RUN = """
 import sys
 from helpers import synthetic_subject
-from mixnet_bids.training.train import TrainConfig, train_plane
+from mixnet_bids.training.train import TrainConfig, run_name, train_plane
 cfg = TrainConfig(plane="axial", task="fine", iterations=int(sys.argv[2]), batch_size=2,
                   crop=(32, 32), threads=1, checkpoint_every=1, optimizer="adamw", lr=1e-3,
                   schedule="cosine", p_t1w_only=0.25)
@@ -258,6 +258,9 @@ def test_a_run_commits_its_state_and_redrawn_curve_as_it_goes(tmp_path):
     assert subjects == ["training state: probe axial finished (4 iterations)",
                         "training state: probe axial at iteration 4 of 4",
                         "training state: probe axial at iteration 2 of 4"]
+    # a cross-validation fold's folder (<fold>/<plane>) names the fold
+    assert run_name(cfg, tmp_path / "cv" / "3label_v3" / "sub-4" / "axial") == \
+        "probe fold sub-4 axial"
     files = _git(tmp_path, "ls-files").split()
     assert "checkpoints/probe/3label_v3_axial/checkpoint.pt" in files
     assert "checkpoints/probe/3label_v3_axial/mixnet_v3_3label_axial.pt" in files
