@@ -14,9 +14,13 @@ import pandas as pd
 import pytest
 
 from mixnet_bids.cli.demo import build_demo_dataset
+from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.inference.weights import default_convention
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 TIMEOUT = 1200
+#: the convention the app writes without --task (wholebrain with the shipped fine networks)
+TASK = default_convention(list(PLANES), "v3")
 
 
 def wait_for_jobs(env: dict, job_ids: list[str], timeout: float) -> None:
@@ -58,10 +62,10 @@ def test_job_array_then_group_job(slurm_cluster, tmp_path):
     assert len(logs) == 3, logs  # two array tasks and the group job
     for subject in ("01", "02"):
         anat = out / f"sub-{subject}" / "anat"
-        assert (anat / f"sub-{subject}_desc-3label_dseg.nii.gz").is_file(), \
+        assert (anat / f"sub-{subject}_desc-{TASK}_dseg.nii.gz").is_file(), \
             "\n".join(log.read_text()[-2000:] for log in logs)
         assert (out / f"sub-{subject}.html").is_file()
-    table = pd.read_csv(out / "group_desc-3label_volumes.tsv", sep="\t")
+    table = pd.read_csv(out / f"group_desc-{TASK}_volumes.tsv", sep="\t")
     assert list(table["participant_id"]) == ["sub-01", "sub-02"]
     # the mirror image has the same tissue volumes, up to the asymmetry of the model
     assert table["GM_ml"].iloc[1] == pytest.approx(table["GM_ml"].iloc[0], rel=0.05)
@@ -84,5 +88,5 @@ def test_nipype_slurmgraph_plugin(slurm_cluster, tmp_path):
     assert jobs, "no job was queued"
     wait_for_jobs(slurm_cluster, jobs, TIMEOUT)
     anat = out / "sub-01" / "anat"
-    assert (anat / "sub-01_desc-3label_dseg.nii.gz").is_file(), sorted(work.rglob("*.o*"))[:5]
+    assert (anat / f"sub-01_desc-{TASK}_dseg.nii.gz").is_file(), sorted(work.rglob("*.o*"))[:5]
     assert (out / "sub-01.html").is_file()
