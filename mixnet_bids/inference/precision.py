@@ -32,6 +32,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from mixnet_bids.conventions import class_table, convention_probabilities
 from mixnet_bids.evaluation.metrics import dice
 from mixnet_bids.inference.planes import SLICE_AXIS, canonical_zooms, to_canonical
 from mixnet_bids.inference.predict import choose_device, predict_plane
@@ -96,8 +97,6 @@ def label_agreement(models: Mapping[str, torch.nn.Module], device: torch.device,
     network on the check slices, by class name (classes with at least ``MIN_CLASS_VOXELS``
     voxels): the classes of ``convention``, summed from the ``networks``' classes
     (``labels.TASK_CLASSES``) as the app writes them, or the networks' own classes."""
-    from mixnet_bids.conventions import class_table, convention_probabilities
-
     names = ([short for short, _ in class_table(convention)] if convention
              else list(TASK_CLASSES[networks]))
     image, mask, zooms = check_volume()
