@@ -24,6 +24,7 @@ from mixnet_bids.training.crossval import (
 )
 from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.dataset import SliceSampler
+from mixnet_bids.training.recipes import DEFAULT_RECIPE
 from mixnet_bids.training.train import (
     NonFiniteLoss,
     RecipeMismatch,
@@ -282,7 +283,7 @@ def test_recipes_are_chosen_by_name_and_unknown_ones_are_refused(tmp_path, capsy
     for main in (train_main, cv_main):
         assert main(["--list-recipes"]) == 0
         listing = capsys.readouterr().out
-        assert "cpu-adamw-3label (default)" in listing and "\npaper\n" in f"\n{listing}"
+        assert f"{DEFAULT_RECIPE} (default)" in listing and "\npaper\n" in f"\n{listing}"
         with pytest.raises(SystemExit) as exc:
             main(["--mrbrains", str(tmp_path), "--cache", str(tmp_path / "c"),
                   "--recipe", "nope"])
