@@ -36,7 +36,7 @@ from mixnet_bids.conventions import convention_probabilities
 from mixnet_bids.evaluation.metrics import evaluate
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS, fuse, predict_plane
-from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
+from mixnet_bids.inference.weights import load_model, networks_for, read_metadata, weight_path
 from mixnet_bids.io import atomic_write
 from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import CachedSubject
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     subjects = [load_cached(f) for f in files]
     if args.shipped or args.weights:
         if args.shipped:
-            name, files = "shipped", {p: weight_path(task, p, recipe.version) for p in PLANES}
+            name, files = "shipped", networks_for(task, list(PLANES), recipe.version)[1]
         else:
             name, files = "scores", {m["plane"]: f for f, m in metas.items()}
         if wanted:

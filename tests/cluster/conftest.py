@@ -120,6 +120,9 @@ def slurm_cluster(tmp_path_factory):
               logs=(state / "slurmctld.log", state / "slurmd.log"))
         yield env
     finally:
+        # a daemon that started while another did not has a pid file but is not in pids yet
+        pids += [int(path.read_text()) for path in state.glob("*.pid")
+                 if path.read_text().strip() and int(path.read_text()) not in pids]
         for pid in reversed(pids):
             try:
                 os.kill(pid, signal.SIGTERM)

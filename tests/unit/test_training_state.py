@@ -39,7 +39,7 @@ TESTS = Path(__file__).resolve().parents[1]
 RUN = """
 import sys
 from helpers import synthetic_subject
-from mixnet_bids.training.train import TrainConfig, run_name, train_plane
+from mixnet_bids.training.train import TrainConfig, train_plane
 cfg = TrainConfig(plane="axial", task="fine", iterations=int(sys.argv[2]), batch_size=2,
                   crop=(32, 32), threads=1, checkpoint_every=1, optimizer="adamw", lr=1e-3,
                   schedule="cosine", p_t1w_only=0.25)
