@@ -20,7 +20,7 @@ RUN pip install --no-deps -r /src/requirements.lock \
     && pip check
 
 FROM ${BASE_IMAGE}
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="mixnet-bids" \
       org.opencontainers.image.description="MixNet brain-tissue segmentation as a BIDS-App" \
       org.opencontainers.image.version="${VERSION}" \

@@ -2,7 +2,7 @@
 
 from setuptools import setup
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 REQUIREMENTS = [line.strip() for line in open("requirements.txt", encoding="utf-8")
                 if line.strip() and not line.startswith("#")]
 
