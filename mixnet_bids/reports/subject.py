@@ -47,6 +47,11 @@ CITATIONS = (
     "age-appropriate atlases for pediatric studies. NeuroImage 54(1):313-327, 2011; "
     f"TemplateFlow identifier {TEMPLATE}.",
 )
+#: Reference of the label maps the fine networks' synthetic training images come from.
+BRAINWEB_CITATION = (
+    "Aubert-Broche B, Griffin M, Pike GB, Evans AC, Collins DL. Twenty new digital brain "
+    "phantoms for creation of validation image data bases. IEEE Trans Med Imaging "
+    "25(11):1410-1416, 2006.")
 
 
 def load_checked(path: Path, reference: nib.Nifti1Image, name: str) -> nib.Nifti1Image:
@@ -78,7 +83,10 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
            if len(modalities) > 1 else "")
         + ". Images were z-scored inside the head "
         f"and segmented by MixNet [1] (model {esc(settings.get('model_version', 'v3'))}, "
-        f"{esc(networks or task)} networks) on {esc(', '.join(planes))} slices, whose class "
+        f"{esc(networks or task)} networks"
+        + (", trained on MRBrainS18 and on images synthesised from BrainWeb label maps [6]"
+           if networks == "fine" else "")
+        + f") on {esc(', '.join(planes))} slices, whose class "
         f"probabilities were averaged with weights {esc(fusion or 'equal')} (PyTorch "
         f"{v('torch')}). Labels follow the {esc(task)} convention. The total intracranial "
         f"volume (TIV) is the brain mask of the {esc(TEMPLATE)} template [5] registered "
@@ -86,7 +94,8 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
         "likely brain than background; tissue volumes are probability-weighted inside it. "
         f"The workflow ran in Nipype [4] {v('nipype')} with Python {v('python')}, nibabel "
         f"{v('nibabel')} and nilearn {v('nilearn')}.")
-    refs = "".join(f"<li>{esc(c)}</li>" for c in CITATIONS)
+    citations = CITATIONS + ((BRAINWEB_CITATION,) if networks == "fine" else ())
+    refs = "".join(f"<li>{esc(c)}</li>" for c in citations)
     return f"<p>{text}</p>\n<ol>{refs}</ol>"
 
 

@@ -16,6 +16,7 @@ from mixnet_bids.reports import group_report, outlier_flags, robust_z, subject_r
 from mixnet_bids.reports.figures import FIG_WIDTH_IN, Scene
 from mixnet_bids.reports.html import DPI
 from mixnet_bids.reports.outliers import MIN_COHORT, OUTLIER_Z
+from mixnet_bids.reports.subject import methods_html
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMG_SRC = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]* alt="([^"]+)"')
@@ -346,3 +347,13 @@ def test_group_report_refuses_links_outside_its_folder(tmp_path):
             group_report(tmp_path / "group.html", table, task="3label",
                          report_links={"sub-01": link})
     assert not (tmp_path / "group.html").exists()
+
+
+def test_methods_cite_brainweb_only_for_networks_trained_on_it():
+    kwargs = dict(task="wholebrain", modalities=["T1w"], settings={"planes": ["axial"]},
+                  versions={"mixnet-bids": "0.2.0"})
+    fine = methods_html(networks="fine", **kwargs)
+    assert "synthesised from BrainWeb label maps [6]" in fine
+    assert fine.count("<li>") == 6 and "Aubert-Broche B" in fine
+    older = methods_html(networks="3label", **dict(kwargs, task="3label"))
+    assert "BrainWeb" not in older and older.count("<li>") == 5
