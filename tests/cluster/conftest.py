@@ -103,26 +103,24 @@ def slurm_cluster(tmp_path_factory):
                                 ctld_port=ctld_port, d_port=d_port)
                     + f"AuthInfo=socket={munge_socket}\n")
     env = {**os.environ, "SLURM_CONF": str(conf), "LOGNAME": os.environ.get("LOGNAME", "root")}
+    logs = (state / "slurmctld.log", state / "slurmd.log")
     try:
         subprocess.run(["slurmctld"], env=env, check=True)
         subprocess.run(["slurmd", "-N", "localhost"], env=env, check=True)
         _wait(lambda: (state / "slurmctld.pid").exists() and (state / "slurmd.pid").exists(),
-              15, "the daemons did not start",
-              logs=(state / "slurmctld.log", state / "slurmd.log"))
-        pids += [int((state / name).read_text()) for name in ("slurmctld.pid", "slurmd.pid")]
+              15, "the daemons did not start", logs)
 
         def idle():
             out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True,
                                  text=True).stdout
             return "idle" in out
 
-        _wait(idle, 30, "the node did not become idle",
-              logs=(state / "slurmctld.log", state / "slurmd.log"))
+        _wait(idle, 30, "the node did not become idle", logs)
         yield env
     finally:
-        # a daemon that started while another did not has a pid file but is not in pids yet
-        pids += [int(path.read_text()) for path in state.glob("*.pid")
-                 if path.read_text().strip() and int(path.read_text()) not in pids]
+        # every daemon that started, also one whose twin did not
+        pids += [int(text) for text in (p.read_text().strip() for p in state.glob("*.pid"))
+                 if text]
         for pid in reversed(pids):
             try:
                 os.kill(pid, signal.SIGTERM)
