@@ -355,6 +355,7 @@ def benchmark_case(case: Case, root: Path, task: str, weights_dir: Path | None) 
     sidecar = json.loads((anat / f"{prefix}_desc-preproc_T1w.json").read_text())
     records = [record(case, "mixnet-bids", None, tissue_dice(prediction, reference), seconds,
                       mask_dice=round(dice(app_mask, truth), 4),
+                      tiv_error=round(float(app_mask.sum()) / float(truth.sum()) - 1.0, 4),
                       skull_stripped=sidecar.get("SkullStripped"))]
     return records + run_peers(case, {"app": app_mask, "true": truth}, root / "peers")
 
@@ -410,11 +411,15 @@ def markdown(report: dict) -> str:
                 if r["condition"] == condition and r["method"] == "mixnet-bids"]
         if ours:
             letter = TITLES[condition].split(" ")[0]
-            masks.append(f"{letter} {np.mean([r['mask_dice'] for r in ours]):.3f}")
+            errors = [100 * r["tiv_error"] for r in ours if "tiv_error" in r]
+            masks.append(f"{letter} {np.mean([r['mask_dice'] for r in ours]):.3f}"
+                         + (f" (volume {min(errors):+.1f} to {max(errors):+.1f} %)"
+                            if errors else ""))
             said = sorted({str(r.get("skull_stripped")).lower() for r in ours})
             stripped.append(f"{letter} {'/'.join(said)}")
     lines += ["", f"- The app's brain mask (its `desc-tiv_mask`) against the true brain mask, "
-                  f"Dice: {'; '.join(masks)}. `SkullStripped` in the app's "
+                  f"Dice (and the TIV's error against the true intracranial volume): "
+                  f"{'; '.join(masks)}. `SkullStripped` in the app's "
                   f"`desc-preproc_T1w.json`: {'; '.join(stripped)}.",
               "- MRBrainS labels the cerebellum (7) and the brainstem (8) as whole structures, "
               "not as GM and WM: those voxels (and 9, 10) are ignored for every method. "

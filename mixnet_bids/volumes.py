@@ -35,10 +35,10 @@ _QC_DESCRIPTIONS: dict[str, dict] = {
        for m in ("T1w", "IR", "FLAIR")},
 }
 _TIV_DESCRIPTION = ("total intracranial volume: the voxels of the desc-tiv mask times the "
-                    "voxel volume. The mask is the MNI152 intracranial mask registered "
-                    "(affine) to the subject, together with every voxel the networks find "
-                    "more likely brain than background, so that it contains the segmented "
-                    "brain")
+                    "voxel volume. The mask is every voxel the networks find more likely "
+                    "brain than background, so that it contains the segmented brain, plus "
+                    "the MNI152 intracranial mask registered (affine) to the subject within "
+                    "3 mm of them")
 
 
 def column_descriptions(convention: str) -> dict[str, dict]:

@@ -85,7 +85,7 @@ class ConventionMaps(SimpleInterface):
                 signal |= _load_mask(path, grid, f"signal mask {path}")
             signal = signal[box]
         result = segment(fused, self.inputs.networks, self.inputs.convention, template[box],
-                         signal)
+                         img.header.get_zooms()[:3], signal)
         del fused
 
         def write(data: np.ndarray, name: str, dtype: type = np.float32,
@@ -94,13 +94,13 @@ class ConventionMaps(SimpleInterface):
             write_like(paste(data, img.affine, grid, like.affine, fill), like, path, dtype)
             return path
 
-        # outside the box the probability of background is 1: background, certain, and in
-        # the TIV only where the template mask is
+        # outside the box the probability of background is 1: background, certain, and
+        # outside the TIV
         background = [1.0] + [0.0] * (result.probs.shape[-1] - 1)
         self._results["out_probs"] = write(result.probs, "probs.nii.gz", fill=background)
         self._results["out_dseg"] = write(result.dseg, "dseg.nii.gz", np.uint8)
         self._results["out_uncertainty"] = write(result.uncertainty, "uncertainty.nii.gz")
-        tiv = template.astype(np.uint8, order="F")
+        tiv = np.zeros(grid, np.uint8, order="F")
         tiv[box] = result.tiv
         tiv_path = os.path.join(runtime.cwd, "tiv_mask.nii.gz")
         write_like(tiv, like, tiv_path, np.uint8)

@@ -89,9 +89,10 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
         + f") on {esc(', '.join(planes))} slices, whose class "
         f"probabilities were averaged with weights {esc(fusion or 'equal')} (PyTorch "
         f"{v('torch')}). Labels follow the {esc(task)} convention. The total intracranial "
-        f"volume (TIV) is the brain mask of the {esc(TEMPLATE)} template [5] registered "
-        "(affine, ANTs) to the subject, together with the voxels the networks find more "
-        "likely brain than background; tissue volumes are probability-weighted inside it. "
+        "volume (TIV) is the voxels the networks find more likely brain than background, "
+        f"plus the brain mask of the {esc(TEMPLATE)} template [5] registered (affine, ANTs) "
+        "to the subject within 3 mm of them; tissue volumes are probability-weighted "
+        "inside it. "
         f"The workflow ran in Nipype [4] {v('nipype')} with Python {v('python')}, nibabel "
         f"{v('nibabel')} and nilearn {v('nilearn')}.")
     citations = CITATIONS + ((BRAINWEB_CITATION,) if networks == "fine" else ())

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from nibabel.processing import resample_from_to, resample_to_output
+from scipy import ndimage
 
 from mixnet_bids.cli.run import main
 from mixnet_bids.evaluation.metrics import dice
@@ -107,6 +108,19 @@ def test_volumes_agree_with_the_images(full_run):
     assert sum(row[f"{t}_fraction"] for t in ["GM", "WM", "CSF"]) <= 1
     assert not [c for c in row.index if c.endswith("_voxels")]  # one volume definition
     assert 0 <= row["mean_uncertainty"] < 0.5
+
+
+def test_tiv_is_close_to_the_manual_intracranial_volume(full_run, mrbrains_dir):
+    """The manual labels cover the whole intracranial space (brain, outer CSF, ventricles):
+    the TIV comes within 8 % of it (the benchmark's 18 runs: -4 % to +8 %)."""
+    _, _, anat = full_run
+    labels = nib.load(mrbrains_dir / SUBJECT / "segm.nii.gz")
+    manual = ndimage.binary_fill_holes(np.asarray(labels.dataobj) > 0)
+    tiv_img = nib.load(anat / f"sub-{SUBJECT}_desc-tiv_mask.nii.gz")
+    manual_ml = manual.sum() * float(np.prod(labels.header.get_zooms()[:3])) / 1000
+    tiv_ml = (np.asarray(tiv_img.dataobj) > 0).sum() * float(
+        np.prod(tiv_img.header.get_zooms()[:3])) / 1000
+    assert tiv_ml == pytest.approx(manual_ml, rel=0.08), (tiv_ml, manual_ml)
 
 
 def test_dice_against_manual_labels(full_run, mrbrains_dir):

@@ -9,7 +9,7 @@ from helpers import bids_skeleton, random_weights
 
 from mixnet_bids.cli.parser import build_parser
 from mixnet_bids.cli.run import _settings_from_args, main
-from mixnet_bids.conventions import convention_probabilities, segment
+from mixnet_bids.conventions import convention_probabilities, segment, tiv_mask
 from mixnet_bids.derivatives import dseg_lookup
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.weights import (
@@ -147,12 +147,12 @@ def test_legacy_networks_keep_their_classes_and_have_no_structures_or_other_conv
     three = convention_probabilities(probs, "8label", "3label")
     assert np.allclose(three[..., 1], probs[..., 1] + probs[..., 2])  # cortex + basal ganglia
     assert np.allclose(three[..., 0], probs[..., [0, 7, 8]].sum(-1))  # CB, BS background
-    result = segment(probs, "8label", "8label", np.ones((4, 5, 3)))
+    result = segment(probs, "8label", "8label", np.ones((4, 5, 3)), (1, 1, 1))
     assert np.array_equal(result.dseg, probs.argmax(-1))
     assert np.array_equal(result.tissue_dseg, three.argmax(-1))
     assert set(result.structures) == {"cerebellum", "brainstem"}
     three_nets = segment(probs[..., :4] / probs[..., :4].sum(-1, keepdims=True), "3label",
-                         "3label", np.ones((4, 5, 3)))
+                         "3label", np.ones((4, 5, 3)), (1, 1, 1))
     assert three_nets.structures == {} and three_nets.tissue_dseg is None
     with pytest.raises(ValueError, match="3label networks cannot give the wholebrain"):
         convention_probabilities(probs[..., :4], "3label", "wholebrain")
@@ -196,7 +196,9 @@ def test_volumes_never_exceed_the_tiv_and_fractions_sum_to_at_most_1(tmp_path):
                               template_tiv=files["template"], reference=files["template"],
                               ).run(cwd=cwd).outputs
         tiv, dseg = load(maps.out_tiv) > 0, load(maps.out_dseg)
-        assert tiv[template > 0].all() and tiv[dseg > 0].all()  # the TIV holds the brain
+        brain = (fused[..., 0] < 0.5) | (dseg > 0)
+        assert tiv[brain].all()  # the TIV holds the brain, and adds only template voxels
+        assert not tiv[~brain & (template == 0)].any()
         vol = TissueVolumes(probsegs=maps.out_probsegs, structures=maps.out_structures,
                             structure_names=maps.structure_names, tiv_mask=maps.out_tiv,
                             dseg=maps.out_dseg, uncertainty=maps.out_uncertainty,
@@ -223,6 +225,28 @@ def test_volumes_never_exceed_the_tiv_and_fractions_sum_to_at_most_1(tmp_path):
         else:
             assert "cerebellar cortex" not in described["GM_ml"]["Description"]
             assert "background in the 3label" in described["cerebellum_ml"]["Description"]
+
+
+def test_the_template_adds_to_the_tiv_only_near_the_brain():
+    """A brain of x = 10..19 and a template mask grown over x = 2..39 (a registration that
+    scaled it up): the TIV is the brain plus the template within 3 mm, in mm of each axis."""
+    shape = (50, 3, 3)
+    brain = np.zeros(shape)
+    brain[10:20] = 0.9
+    template = np.zeros(shape, np.uint8)
+    template[2:40] = 1
+    no_tissue = np.zeros(shape, np.uint8)
+    tiv = tiv_mask(template, brain, no_tissue, (1.0, 1.0, 1.0), reach_mm=3.0)
+    assert np.flatnonzero(tiv[:, 1, 1]).tolist() == list(range(7, 23))
+    coarse = tiv_mask(template, brain, no_tissue, (2.0, 1.0, 1.0), reach_mm=3.0)
+    assert np.flatnonzero(coarse[:, 1, 1]).tolist() == list(range(9, 21))  # 1 voxel of 2 mm
+    # tissue the dseg labels counts as brain even below 0.5; no template there: not added
+    dseg = np.zeros(shape, np.uint8)
+    dseg[45] = 2
+    far = tiv_mask(template, brain, dseg, (1.0, 1.0, 1.0))
+    assert far[45].all() and not far[40:45].any()
+    assert np.array_equal(tiv_mask(template, np.zeros(shape), no_tissue, (1, 1, 1)),
+                          template > 0)  # no brain found: the template mask
 
 
 def test_3label_networks_report_no_structure_columns(tmp_path):

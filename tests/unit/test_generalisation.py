@@ -225,7 +225,7 @@ def report():
     dice = {"GM": 0.8, "WM": 0.9, "CSF": 0.7}
     records = [{"condition": "brainweb", "subject": "05", "method": "mixnet-bids",
                 "mask": None, "dice": dice, "seconds": 120.0, "mask_dice": 0.95,
-                "skull_stripped": False}]
+                "tiv_error": -0.021, "skull_stripped": False}]
     for method, seconds in (("atropos", 40.0), ("gmm", 30.0)):
         for mask, gm in (("app", 0.6), ("true", 0.7)):
             records.append({"condition": "brainweb", "subject": "05", "method": method,
@@ -243,7 +243,7 @@ def test_the_table_has_both_masks_side_by_side_and_the_time_ratios():
     assert rows[3] == ("|  | N4 + Atropos | 05 | 0.600 / 0.900 / 0.700 | "
                        "0.700 / 0.900 / 0.700 | 40 | 3.0 |")
     assert rows[4].endswith("| 30 | 4.0 |")
-    assert "Dice: (d) 0.950" in table and "call background" in table
+    assert "(d) 0.950 (volume -2.1 to -2.1 %)" in table and "call background" in table
     assert "`desc-preproc_T1w.json`: (d) false." in table
 
 

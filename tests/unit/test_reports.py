@@ -157,6 +157,7 @@ def test_subject_report_says_which_voxels_each_class_covers(tmp_path, task):
         assert "+ cerebellar cortex + cerebellar white matter + brain stem" in page  # BG
         assert "background in the 3label convention" in page
     assert "more likely brain than background" in page  # how the TIV is defined
+    assert "within 3 mm of them" in page
 
 
 def test_display_grid_keeps_world_positions(tmp_path):
