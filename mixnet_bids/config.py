@@ -29,6 +29,8 @@ class Settings:
     #: and the record of that choice (``inference.precision.choose_precision``)
     precision: str = "float32"
     precision_check: dict = field(default_factory=dict)
+    #: the networks of ``predict.MIRRORED_PLANES`` also run on the left-right mirrored head
+    mirror: bool = True
     save_probabilities: bool = False
     output_spaces: list[str] = field(default_factory=list)
     nprocs: int = 1

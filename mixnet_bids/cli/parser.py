@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "computes it (AVX-512 BF16, AMX, CUDA) and the networks' labels agree "
                         "with float32 in a check at start, else float32 (default auto); the "
                         "choice is recorded in the run's settings")
+    g.add_argument("--no-mirror", action="store_true",
+                   help="run the axial network once, not also on the left-right mirrored "
+                        "head (the average of the two is 0.003 more accurate in GM Dice; "
+                        "without it a run takes about 10 %% less time)")
     g.add_argument("--save-probabilities", action="store_true",
                    help="also write the fused class probabilities (4D)")
     g = parser.add_argument_group("resources")

@@ -27,8 +27,10 @@ from mixnet_bids.preprocessing import head_crop, write_like
 def plane_probabilities(zstack: nib.Nifti1Image, head: nib.Nifti1Image, plane: str,
                         weights: Path, device: torch.device | None = None,
                         batch_size: int | None = None, progress: Iterable | None = None,
-                        precision: str = "float32") -> tuple[np.ndarray, dict]:
-    """Run one plane's network on a z-score stack; ``(X, Y, Z, C)`` on the input grid."""
+                        precision: str = "float32", mirror: bool = False,
+                        ) -> tuple[np.ndarray, dict]:
+    """Run one plane's network on a z-score stack; ``(X, Y, Z, C)`` on the input grid
+    (``mirror``: averaged with the left-right mirrored run, ``predict.predict_plane``)."""
     model, meta = load_model(weights)
     if meta["plane"] != plane:
         raise ValueError(f"{weights}: trained for the {meta['plane']} plane, not {plane}")
@@ -39,13 +41,14 @@ def plane_probabilities(zstack: nib.Nifti1Image, head: nib.Nifti1Image, plane: s
     mask, _ = to_canonical(np.asarray(head.dataobj) > 0, head.affine)
     probs = predict_plane(model, image, mask, canonical_zooms(affine), plane,
                           batch_size=batch_size, device=device, progress=progress,
-                          precision=precision)
+                          precision=precision, mirror=mirror)
     return from_canonical(probs, zstack.affine), meta
 
 
 def write_plane_probabilities(zstack_file: str, mask_file: str, plane: str, weights: Path,
                               out_file: str, device: torch.device | None = None,
-                              progress: bool = False, precision: str = "float32") -> str:
+                              progress: bool = False, precision: str = "float32",
+                              mirror: bool = False) -> str:
     """Write one plane's probabilities on the head's bounding box (``head_crop``): the
     output's grid is that box of the input grid, its affine says where (everywhere else
     the probability of background is 1). ``progress``: a bar of slice batches on stderr."""
@@ -54,7 +57,8 @@ def write_plane_probabilities(zstack_file: str, mask_file: str, plane: str, weig
     zstack, head = nib.load(zstack_file), nib.load(mask_file)
     box = head_crop(head, MARGIN)
     probs, _ = plane_probabilities(zstack.slicer[box], head.slicer[box], plane, weights,
-                                   device, progress=bar, precision=precision)
+                                   device, progress=bar, precision=precision,
+                                   mirror=mirror)
     write_like(probs, zstack.slicer[box + (0,)], out_file)
     return out_file
 

@@ -25,6 +25,8 @@ class _PlaneInferenceInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     precision = traits.Enum("float32", "bfloat16", usedefault=True,
                             desc="float32, or bfloat16 autocast (inference.precision)")
+    mirror = traits.Bool(False, usedefault=True,
+                         desc="also run on the left-right mirrored volume and average")
     # hashed: the probabilities depend on the thread count (torch's multi-threaded sums)
     num_threads = traits.Int(1, usedefault=True, desc="torch threads")
     progress = traits.Bool(False, usedefault=True, nohash=True, desc="show a progress bar")
@@ -54,7 +56,7 @@ class PlaneInference(SimpleInterface):
         write_plane_probabilities(self.inputs.zstack, self.inputs.head_mask,
                                   self.inputs.plane, self.inputs.weights, out,
                                   choose_device(self.inputs.device), self.inputs.progress,
-                                  self.inputs.precision)
+                                  self.inputs.precision, self.inputs.mirror)
         self._results["out_probs"] = out
         return runtime
 

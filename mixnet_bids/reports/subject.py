@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mixnet_bids.conventions import STRUCTURES, class_table
+from mixnet_bids.inference.predict import MIRRORED_PLANES
 from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CONVENTIONS, TISSUES
 from mixnet_bids.preprocessing import load_3d
@@ -75,6 +76,7 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
     planes = settings.get("planes") or ["sagittal", "coronal", "axial"]
     weights = settings.get("plane_weights") or {}
     fusion = ", ".join(f"{p} {weights[p]:g}" for p in planes if p in weights)
+    mirrored = [p for p in planes if settings.get("mirror") and p in MIRRORED_PLANES]
     text = (
         f"Segmented with mixnet-bids {v('mixnet-bids')}. Each input image "
         f"({esc(', '.join(modalities))}) was corrected for intensity non-uniformity with N4 "
@@ -86,9 +88,11 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
         f"{esc(networks or task)} networks"
         + (", trained on MRBrainS18 and on images synthesised from BrainWeb label maps [6]"
            if networks == "fine" else "")
-        + f") on {esc(', '.join(planes))} slices, whose class "
-        f"probabilities were averaged with weights {esc(fusion or 'equal')} (PyTorch "
-        f"{v('torch')}). Labels follow the {esc(task)} convention. The total intracranial "
+        + f") on {esc(', '.join(planes))} slices"
+        + (f" (the {esc(' and '.join(mirrored))} network also on the left-right mirrored "
+           "head, its two outputs averaged)" if mirrored else "")
+        + f", whose class probabilities were averaged with weights {esc(fusion or 'equal')} "
+        f"(PyTorch {v('torch')}). Labels follow the {esc(task)} convention. The total intracranial "
         "volume (TIV) is the voxels the networks find more likely brain than background, "
         f"plus the brain mask of the {esc(TEMPLATE)} template [5] registered (affine, ANTs) "
         "to the subject within 3 mm of them; tissue volumes are probability-weighted "

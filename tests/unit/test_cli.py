@@ -40,6 +40,14 @@ def test_one_process_runs_the_steps_in_the_apps_process(tmp_path, extra, plugin)
     assert _settings_from_args(args).plugin == plugin
 
 
+def test_mirroring_is_on_unless_no_mirror(tmp_path):
+    from mixnet_bids.cli.run import _settings_from_args
+
+    base = [str(tmp_path), str(tmp_path / "o"), "participant"]
+    assert _settings_from_args(build_parser().parse_args(base)).mirror
+    assert not _settings_from_args(build_parser().parse_args([*base, "--no-mirror"])).mirror
+
+
 def test_path_characters_in_labels_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "../x"])

@@ -50,6 +50,26 @@ def test_predict_plane_fills_only_the_head_and_sums_to_one(plane, precision):
     assert (probs[head][:, 0] < 1).any()
 
 
+@pytest.mark.parametrize("plane", ["coronal", "axial"])
+def test_mirroring_makes_the_prediction_left_right_symmetric(plane):
+    """A network's output is not symmetric under a left-right flip of its input; the average
+    with the mirrored run is: mirroring the head mirrors the probabilities."""
+    torch.manual_seed(0)
+    model = build_mixnet("v3", 4)
+    image = np.random.default_rng(3).normal(size=(26, 22, 8, 3)).astype(np.float32)
+    head = np.zeros(image.shape[:3], bool)
+    head[3:20, 4:18, 1:7] = True      # off-centre: the box moves with the flip
+    zooms = (0.958333, 0.958333, 3.0)
+    flipped_image, flipped_head = image[::-1].copy(), head[::-1].copy()
+    plain = predict_plane(model, image, head, zooms, plane)
+    assert not np.allclose(predict_plane(model, flipped_image, flipped_head, zooms, plane),
+                           plain[::-1], atol=1e-4)
+    mirrored = predict_plane(model, image, head, zooms, plane, mirror=True)
+    assert np.allclose(mirrored.sum(-1), 1, atol=1e-5) and not np.allclose(mirrored, plain)
+    assert np.allclose(predict_plane(model, flipped_image, flipped_head, zooms, plane,
+                                     mirror=True), mirrored[::-1], atol=1e-6)
+
+
 def test_batch_size_does_not_change_the_probabilities():
     torch.manual_seed(0)
     model = build_mixnet("v3", 4)

@@ -358,3 +358,6 @@ def test_methods_cite_brainweb_only_for_networks_trained_on_it():
     assert fine.count("<li>") == 6 and "Aubert-Broche B" in fine
     older = methods_html(networks="3label", **dict(kwargs, task="3label"))
     assert "BrainWeb" not in older and older.count("<li>") == 5
+    assert "mirrored" not in fine
+    mirrored = methods_html(networks="fine", **dict(kwargs, settings={"mirror": True}))
+    assert "(the axial network also on the left-right mirrored head" in mirrored

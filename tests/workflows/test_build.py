@@ -52,6 +52,12 @@ def test_single_subject_graph_has_one_node_per_plane(tmp_path):
     assert fusion.inputs.plane_weights == {"axial": 4.0, "coronal": 1.0}
     infer = wf.get_node("mixnet_axial")
     assert infer.inputs.weights.endswith("mixnet_v3_3label_axial.pt")
+    # the default mirrors the axial network only; --no-mirror none
+    assert infer.inputs.mirror and not wf.get_node("mixnet_coronal").inputs.mirror
+    settings.mirror = False
+    unmirrored = init_single_subject_wf(settings=settings, subject="01", session=None,
+                                        images=images)
+    assert not unmirrored.get_node("mixnet_axial").inputs.mirror
     assert wf.get_node("convention_maps").inputs.networks == "3label"
     assert {"signal_T1w", "signal_FLAIR", "signal_to_reference_FLAIR"} <= names
 
