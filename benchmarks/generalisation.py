@@ -412,9 +412,10 @@ def markdown(report: dict) -> str:
         if ours:
             letter = TITLES[condition].split(" ")[0]
             errors = [100 * r["tiv_error"] for r in ours if "tiv_error" in r]
+            spread = (f"{min(errors):+.1f} to {max(errors):+.1f}" if len(errors) > 1
+                      else f"{errors[0]:+.1f}" if errors else "")
             masks.append(f"{letter} {np.mean([r['mask_dice'] for r in ours]):.3f}"
-                         + (f" (volume {min(errors):+.1f} to {max(errors):+.1f} %)"
-                            if errors else ""))
+                         + (f" (volume {spread} %)" if spread else ""))
             said = sorted({str(r.get("skull_stripped")).lower() for r in ours})
             stripped.append(f"{letter} {'/'.join(said)}")
     lines += ["", f"- The app's brain mask (its `desc-tiv_mask`) against the true brain mask, "

@@ -52,7 +52,8 @@ def dataset_description(settings) -> dict:
             "Version": settings.version,
             "Description": f"MixNet{settings.model_version} {settings.task} tissue "
                            "segmentation, planes " + ":".join(
-                               f"{p}={w:g}" for p, w in settings.plane_weights.items()),
+                               f"{p}={w:g}" for p, w in settings.plane_weights.items())
+                           + (", axial mirrored" if settings.mirror else ""),
             "CodeURL": "https://github.com/mixnet-bids/mixnet-bids",
         }],
         "SourceDatasets": [{"URL": Path(settings.bids_dir).as_uri()}],

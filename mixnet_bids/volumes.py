@@ -15,6 +15,7 @@ import numpy as np
 from mixnet_bids.conventions import (
     STRUCTURES,
     TISSUE_CONVENTION,
+    TIV_REACH_MM,
     class_table,
     convention_probabilities,
     structure_coverage,
@@ -38,7 +39,7 @@ _TIV_DESCRIPTION = ("total intracranial volume: the voxels of the desc-tiv mask 
                     "voxel volume. The mask is every voxel the networks find more likely "
                     "brain than background, so that it contains the segmented brain, plus "
                     "the MNI152 intracranial mask registered (affine) to the subject within "
-                    "3 mm of them")
+                    f"{TIV_REACH_MM:g} mm of them")
 
 
 def column_descriptions(convention: str) -> dict[str, dict]:

@@ -23,9 +23,11 @@ DEFAULT_PLANE_WEIGHTS: dict[str, float] = {"sagittal": 1.0, "coronal": 1.0, "axi
 #: Voxels of margin kept around the head's bounding box.
 MARGIN = 8
 #: Planes whose network also runs on the left-right mirrored volume (``predict_plane``'s
-#: ``mirror``; the app's default, ``--no-mirror`` skips it). Measured with the shipped
-#: networks on six cases of the generalisation benchmark (BrainWeb 05, 38, 53, 05
-#: skull-stripped; MRBrainS 4 and 14 at 1 mm; ``benchmarks/inference_probe.py``), fused
+#: ``mirror``; the app's default, ``--no-mirror`` skips it). Sagittal slices are not changed
+#: by a left-right mirror (only their order is), so mirroring the sagittal network changes
+#: nothing. Measured with the shipped networks on six cases of the generalisation benchmark
+#: (BrainWeb 05, 38, 53, 05 skull-stripped; MRBrainS 4 and 14 at 1 mm: only BrainWeb 53
+#: informed none of the networks' training; ``benchmarks/inference_probe.py``), fused
 #: 1:1:4: mirroring the axial network alone raised GM Dice by 0.0025-0.0039, WM by
 #: 0.0006-0.0025 and CSF by 0.002-0.005 in every case, as much as mirroring all three
 #: planes. Through the app, BrainWeb 05 on one thread, side by side: the axial step took 19.1
@@ -87,13 +89,14 @@ def predict_plane(model: MixNet, image: np.ndarray, head: np.ndarray,
     box = head_box(head, MARGIN)
     if box is None:
         return probs
-    inputs = [(image[box], head[box])]
+    device = device or torch.device("cpu")
+    out = _predict_box(model, image[box], head[box], zooms, plane, batch_size, device,
+                       progress, precision)
     if mirror:
-        inputs.append((image[box][::-1].copy(), head[box][::-1].copy()))
-    outputs = [_predict_box(model, data, mask, zooms, plane, batch_size,
-                            device or torch.device("cpu"), progress, precision)
-               for data, mask in inputs]
-    probs[box] = 0.5 * (outputs[0] + outputs[1][::-1]) if mirror else outputs[0]
+        out += _predict_box(model, image[box][::-1].copy(), head[box][::-1].copy(), zooms,
+                            plane, batch_size, device, progress, precision)[::-1]
+        out *= np.float32(0.5)
+    probs[box] = out
     return probs
 
 

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from mixnet_bids.conventions import STRUCTURES, class_table
+from mixnet_bids.conventions import STRUCTURES, TIV_REACH_MM, class_table
 from mixnet_bids.inference.predict import MIRRORED_PLANES
 from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CONVENTIONS, TISSUES
@@ -93,10 +93,10 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
            "head, its two outputs averaged)" if mirrored else "")
         + f", whose class probabilities were averaged with weights {esc(fusion or 'equal')} "
         f"(PyTorch {v('torch')}). Labels follow the {esc(task)} convention. The total intracranial "
-        "volume (TIV) is the voxels the networks find more likely brain than background, "
-        f"plus the brain mask of the {esc(TEMPLATE)} template [5] registered (affine, ANTs) "
-        "to the subject within 3 mm of them; tissue volumes are probability-weighted "
-        "inside it. "
+        "volume (TIV) consists of the voxels the networks find more likely brain than "
+        f"background, plus the brain mask of the {esc(TEMPLATE)} template [5] registered "
+        f"(affine, ANTs) to the subject within {TIV_REACH_MM:g} mm of them; tissue volumes "
+        "are probability-weighted inside it. "
         f"The workflow ran in Nipype [4] {v('nipype')} with Python {v('python')}, nibabel "
         f"{v('nibabel')} and nilearn {v('nilearn')}.")
     citations = CITATIONS + ((BRAINWEB_CITATION,) if networks == "fine" else ())
@@ -192,8 +192,8 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
             figures.template_figure(scene, tpl_img),
             alt="template brain mask outline over the reference",
             caption=f"The {TEMPLATE} brain mask registered (affine) to the subject (red), "
-                    "which gives the TIV, and the segmented tissue (cyan): the red outline "
-                    "should follow the inner skull.")))
+                    "which completes the TIV near the brain, and the segmented tissue (cyan): "
+                    "the red outline should follow the inner skull.")))
     sections_figures.append(("hesitation", "Hesitation", figure_html(
         figures.hesitation_figure(scene, margin_img),
         alt="voxels where the networks hesitate, over the reference",

@@ -80,6 +80,7 @@ def test_outputs_have_bids_names_and_the_input_geometry(full_run):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "mixnet-bids"
+    assert description["GeneratedBy"][0]["Description"].endswith(", axial mirrored")
     assert (out / "desc-3label_dseg.tsv").read_text().startswith("index\tname")
     source = nib.load(bids / f"sub-{SUBJECT}" / "anat" / f"sub-{SUBJECT}_T1w.nii.gz")
     for path in anat.glob("*.nii.gz"):
@@ -112,7 +113,8 @@ def test_volumes_agree_with_the_images(full_run):
 
 def test_tiv_is_close_to_the_manual_intracranial_volume(full_run, mrbrains_dir):
     """The manual labels cover the whole intracranial space (brain, outer CSF, ventricles):
-    the TIV comes within 8 % of it (the benchmark's 18 runs: -4 % to +8 %)."""
+    the TIV comes within 5 % of it (measured +0.8 % here, at the native 3 mm slices; the
+    generalisation benchmark's 18 runs at 1 mm: -4 % to +8 %)."""
     _, _, anat = full_run
     labels = nib.load(mrbrains_dir / SUBJECT / "segm.nii.gz")
     manual = ndimage.binary_fill_holes(np.asarray(labels.dataobj) > 0)
@@ -120,7 +122,7 @@ def test_tiv_is_close_to_the_manual_intracranial_volume(full_run, mrbrains_dir):
     manual_ml = manual.sum() * float(np.prod(labels.header.get_zooms()[:3])) / 1000
     tiv_ml = (np.asarray(tiv_img.dataobj) > 0).sum() * float(
         np.prod(tiv_img.header.get_zooms()[:3])) / 1000
-    assert tiv_ml == pytest.approx(manual_ml, rel=0.08), (tiv_ml, manual_ml)
+    assert tiv_ml == pytest.approx(manual_ml, rel=0.05), (tiv_ml, manual_ml)
 
 
 def test_dice_against_manual_labels(full_run, mrbrains_dir):

@@ -240,13 +240,37 @@ def test_the_template_adds_to_the_tiv_only_near_the_brain():
     assert np.flatnonzero(tiv[:, 1, 1]).tolist() == list(range(7, 23))
     coarse = tiv_mask(template, brain, no_tissue, (2.0, 1.0, 1.0), reach_mm=3.0)
     assert np.flatnonzero(coarse[:, 1, 1]).tolist() == list(range(9, 21))  # 1 voxel of 2 mm
-    # tissue the dseg labels counts as brain even below 0.5; no template there: not added
+    # voxel sizes read from an affine carry float noise: the rim at exactly 3 mm stays
+    noisy = tiv_mask(template, brain, no_tissue, (1.0000001, 0.9999999, 1.0), reach_mm=3.0)
+    assert np.array_equal(noisy, tiv)
+    # tissue the dseg labels counts as brain even below 0.5; the template beyond 3 mm of all
+    # brain is not added
     dseg = np.zeros(shape, np.uint8)
     dseg[45] = 2
     far = tiv_mask(template, brain, dseg, (1.0, 1.0, 1.0))
-    assert far[45].all() and not far[40:45].any()
+    assert far[45].all() and far[7:23].all()
+    assert not far[2:7].any() and not far[23:45].any()  # template or not, beyond 3 mm
     assert np.array_equal(tiv_mask(template, np.zeros(shape), no_tissue, (1, 1, 1)),
                           template > 0)  # no brain found: the template mask
+
+
+def test_convention_maps_take_the_tiv_rim_in_mm_of_the_probabilities_grid(tmp_path):
+    """Brain in x 8..11, z 4..5 on 1 x 1 x 3 mm voxels, a template mask over everything: the
+    written TIV adds 3 voxels in x and 1 slice in z."""
+    shape, affine = (20, 6, 10), np.diag([1.0, 1.0, 3.0, 1.0])
+    fused = np.zeros(shape + (len(FINE),), np.float32)
+    fused[..., 0] = 1.0
+    fused[8:12, :, 4:6] = 0.0
+    fused[8:12, :, 4:6, FINE.index("WM")] = 1.0
+    for name, data, dtype in (("fused", fused, np.float32),
+                              ("template", np.ones(shape), np.uint8)):
+        nib.save(nib.Nifti1Image(data.astype(dtype), affine), str(tmp_path / f"{name}.nii.gz"))
+    maps = ConventionMaps(in_probs=str(tmp_path / "fused.nii.gz"), networks="fine",
+                          convention="wholebrain", template_tiv=str(tmp_path / "template.nii.gz"),
+                          reference=str(tmp_path / "template.nii.gz")).run(cwd=tmp_path).outputs
+    tiv = load(maps.out_tiv) > 0
+    assert np.flatnonzero(tiv[:, 2, 4]).tolist() == list(range(5, 15))
+    assert np.flatnonzero(tiv[9, 2, :]).tolist() == [3, 4, 5, 6]
 
 
 def test_3label_networks_report_no_structure_columns(tmp_path):

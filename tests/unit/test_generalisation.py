@@ -243,7 +243,7 @@ def test_the_table_has_both_masks_side_by_side_and_the_time_ratios():
     assert rows[3] == ("|  | N4 + Atropos | 05 | 0.600 / 0.900 / 0.700 | "
                        "0.700 / 0.900 / 0.700 | 40 | 3.0 |")
     assert rows[4].endswith("| 30 | 4.0 |")
-    assert "(d) 0.950 (volume -2.1 to -2.1 %)" in table and "call background" in table
+    assert "(d) 0.950 (volume -2.1 %)" in table and "call background" in table
     assert "`desc-preproc_T1w.json`: (d) false." in table
 
 
