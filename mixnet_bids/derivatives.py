@@ -10,6 +10,7 @@ import pandas as pd
 
 from mixnet_bids.checks import InputProblems
 from mixnet_bids.conventions import TISSUE_CONVENTION, class_table
+from mixnet_bids.inference.predict import mirrored_planes
 from mixnet_bids.interfaces.bids import (
     report_name,
     subject_folder,
@@ -53,7 +54,8 @@ def dataset_description(settings) -> dict:
             "Description": f"MixNet{settings.model_version} {settings.task} tissue "
                            "segmentation, planes " + ":".join(
                                f"{p}={w:g}" for p, w in settings.plane_weights.items())
-                           + (", axial mirrored" if settings.mirror else ""),
+                           + "".join(f", {p} mirrored"
+                                     for p in mirrored_planes(settings.planes, settings.mirror)),
             "CodeURL": "https://github.com/mixnet-bids/mixnet-bids",
         }],
         "SourceDatasets": [{"URL": Path(settings.bids_dir).as_uri()}],

@@ -11,7 +11,7 @@ from nipype.pipeline import engine as pe
 
 from mixnet_bids.bids import subject_key
 from mixnet_bids.config import Settings
-from mixnet_bids.inference.predict import MIRRORED_PLANES
+from mixnet_bids.inference.predict import mirrored_planes
 from mixnet_bids.inference.weights import networks_for
 from mixnet_bids.interfaces.bids import PublishSubject, report_name
 from mixnet_bids.interfaces.reports import RegistrationQC, SubjectReport
@@ -113,7 +113,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
             PlaneInference(plane=plane, device=settings.device, precision=settings.precision,
-                           mirror=settings.mirror and plane in MIRRORED_PLANES,
+                           mirror=plane in mirrored_planes(settings.planes, settings.mirror),
                            num_threads=settings.omp_nthreads, progress=settings.progress,
                            weights=str(weight_files[plane])),
             name=f"mixnet_{plane}", n_procs=settings.omp_nthreads, mem_gb=2.0)

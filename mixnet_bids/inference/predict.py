@@ -33,6 +33,12 @@ MARGIN = 8
 #: planes. Through the app, BrainWeb 05 on one thread, side by side: the axial step took 19.1
 #: s instead of 11.3, the run 78 s instead of 70, peak memory 2.9 GiB instead of 2.6.
 MIRRORED_PLANES: tuple[str, ...] = ("axial",)
+
+
+def mirrored_planes(planes: Iterable[str], mirror: bool) -> list[str]:
+    """The planes of a run (``planes``) whose network also runs mirrored, with ``mirror``
+    (the run's setting; ``--no-mirror`` clears it)."""
+    return [p for p in planes if mirror and p in MIRRORED_PLANES]
 #: Pixels of one forward pass, per device type. CPU: 2 slices of 144 x 144, 1 of 256 x 256.
 #: Big batches lose more to fresh memory (page faults on hundreds of MB of activations) than
 #: they gain: one thread, bfloat16, the shipped axial network on an AMD EPYC took 71 ms a

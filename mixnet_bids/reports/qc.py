@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixnet_bids.conventions import TIV_REACH_MM
 from mixnet_bids.labels import TISSUES
 from mixnet_bids.preprocessing import signal_mask
 
@@ -65,8 +66,8 @@ CHECKS: dict[str, Check] = {
         "template figure does not follow the brain) or the segmentation did.",
         "If the outline misses the brain: check the image orientation (qform/sform) and the "
         "field of view, crop a very large field of view, then rerun. The TIV takes its "
-        "outer rim (up to 3 mm beyond the networks' brain) from this registration: check "
-        "the TIV outline."),
+        f"outer rim (up to {TIV_REACH_MM:g} mm beyond the networks' brain) from this "
+        "registration: check the TIV outline."),
     "ambiguity": Check(
         "Networks hesitate",
         "On average the networks' two most likely classes are close: the image is unlike "

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mixnet_bids.conventions import STRUCTURES, TIV_REACH_MM, class_table
-from mixnet_bids.inference.predict import MIRRORED_PLANES
+from mixnet_bids.inference.predict import mirrored_planes
 from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CONVENTIONS, TISSUES
 from mixnet_bids.preprocessing import load_3d
@@ -76,7 +76,7 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
     planes = settings.get("planes") or ["sagittal", "coronal", "axial"]
     weights = settings.get("plane_weights") or {}
     fusion = ", ".join(f"{p} {weights[p]:g}" for p in planes if p in weights)
-    mirrored = [p for p in planes if settings.get("mirror") and p in MIRRORED_PLANES]
+    mirrored = mirrored_planes(planes, bool(settings.get("mirror")))
     text = (
         f"Segmented with mixnet-bids {v('mixnet-bids')}. Each input image "
         f"({esc(', '.join(modalities))}) was corrected for intensity non-uniformity with N4 "

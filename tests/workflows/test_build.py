@@ -4,6 +4,7 @@ import pytest
 from helpers import bids_skeleton, random_weights
 
 from mixnet_bids.config import Settings
+from mixnet_bids.derivatives import dataset_description
 from mixnet_bids.templates import ensure_templateflow
 from mixnet_bids.workflows.base import init_mixnet_wf, init_single_subject_wf
 from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
@@ -58,6 +59,12 @@ def test_single_subject_graph_has_one_node_per_plane(tmp_path):
     unmirrored = init_single_subject_wf(settings=settings, subject="01", session=None,
                                         images=images)
     assert not unmirrored.get_node("mixnet_axial").inputs.mirror
+    assert dataset_description(settings)["GeneratedBy"][0]["Description"].endswith("coronal=1")
+    settings.mirror, settings.planes = True, ["coronal"]  # no axial network: none mirrored
+    assert dataset_description(settings)["GeneratedBy"][0]["Description"].endswith("coronal=1")
+    settings.planes = ["axial", "coronal"]
+    assert dataset_description(settings)["GeneratedBy"][0]["Description"].endswith(
+        "coronal=1, axial mirrored")
     assert wf.get_node("convention_maps").inputs.networks == "3label"
     assert {"signal_T1w", "signal_FLAIR", "signal_to_reference_FLAIR"} <= names
 
