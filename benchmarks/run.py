@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import shlex
 import shutil
 import subprocess
@@ -124,9 +123,12 @@ def run_participant(case, root: Path, precision: str) -> dict:
     log = root / "participant.log"
     start = time.perf_counter()
     with open(log, "w") as handle:
-        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        # this child's own peak (RUSAGE_CHILDREN would be the largest of all children so far)
+        _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    code = process.returncode = os.waitstatus_to_exitcode(status)
+    peak_kib = usage.ru_maxrss
     anat = out / f"sub-{case.subject}" / "anat"
     dseg = anat / f"sub-{case.subject}_desc-3label_dseg.nii.gz"
     settings = sorted((out / f"sub-{case.subject}" / "log").glob("*/settings.json"))

@@ -124,11 +124,13 @@ def volume_to_slices(data: np.ndarray, zooms: Sequence[float], plane: str,
     return np.moveaxis(resampled, SLICE_AXIS[plane], 0)
 
 
-def slices_to_volume(slices: np.ndarray, shape: Sequence[int], plane: str,
-                     order: int = 1) -> np.ndarray:
-    """Inverse of :func:`volume_to_slices`: ``(n, H, W[, C])`` -> ``shape[:3]`` grid."""
-    volume = np.moveaxis(slices, 0, SLICE_AXIS[plane])
-    return resize_axes(volume, tuple(shape[:3]), order)
+def slices_to_grid(slices: np.ndarray, shape: Sequence[int], plane: str,
+                   order: int = 1) -> np.ndarray:
+    """Slices ``(n, H, W[, C])`` of ``plane`` (any ``n`` of them) resampled in-plane to the
+    grid of a canonical volume of shape ``shape``: ``(n, h, w[, C])``, the inverse of
+    :func:`volume_to_slices` slice by slice (the slicing axis is never resampled)."""
+    in_plane = [shape[axis] for axis in range(3) if axis != SLICE_AXIS[plane]]
+    return resize_axes(slices, (slices.shape[0], *in_plane), order)
 
 
 def canonical_zooms(affine: np.ndarray) -> tuple[float, float, float]:

@@ -66,12 +66,16 @@ def write_plane_probabilities(zstack_file: str, mask_file: str, plane: str, weig
 def fuse_files(prob_files: Sequence[str], planes: Sequence[str], weights: dict[str, float],
                out_probs: str) -> None:
     """Weighted plane fusion of the networks' class probabilities, on the planes' common
-    grid (the output conventions are derived from them by ``conventions.segment``)."""
+    grid (the output conventions are derived from them by ``conventions.segment``). One
+    class at a time: a class is a contiguous block of an uncompressed NIfTI, and only the
+    fused result is held whole."""
     images = [nib.load(f) for f in prob_files]
     grids = {plane: (img.shape, np.round(img.affine, 4).tolist())
              for plane, img in zip(planes, images)}
     if len({repr(g) for g in grids.values()}) != 1:
         raise ValueError(f"plane probability maps differ in shape or affine: {grids}")
-    probs = {plane: np.asarray(img.dataobj, dtype=np.float32)
-             for plane, img in zip(planes, images)}
-    write_like(fuse(probs, weights), images[0].slicer[..., 0], out_probs)
+    fused = np.empty(images[0].shape, np.float32)
+    for c in range(fused.shape[-1]):
+        fused[..., c] = fuse({plane: np.asarray(img.dataobj[..., c], dtype=np.float32)
+                              for plane, img in zip(planes, images)}, weights)
+    write_like(fused, images[0].slicer[..., 0], out_probs)

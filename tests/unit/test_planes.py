@@ -9,7 +9,8 @@ from mixnet_bids.inference.planes import (
     from_canonical,
     plane_shape,
     resize_axes,
-    slices_to_volume,
+    SLICE_AXIS,
+    slices_to_grid,
     to_canonical,
     volume_to_slices,
 )
@@ -73,7 +74,24 @@ def test_slices_roundtrip_on_training_grid(plane):
     slices = volume_to_slices(data, zooms, plane)
     n_axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
     assert slices.shape[0] == data.shape[n_axis]
-    assert np.array_equal(slices_to_volume(slices, data.shape, plane), data)
+    back = slices_to_grid(slices, data.shape, plane)
+    assert np.array_equal(np.moveaxis(back, 0, SLICE_AXIS[plane]), data)
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_slices_go_back_to_the_volume_grid_batch_by_batch(plane):
+    """A 1 mm volume's slices are resampled in-plane; any batch of them goes back to the
+    volume's grid as those slices of the whole."""
+    data = np.random.default_rng(4).random((20, 18, 16, 2)).astype(np.float32)
+    slices = volume_to_slices(data, (1.0, 1.0, 1.0), plane)
+    assert slices.shape[1:3] != tuple(np.delete(data.shape[:3], SLICE_AXIS[plane]))
+    whole = slices_to_grid(slices, data.shape, plane)
+    assert np.moveaxis(whole, 0, SLICE_AXIS[plane]).shape == data.shape
+    assert np.array_equal(slices_to_grid(slices[3:5], data.shape, plane), whole[3:5])
+    # a constant survives the two linear resamplings of the round trip
+    constant = np.broadcast_to(np.float32([2.0, 5.0]), data.shape)
+    back = slices_to_grid(volume_to_slices(constant, (1.0, 1.0, 1.0), plane), data.shape, plane)
+    assert np.allclose(back, np.moveaxis(constant, SLICE_AXIS[plane], 0), atol=1e-6)
 
 
 def test_isotropic_input_is_resampled_in_plane_only():
