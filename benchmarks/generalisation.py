@@ -12,7 +12,10 @@ Conditions, each a small BIDS dataset (T1w only) built under ``--work`` (never c
 - ``brainweb``: the held-out BrainWeb anatomies (``recipes.BRAINWEB_HELD_OUT``) rendered as
   1 mm MPRAGE-like T1w heads by ``synth.render_volume`` (fixed contrast, partial volume, a
   mild bias field, Rician noise; not the training synthesis);
-- ``brainweb-stripped``: the same, 0 outside the brain.
+- ``brainweb-stripped``: the same, 0 outside the brain;
+- ``brainweb-coronal``: the skull-stripped heads in 1.5 mm coronal slices (1 x 1.5 x 1 mm,
+  partial volume over each slice's thickness), scored on that grid: the kind of input of the
+  real scans from another site that the generalisation issue reports.
 
 Methods, each on one thread, wall time measured:
 
@@ -27,7 +30,7 @@ The peers run twice: inside the app's brain mask (its ``desc-tiv_mask``) and ins
 brain mask (their ceiling). Their classes are ordered by mean intensity, CSF < GM < WM, as in
 a T1w image.
 
-Scoring: Dice of GM, WM and CSF against the reference on the 1 mm grid. BrainWeb labels 1
+Scoring: Dice of GM, WM and CSF against the reference on the input's grid. BrainWeb labels 1
 CSF, 2 GM, 3 WM (cerebellum and brainstem included); MRBrainS 1+2 GM, 3+4 WM, 5+6 CSF, and
 its cerebellum (7), brainstem (8), infarction (9) and other (10) voxels are ignored for every
 method: MRBrainS does not split the cerebellum and the brainstem into GM and WM.
@@ -69,11 +72,14 @@ from mixnet_bids.versions import cpu_name
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 CONDITIONS = ("mrbrains", "mrbrains-stripped", "mrbrains-bias", "brainweb",
-              "brainweb-stripped")
+              "brainweb-stripped", "brainweb-coronal")
 TITLES = {"mrbrains": "(a) MRBrainS T1w, 1 mm", "mrbrains-stripped": "(b) (a) skull-stripped",
           "mrbrains-bias": "(c) (a) with bias field and gamma 0.6",
           "brainweb": "(d) BrainWeb held out, MPRAGE-like 1 mm",
-          "brainweb-stripped": "(e) (d) skull-stripped"}
+          "brainweb-stripped": "(e) (d) skull-stripped",
+          "brainweb-coronal": "(f) (e) in 1.5 mm coronal slices"}
+#: Voxel size (mm, RAS) of ``brainweb-coronal``: 1.5 mm slices along anterior-posterior.
+CORONAL_SLICES_MM = (1.0, 1.5, 1.0)
 #: MRBrainS subjects with a 3D T1.
 MRBRAINS_T1W = ("1", "4", "5", "14")
 #: Tissue codes of the references and predictions (0 background, then ``TISSUES``).
@@ -188,8 +194,9 @@ def condition_volume(condition: str, subject: str, mrbrains: Path, brainweb: Pat
     from mixnet_bids.training.synth import BRAIN_LABELS, load_label_volumes, render_volume
 
     (volume,) = load_label_volumes(brainweb, [subject])
-    data, labels, affine = render_volume(volume, np.random.default_rng(0), 1.0, "mprage",
-                                         skull_stripped=condition == "brainweb-stripped")
+    spacing = CORONAL_SLICES_MM if condition == "brainweb-coronal" else 1.0
+    data, labels, affine = render_volume(volume, np.random.default_rng(0), spacing, "mprage",
+                                         skull_stripped=condition != "brainweb")
     return (nib.Nifti1Image(data, affine), tissue_codes(labels, BRAINWEB_TISSUE),
             brain_mask(labels, BRAIN_LABELS))
 

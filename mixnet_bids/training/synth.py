@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -477,17 +478,18 @@ def _padded_block(labels: np.ndarray, first: list[int], last: list[int]) -> np.n
 
 # -- fixed-contrast test volumes ---------------------------------------------------------
 
-def render_volume(volume: LabelVolume, rng: np.random.Generator, spacing: float = 1.0,
-                  contrast: str = "mprage", skull_stripped: bool = False,
+def render_volume(volume: LabelVolume, rng: np.random.Generator,
+                  spacing: float | Sequence[float] = 1.0, contrast: str = "mprage",
+                  skull_stripped: bool = False,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fixed, deterministic-contrast 3D test image made by a procedure different from the
     training synthesis.
 
     Fixed tissue intensities (``RENDER_INTENSITIES[contrast]``: "mprage", "ir" or "flair";
     MPRAGE: CSF dark, GM mid, WM bright, fat bright, skull dark, ...), partial volume by
-    averaging the crisp labels' intensities into ``spacing``-mm voxels (``spacing`` must be
-    a whole multiple of the label voxel size; trailing voxels that do not fill an output
-    voxel are dropped), a mild smooth bias field and Rician noise (s.d. 2 % of the WM
+    averaging the crisp labels' intensities into ``spacing``-mm voxels (one size, or one per
+    axis of the label volume, e.g. thick slices; each a whole multiple of the label voxel
+    size; trailing voxels that do not fill an output voxel are dropped), a mild smooth bias field and Rician noise (s.d. 2 % of the WM
     intensity). Returns (image (X',Y',Z') float32 raw intensities, labels (X',Y',Z') uint8
     majority label per voxel, 4x4 affine RAS+). With ``skull_stripped``, everything outside
     the brain (labels 1-3 of the output grid, holes filled) is exactly 0.
@@ -495,11 +497,12 @@ def render_volume(volume: LabelVolume, rng: np.random.Generator, spacing: float 
     if contrast not in RENDER_INTENSITIES:
         raise ValueError(f"unknown contrast {contrast!r}; choose one of "
                          f"{sorted(RENDER_INTENSITIES)}")
+    spacings = np.broadcast_to(np.asarray(spacing, float), (3,))
     factors = []
-    for zoom in volume.zooms:
-        factor = spacing / zoom
+    for size, zoom in zip(spacings, volume.zooms):
+        factor = size / zoom
         if factor < 1 - 1e-6 or abs(factor - round(factor)) > 1e-3:
-            raise ValueError(f"spacing {spacing} mm is not a whole multiple of the label "
+            raise ValueError(f"spacing {size:g} mm is not a whole multiple of the label "
                              f"voxel size {zoom} mm")
         factors.append(int(round(factor)))
     shape = tuple(n // f for n, f in zip(volume.labels.shape, factors))
@@ -523,7 +526,7 @@ def render_volume(volume: LabelVolume, rng: np.random.Generator, spacing: float 
         labels[start:stop] = np.argmax(counts, axis=0)
 
     wm = lut[3]
-    image *= _smooth_field(shape, spacing, rng)
+    image *= _smooth_field(shape, spacings, rng)
     noise = 0.02 * wm
     image = np.hypot(image + rng.normal(0.0, noise, shape).astype(np.float32),
                      rng.normal(0.0, noise, shape).astype(np.float32))
@@ -548,12 +551,12 @@ def block_sum(data: np.ndarray, factors: list[int], dtype: type) -> np.ndarray:
     return out
 
 
-def _smooth_field(shape: tuple[int, ...], spacing: float,
+def _smooth_field(shape: tuple[int, ...], spacings: Sequence[float],
                   rng: np.random.Generator) -> np.ndarray:
     """A mild multiplicative bias field: exp of a random linear + quadratic polynomial of
     the voxel coordinates (units of 100 mm from the volume centre), about +-10 % in a head."""
-    coords = [((np.arange(n) - (n - 1) / 2) * spacing / 100.0).astype(np.float32)
-              for n in shape]
+    coords = [((np.arange(n) - (n - 1) / 2) * size / 100.0).astype(np.float32)
+              for n, size in zip(shape, spacings)]
     x, y, z = np.meshgrid(*coords, indexing="ij", sparse=True)
     linear = rng.normal(0.0, 0.08, 3)
     quadratic = rng.normal(0.0, 0.08, 3)

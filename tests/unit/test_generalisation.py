@@ -97,7 +97,7 @@ def tissue_means(case):
     return {code: float(image[reference == code].mean()) for code in (GM, WM, CSF)}
 
 
-def check_case(case, stripped: bool):
+def check_case(case, stripped: bool, zooms=(1.0, 1.0, 1.0)):
     """Image, reference and mask share one grid, values are finite, the tissues sit where
     the reference says (CSF < GM < WM on a T1w), and a stripped image is 0 off the brain."""
     image, reference, mask = (nib.load(p) for p in (case.image, case.reference,
@@ -105,7 +105,7 @@ def check_case(case, stripped: bool):
     assert image.shape == reference.shape == mask.shape
     assert np.allclose(image.affine, reference.affine) and np.allclose(image.affine,
                                                                        mask.affine)
-    assert np.allclose(nib.affines.voxel_sizes(image.affine), 1.0)
+    assert np.allclose(nib.affines.voxel_sizes(image.affine), zooms)
     data = image.get_fdata(dtype=np.float32)
     assert np.isfinite(data).all() and data.min() >= 0
     assert case.image == case.bids_dir / f"sub-{case.subject}" / "anat" / \
@@ -156,9 +156,13 @@ def brainweb_dir():
 def test_brainweb_conditions(brainweb_dir, tmp_path):
     head = bench.build_case("brainweb", "sub-05", tmp_path, SHARED, brainweb_dir)
     stripped = bench.build_case("brainweb-stripped", "05", tmp_path, SHARED, brainweb_dir)
-    assert head.subject == stripped.subject == "05"
+    coronal = bench.build_case("brainweb-coronal", "05", tmp_path, SHARED, brainweb_dir)
+    assert head.subject == stripped.subject == coronal.subject == "05"
     check_case(head, stripped=False)
     check_case(stripped, stripped=True)
+    check_case(coronal, stripped=True, zooms=bench.CORONAL_SLICES_MM)
+    assert bench.CORONAL_SLICES_MM[1] == 1.5   # thick along anterior-posterior: coronal
+    assert nib.aff2axcodes(nib.load(coronal.image).affine) == ("R", "A", "S")
     ref_head, ref_stripped = (np.asarray(nib.load(c.reference).dataobj)
                               for c in (head, stripped))
     assert np.array_equal(ref_head, ref_stripped)

@@ -260,8 +260,20 @@ def test_render_volume_skull_stripped_and_other_spacings(phantom):
     brain = ndimage.binary_fill_holes(BRAIN_LUT[labels])
     assert np.all(image[~brain] == 0) and np.all(image[brain] > 0)
     assert image[labels == 2].mean() > image[labels == 3].mean()   # FLAIR: GM > WM
+    # thick slices: one spacing per axis, partial volume over each slice's thickness
+    thick, thick_labels, thick_affine = render_volume(phantom, np.random.default_rng(12),
+                                                      spacing=(1.0, 1.5, 1.0))
+    assert thick.shape == thick_labels.shape == (phantom.labels.shape[0] // 2,
+                                                 phantom.labels.shape[1] // 3,
+                                                 phantom.labels.shape[2] // 2)
+    assert np.allclose(np.diag(thick_affine)[:3], (1.0, 1.5, 1.0))
+    assert np.allclose(thick_affine[:3, 3], (0.25, 0.5, 0.25))
+    assert np.isfinite(thick).all() and thick[thick_labels == 3].mean() > thick[
+        thick_labels == 2].mean()   # MPRAGE: WM > GM
     with pytest.raises(ValueError, match="multiple"):
         render_volume(phantom, np.random.default_rng(0), spacing=0.958333)
+    with pytest.raises(ValueError, match="0.75 mm is not a whole multiple"):
+        render_volume(phantom, np.random.default_rng(0), spacing=(1.0, 0.75, 1.0))
     with pytest.raises(ValueError, match="contrast"):
         render_volume(phantom, np.random.default_rng(0), contrast="dwi")
 
