@@ -92,8 +92,8 @@ def predict_plane(model: MixNet, image: np.ndarray, head: np.ndarray,
     the second mirrored back, are averaged.
 
     Each batch's probabilities go straight back to the volume's grid (the slicing axis is
-    never resampled), so the memory is the result and one batch: the probabilities of all
-    slices at the training spacing are never held.
+    never resampled): besides the result and the box's input slices (three channels), one
+    batch is held, never the probabilities of all slices at the training spacing.
     """
     probs = np.zeros(image.shape[:3] + (model.n_classes,), np.float32)
     probs[..., 0] = 1.0

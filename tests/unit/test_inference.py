@@ -45,21 +45,27 @@ def test_predict_plane_fills_only_the_head_and_sums_to_one(plane, precision):
                           precision=precision)
     assert probs.shape == (30, 26, 9, 4) and probs.dtype == np.float32
     assert np.allclose(probs.sum(-1), 1, atol=1e-5)
-    assert np.all(probs[0, 0, 0] == [1, 0, 0, 0])  # far from the head: background
+    assert np.all(probs[0, 0, 0] == [1, 0, 0, 0])  # a slice without head: background
+    big = np.zeros((40, 26, 9, 3), np.float32)     # a voxel outside the head's box too
+    big[:30] = image
+    far = predict_plane(model, big, np.pad(head, ((0, 10), (0, 0), (0, 0))),
+                        (0.958333, 0.958333, 3.0), plane, precision=precision)
+    assert np.all(far[39] == [1, 0, 0, 0]) and np.allclose(far.sum(-1), 1, atol=1e-5)
     # the head's slices are run: its voxels are not all certain background
     assert (probs[head][:, 0] < 1).any()
 
 
+@pytest.mark.parametrize("zooms", [(0.958333, 0.958333, 3.0), (1.0, 1.0, 1.0)])
 @pytest.mark.parametrize("plane", ["coronal", "axial"])
-def test_mirroring_makes_the_prediction_left_right_symmetric(plane):
+def test_mirroring_makes_the_prediction_left_right_symmetric(plane, zooms):
     """A network's output is not symmetric under a left-right flip of its input; the average
-    with the mirrored run is: mirroring the head mirrors the probabilities."""
+    with the mirrored run is: mirroring the head mirrors the probabilities (on the training
+    grid, and on a 1 mm grid whose slices are resampled)."""
     torch.manual_seed(0)
     model = build_mixnet("v3", 4)
     image = np.random.default_rng(3).normal(size=(26, 22, 8, 3)).astype(np.float32)
     head = np.zeros(image.shape[:3], bool)
     head[3:20, 4:18, 1:7] = True      # off-centre: the box moves with the flip
-    zooms = (0.958333, 0.958333, 3.0)
     flipped_image, flipped_head = image[::-1].copy(), head[::-1].copy()
     plain = predict_plane(model, image, head, zooms, plane)
     assert not np.allclose(predict_plane(model, flipped_image, flipped_head, zooms, plane),
@@ -68,6 +74,20 @@ def test_mirroring_makes_the_prediction_left_right_symmetric(plane):
     assert np.allclose(mirrored.sum(-1), 1, atol=1e-5) and not np.allclose(mirrored, plain)
     assert np.allclose(predict_plane(model, flipped_image, flipped_head, zooms, plane,
                                      mirror=True), mirrored[::-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("zooms", [(0.958333, 0.958333, 3.0), (1.0, 1.0, 1.0)])
+def test_a_mirrored_sagittal_network_gives_what_it_gives_unmirrored(zooms):
+    """A left-right mirror only reverses the order of sagittal slices: the mirrored pass
+    lands each slice's probabilities back where the plain pass puts them."""
+    torch.manual_seed(0)
+    model = build_mixnet("v3", 4)
+    image = np.random.default_rng(5).normal(size=(24, 20, 8, 3)).astype(np.float32)
+    head = np.zeros(image.shape[:3], bool)
+    head[2:15, 3:17, 1:7] = True
+    plain = predict_plane(model, image, head, zooms, "sagittal")
+    assert np.allclose(predict_plane(model, image, head, zooms, "sagittal", mirror=True),
+                       plain, atol=1e-6)
 
 
 def test_batch_size_does_not_change_the_probabilities():

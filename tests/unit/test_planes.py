@@ -6,10 +6,10 @@ import pytest
 
 from mixnet_bids.inference.planes import (
     PLANES,
+    SLICE_AXIS,
     from_canonical,
     plane_shape,
     resize_axes,
-    SLICE_AXIS,
     slices_to_grid,
     to_canonical,
     volume_to_slices,
