@@ -35,13 +35,21 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
              "Cerebral white matter", "White matter lesions", "Extracerebral CSF",
              "Ventricles", "Cerebellar cortex", "Cerebellar white matter", "Brain stem"),
 }
-#: MRBrainS label (0-10) -> task class.
+#: MRBrainS label (0-10) -> class of a scored convention (the networks' tasks, and the
+#: whole-brain tissues: MRBrainS does not split its cerebellum (7) and brainstem (8) into GM
+#: and WM, so those voxels are not scored there).
 _MAPS: dict[str, dict[int, int]] = {
     "3label": {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3, 7: 0, 8: 0},
     "8label": {i: i for i in range(9)},
+    "wholebrain": {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3},
 }
 #: Tissue classes whose volumes are reported (3-label names).
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
+#: Classes of each convention that can be scored against MRBrainS labels (index = dseg
+#: value); the whole-brain tissues have the 3-label classes' names and values.
+SCORED_CLASSES: dict[str, tuple[str, ...]] = {
+    "3label": TASK_CLASSES["3label"], "8label": TASK_CLASSES["8label"],
+    "wholebrain": TASK_CLASSES["3label"]}
 
 #: Output conventions: each class of the convention (index = dseg value) is a set of fine
 #: classes. ``wholebrain``: GM, WM and CSF in the cerebrum, cerebellum and brainstem (as FAST,
@@ -112,7 +120,8 @@ def n_classes(task: str) -> int:
 
 
 def map_labels(labels: np.ndarray, task: str) -> np.ndarray:
-    """MRBrainS labels -> task classes; 9, 10 (and unknown values) -> IGNORE_INDEX."""
+    """MRBrainS labels -> classes of ``task`` (``SCORED_CLASSES``); 9, 10 (and unknown
+    values; for ``wholebrain`` also 7 and 8) -> IGNORE_INDEX."""
     if task not in _MAPS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(_MAPS)}")
     return _lut(_MAPS[task])[np.asarray(labels, dtype=np.uint8)]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mixnet_bids.evaluation.metrics import evaluate
 from mixnet_bids.inference.planes import canonical_zooms, to_canonical
-from mixnet_bids.labels import TASK_CLASSES
+from mixnet_bids.labels import SCORED_CLASSES
 
 
 def _key(path: Path) -> str:
@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                                      allow_abbrev=False)
     parser.add_argument("derivatives", type=Path, help="mixnet-bids output folder")
     parser.add_argument("labels", type=Path, help="folder with manual *_dseg.nii.gz")
-    parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="3label",
-                        help="classes of the segmentations to score (default 3label)")
+    parser.add_argument("--task", choices=sorted(SCORED_CLASSES), default="3label",
+                        help="classes of the segmentations to score: the app's --task of "
+                             "the run (default 3label; wholebrain leaves MRBrainS' "
+                             "cerebellum and brainstem unscored, it does not split them)")
     parser.add_argument("--out", type=Path, help="TSV to write (default: print only)")
     args = parser.parse_args(argv)
     refs = {_key(p): p for p in args.labels.rglob("*_dseg.nii*")}
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"subject": key, **row})
     if not rows:
         print(f"mixnet-bids-eval: no {args.task} dseg in {args.derivatives} matches a manual "
-              f"label file in {args.labels}", file=sys.stderr)
+              f"label file in {args.labels}; pass the --task the app ran with (its default "
+              f"is wholebrain)", file=sys.stderr)
         return 1
     table = pd.DataFrame(rows)
     if args.out:

@@ -20,6 +20,14 @@ from mixnet_bids.evaluation.markdown import table as markdown_table
 #: the paper that the project set for its cross-validation).
 FLOORS: dict[str, float] = {"GM": 0.83, "WM": 0.87, "CSF": 0.83}
 
+#: How a table's classes are named in its heading, when its networks were trained on others.
+SCORED_AS: dict[str, str] = {
+    "3label": "the MRBrainS 3 labels", "8label": "the MRBrainS 8 labels",
+    "wholebrain": "the whole-brain tissues (MRBrainS' cerebellum and brainstem unscored: it "
+                  "does not split them into GM and WM)"}
+#: Names of the networks' tasks in those headings.
+NETWORKS: dict[str, str] = {"fine": "ten-class", "8label": "8-label", "3label": "3-label"}
+
 #: Chen et al. 2018, Table 2: leave-one-subject-out Dice, 3-label, all modalities.
 PAPER_TABLE2: dict[str, dict[str, float]] = {
     "v1": {"GM": 0.8524, "WM": 0.9000, "CSF": 0.8599},
@@ -61,13 +69,15 @@ def _metric_cells(values: pd.Series, labels: list[str]) -> list[str]:
 
 
 def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame,
-                     networks: str = "") -> str:
-    """One version's tables; the floors and the paper's Table 2 only for 3-label tables.
-    ``networks``: the task the networks were trained on, when not the table's."""
+                     networks: str = "", task: str = "3label") -> str:
+    """One version's tables of ``task``'s classes; the floors and the paper's Table 2 only
+    for the MRBrainS 3 labels. ``networks``: the task the networks were trained on, when not
+    the table's."""
     parts = [f"### MixNet{version}"
-             + (f" ({networks} networks, scored in the 3 tissues)" if networks else "")]
+             + (f" ({NETWORKS[networks]} networks, scored in {SCORED_AS[task]})"
+                if networks else "")]
     labels = list(table.sort_values("index", kind="stable")["label"].drop_duplicates())
-    three_label = labels == list(FLOORS)
+    three_label = task == "3label" and labels == list(FLOORS)
     wide = subject_rows(table)
     header = ["held-out subject", "inputs"] + [f"{label} {metric}" for metric in
                                                ("Dice", "HD95 mm", "VS") for label in labels]
@@ -121,9 +131,11 @@ def cv_markdown(out: Path, task: str = "3label") -> str:
     for path in sorted(Path(out).glob(f"cv_{task}_*.tsv")):
         version = path.stem.rsplit("_", 1)[-1]
         table = loadmarkdown_table(path)
-        folds = Path(out) / f"{task}_{version}"
-        networks = ""
-        if task == "3label" and not folds.is_dir() and (Path(out) / f"8label_{version}").is_dir():
-            networks, folds = "8-label", Path(out) / f"8label_{version}"  # scored as 3 tissues
-        sections.append(version_markdown(table, version, fold_budget(folds), networks))
+        # the folds' networks: of this task, else ten-class (any convention), else 8-label
+        # (scored in the 3 tissues)
+        trained = next((t for t in (task, "fine", "8label")
+                        if (Path(out) / f"{t}_{version}").is_dir()), task)
+        sections.append(version_markdown(table, version,
+                                         fold_budget(Path(out) / f"{trained}_{version}"),
+                                         "" if trained == task else trained, task))
     return "\n\n".join(sections)

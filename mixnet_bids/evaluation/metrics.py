@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, TISSUES, map_labels
+from mixnet_bids.labels import IGNORE_INDEX, SCORED_CLASSES, TISSUES, map_labels
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,14 +70,15 @@ def hd95(a: np.ndarray, b: np.ndarray, zooms: Sequence[float], axial_axis: int =
 
 def evaluate(pred: np.ndarray, reference_raw: np.ndarray, task: str,
              zooms: Sequence[float], axial_axis: int = 2) -> list[dict]:
-    """Per-label metrics of a prediction (task classes) against raw MRBrainS labels."""
+    """Per-label metrics of a prediction (``task``'s classes, ``labels.SCORED_CLASSES``)
+    against raw MRBrainS labels."""
     if pred.shape != reference_raw.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape "
                          f"{reference_raw.shape}")
     ref = map_labels(reference_raw, task)
     keep = ref != IGNORE_INDEX
     rows = []
-    for index, name in enumerate(TASK_CLASSES[task]):
+    for index, name in enumerate(SCORED_CLASSES[task]):
         if index == 0:
             continue
         a = (pred == index) & keep

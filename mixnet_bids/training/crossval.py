@@ -95,10 +95,10 @@ def labels_in(fused: np.ndarray, net_task: str, task: str) -> np.ndarray:
 
 def scored_tasks(task: str) -> tuple[str, ...]:
     """The classes a cross-validation of ``task`` networks is scored in: their own, and the
-    3 tissues (what the app reports for every task); fine networks in the MRBrainS 3 and 8
-    labels."""
+    3 tissues (what the app reports for every task); fine networks in the MRBrainS 3 labels,
+    the whole-brain tissues and the MRBrainS 8 labels."""
     if task == "fine":
-        return ("3label", "8label")
+        return ("3label", "wholebrain", "8label")
     return tuple(dict.fromkeys((task, "3label")))
 
 
@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of the folds and tables; default checkpoints/<recipe>/cv")
     add_recipe_arguments(parser)
     parser.add_argument("--task", default=None,
-                        help="the classes to score (--report, --shipped, --weights): 3label "
-                             "or 8label; default the recipe's")
+                        help="the classes to score (--report, --shipped, --weights): 3label, "
+                             "wholebrain (fine networks) or 8label; default the recipe's")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads (default: every core)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random stream")

@@ -17,7 +17,7 @@ DICE = {  # subject -> (modalities, GM, WM, CSF) with all of the subject's modal
 }
 
 
-def write_fold_table(out, networks="3label"):
+def write_fold_table(out, networks="3label", task="3label"):
     rows = []
     for subject, (modalities, *dice) in DICE.items():
         for keep, scale in ((modalities, 1.0), ("IR", 0.5)):
@@ -27,11 +27,11 @@ def write_fold_table(out, networks="3label"):
                              "dice": value * scale, "hd95_mm": 2.0, "vs": 0.9,
                              "volume_pred_ml": 1.0, "volume_ref_ml": 1.0})
     out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "cv_3label_v3.tsv", sep="\t", index=False)
+    pd.DataFrame(rows).to_csv(out / f"cv_{task}_v3.tsv", sep="\t", index=False)
     for subject in DICE:
         for plane, its, seconds in (("axial", 400, 600), ("coronal", 200, 300)):
             folder = out / f"{networks}_v3" / subject / plane
-            folder.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=True)
             (folder / f"mixnet_v3_{networks}_{plane}.json").write_text(json.dumps(
                 {"plane": plane, "iterations": its, "wall_time_s": seconds}))
 
@@ -54,10 +54,28 @@ def test_report_means_floors_subsets_and_budget(tmp_path):
 def test_3_tissue_table_of_8label_networks_names_them_and_counts_their_training(tmp_path):
     write_fold_table(tmp_path, networks="8label")
     text = cv_markdown(tmp_path)
-    assert text.startswith("### MixNetv3 (8-label networks, scored in the 3 tissues)")
+    assert text.startswith("### MixNetv3 (8-label networks, scored in the MRBrainS 3 labels)")
     assert "GM 0.830 >= 0.83, WM 0.880 >= 0.87, CSF 0.820 < 0.83" in text
     assert "Compute: 3 folds; iterations per plane axial 400, coronal 200" in text
     assert cv_markdown(tmp_path, "8label") == ""  # no 8-label table written
+
+
+def test_ten_class_networks_tables_name_them_count_their_training_and_compare_fairly(
+        tmp_path):
+    """Fine (ten-class) folds are scored in several conventions: each table names the
+    networks and counts their training; only the MRBrainS 3 labels meet the paper."""
+    write_fold_table(tmp_path, networks="fine", task="3label")
+    write_fold_table(tmp_path, networks="fine", task="wholebrain")
+    three = cv_markdown(tmp_path, "3label")
+    assert three.startswith("### MixNetv3 (ten-class networks, scored in the MRBrainS 3 "
+                            "labels)")
+    assert "Floors (mean Dice" in three and "Table 2" in three
+    assert "Compute: 3 folds; iterations per plane axial 400, coronal 200" in three
+    whole = cv_markdown(tmp_path, "wholebrain")
+    assert whole.startswith("### MixNetv3 (ten-class networks, scored in the whole-brain "
+                            "tissues")
+    assert "Floors" not in whole and "Table 2" not in whole
+    assert "Compute: 3 folds; iterations per plane axial 400, coronal 200" in whole
 
 
 def test_8label_report_has_a_column_per_label_and_no_3label_floors(tmp_path):

@@ -2,9 +2,11 @@
 
 import math
 
+import nibabel as nib
 import numpy as np
 import pytest
 
+from mixnet_bids.evaluation.cli import main as eval_main
 from mixnet_bids.evaluation.metrics import (
     dice,
     evaluate,
@@ -59,3 +61,46 @@ def test_evaluate_masks_ignored_labels_from_both_images():
     assert rows["GM"]["dice"] == 1.0
     assert rows["GM"]["vs"] == 1.0
     assert rows["WM"]["dice"] == 1.0 and math.isnan(rows["WM"]["hd95_mm"])
+
+
+def test_whole_brain_scoring_leaves_mrbrains_cerebellum_and_brainstem_out():
+    """MRBrainS labels the cerebellum (7) and the brainstem (8) whole: the whole-brain
+    tissues score neither, the MRBrainS 3 labels count them as background."""
+    ref = np.zeros((12, 12, 4), np.uint8)
+    ref[1:5, 1:5] = 2      # basal ganglia: GM
+    ref[6:10, 1:5] = 8     # brainstem
+    pred = np.zeros_like(ref)
+    pred[1:5, 1:5] = 1
+    pred[6:10, 1:5] = 2    # the whole-brain convention calls the brainstem WM
+    whole = {r["label"]: r for r in evaluate(pred, ref, "wholebrain", (1, 1, 3))}
+    assert [r for r in whole] == ["GM", "WM", "CSF"]
+    assert whole["GM"]["dice"] == 1.0 and whole["WM"]["dice"] == 1.0  # brainstem unscored
+    mrbrains = {r["label"]: r for r in evaluate(pred, ref, "3label", (1, 1, 3))}
+    assert mrbrains["WM"]["dice"] == 0.0 and mrbrains["WM"]["volume_pred_ml"] == 0.192
+
+
+def test_eval_cli_scores_the_task_the_app_ran_with(tmp_path, capsys):
+    """``mixnet-bids-eval`` on NIfTI files: a whole-brain dseg (the app's default) is found
+    and scored with ``--task wholebrain``; with the default ``--task 3label`` it says which
+    --task to pass."""
+    ref = np.zeros((12, 12, 4), np.uint8)
+    ref[1:5, 1:5], ref[6:10, 1:5], ref[1:5, 6:10] = 1, 3, 7
+    pred = np.zeros_like(ref)
+    pred[1:5, 1:5], pred[6:10, 1:5], pred[1:5, 6:10] = 1, 2, 1
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    (tmp_path / "out" / "sub-1" / "anat").mkdir(parents=True)
+    (tmp_path / "labels" / "sub-1" / "anat").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(pred, affine),
+             tmp_path / "out" / "sub-1" / "anat" / "sub-1_desc-wholebrain_dseg.nii.gz")
+    nib.save(nib.Nifti1Image(ref, affine),
+             tmp_path / "labels" / "sub-1" / "anat" / "sub-1_desc-manual_dseg.nii.gz")
+    table = tmp_path / "metrics.tsv"
+    assert eval_main([str(tmp_path / "out"), str(tmp_path / "labels"), "--task", "wholebrain",
+                      "--out", str(table)]) == 0
+    rows = table.read_text().splitlines()
+    assert rows[0].startswith("subject\tlabel\tindex\tdice")
+    assert [r.split("\t")[:4] for r in rows[1:3]] == [["sub-1", "GM", "1", "1.0000"],
+                                                        ["sub-1", "WM", "2", "1.0000"]]
+    assert eval_main([str(tmp_path / "out"), str(tmp_path / "labels")]) == 1
+    assert "pass the --task the app ran with (its default is wholebrain)" in \
+        capsys.readouterr().err
