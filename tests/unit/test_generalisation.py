@@ -261,3 +261,47 @@ def test_the_results_doc_gets_the_table_between_its_markers(tmp_path):
     assert "second table" in text and "first table" not in text
     assert text.count("## Generalisation benchmark") == 1
     json.dumps(report())   # the report is what main writes as JSON
+
+
+# -- the boundary probe -------------------------------------------------------------------
+
+
+def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
+    """On a 0.5 mm phantom, the probe's GM fractions sit on the render's 1 mm grid: voxels
+    that are more than half GM are the render's GM, and a dseg that calls exactly those GM
+    switches between 4/8 and 5/8 at the GM/CSF border."""
+    spec = importlib.util.spec_from_file_location(
+        "boundary_probe", ROOT / "benchmarks" / "boundary_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    from mixnet_bids.training.synth import load_label_volumes, render_volume
+
+    labels = np.zeros((48, 48, 48), np.uint8)
+    grid = np.indices(labels.shape)
+    centre = np.array([23.3, 23.9, 24.6])[:, None, None, None]   # off the grid's symmetry
+    radius = np.sqrt(((grid - centre) ** 2).sum(axis=0))
+    labels[radius < 20] = 1      # CSF
+    labels[radius < 17.3] = 2    # GM: a sphere boundary cuts voxels at every fraction
+    labels[radius < 12.6] = 3    # WM
+    nib.save(nib.Nifti1Image(labels, np.diag([0.5, 0.5, 0.5, 1.0])),
+             str(tmp_path / "sub-99_desc-crisp_dseg.nii.gz"))
+    borders, affine = probe.gm_fractions(tmp_path, "99")
+    (volume,) = load_label_volumes(tmp_path, ["99"])
+    _, rendered, render_affine = render_volume(volume, np.random.default_rng(0), 1.0)
+    assert np.allclose(affine, render_affine)
+    gm_csf = borders["GM/CSF"]
+    assert gm_csf.shape == rendered.shape
+    assert set(np.unique(gm_csf[(gm_csf > 0) & (gm_csf < 8)])) == set(range(1, 8))
+    assert (rendered[gm_csf >= 5] == 2).all() and (rendered[(gm_csf >= 0) & (gm_csf <= 3)]
+                                                   == 1).all()
+    dseg = np.where(rendered == 2, 1, np.where(rendered == 3, 2, np.where(rendered == 1, 3, 0)))
+    share = probe.gm_share(borders, dseg.astype(np.uint8))["GM/CSF"]
+    assert share[3] == 0.0 and share[5] == 1.0 and share[8] == 1.0
+    # the command: a table per border, one column per dseg
+    path = tmp_path / "dseg.nii.gz"
+    nib.save(nib.Nifti1Image(dseg.astype(np.uint8), render_affine), str(path))
+    assert probe.main(["--brainweb", str(tmp_path), "--subject", "99",
+                       "--dseg", f"truth={path}"]) == 0
+    out = capsys.readouterr().out
+    assert "| GM/CSF border: GM sub-voxels of 8 | voxels | truth: called GM |" in out
+    assert "| 5 |" in out and "| 1.00 |" in out
