@@ -5,7 +5,8 @@ The benchmark renders BrainWeb's 0.5 mm crisp anatomies into 1 mm voxels by aver
 (``synth.render_volume``, factor 2 per axis) and takes the majority label as the reference.
 Here the 1 mm voxels made of GM and CSF only (the GM/CSF border) and those made of GM and WM
 only (the GM/WM border) are binned by their GM fraction (0/8 to 8/8 of their 0.5 mm
-sub-voxels), and each method's dseg (tissue codes 1 GM, 2 WM, 3 CSF: the app's whole-brain
+sub-voxels; the pure voxels of bins 0 and 8 only where they touch a mixed voxel of that
+border), and each method's dseg (tissue codes 1 GM, 2 WM, 3 CSF: the app's whole-brain
 dseg, the benchmark's peers) gives, per bin, the share of voxels it calls GM. A method that
 follows the partial volume switches near 4/8 (the reference: GM from 5/8 at the GM/CSF
 border and from 4/8 at the GM/WM border, ties going to the lower BrainWeb label); one that
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from mixnet_bids.evaluation.markdown import table as markdown_table
 from mixnet_bids.training.synth import block_sum, load_label_volumes
@@ -37,7 +39,8 @@ SUBVOXELS = 8
 
 def gm_fractions(brainweb: Path, subject: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per 1 mm voxel of the benchmark's render: ``({border: GM sub-voxels, -1 off the
-    border}, affine)`` for the ``"GM/CSF"`` and ``"GM/WM"`` borders."""
+    border}, affine)`` for the ``"GM/CSF"`` and ``"GM/WM"`` borders; a pure voxel is on a
+    border where it touches (6-connected) a mixed voxel of it."""
     (volume,) = load_label_volumes(brainweb, [subject])
     if not np.allclose(volume.zooms, 0.5):
         raise ValueError(f"BrainWeb {subject}: expected 0.5 mm labels, got {volume.zooms}")
@@ -48,7 +51,10 @@ def gm_fractions(brainweb: Path, subject: str) -> tuple[dict[str, np.ndarray], n
     borders = {}
     for other in ("CSF", "WM"):
         only_two = counts["GM"] + counts[other] == SUBVOXELS
-        borders[f"GM/{other}"] = np.where(only_two, counts["GM"].astype(np.int16), -1)
+        gm = counts["GM"].astype(np.int16)
+        mixed = only_two & (gm > 0) & (gm < SUBVOXELS)
+        on_border = mixed | (only_two & ndimage.binary_dilation(mixed))
+        borders[f"GM/{other}"] = np.where(on_border, gm, -1)
     scale = np.diag([2.0, 2.0, 2.0, 1.0])
     scale[:3, 3] = 0.5
     return borders, volume.affine @ scale

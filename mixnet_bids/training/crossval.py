@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{missing[0].with_suffix('.json')} is missing")
         metas = {f: read_metadata(f) for f in args.weights}
         tasks = {m["task"] for m in metas.values()}
-        if len(tasks) > 1 or tasks - {task, "8label", "fine"}:
+        scorable = {task, "fine"} | ({"8label"} if task == "3label" else set())
+        if len(tasks) > 1 or tasks - scorable:
             parser.error(f"--weights: networks of task {' and '.join(sorted(tasks))} cannot "
                          f"be scored as {task} (use --task)")
     files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",

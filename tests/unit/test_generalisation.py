@@ -276,7 +276,7 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
     spec.loader.exec_module(probe)
     from mixnet_bids.training.synth import load_label_volumes, render_volume
 
-    labels = np.zeros((48, 48, 48), np.uint8)
+    labels = np.zeros((49, 47, 51), np.uint8)   # odd: the render drops a trailing voxel
     grid = np.indices(labels.shape)
     centre = np.array([23.3, 23.9, 24.6])[:, None, None, None]   # off the grid's symmetry
     radius = np.sqrt(((grid - centre) ** 2).sum(axis=0))
@@ -292,11 +292,18 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
     gm_csf = borders["GM/CSF"]
     assert gm_csf.shape == rendered.shape
     assert set(np.unique(gm_csf[(gm_csf > 0) & (gm_csf < 8)])) == set(range(1, 8))
-    assert (rendered[gm_csf >= 5] == 2).all() and (rendered[(gm_csf >= 0) & (gm_csf <= 3)]
-                                                   == 1).all()
+    assert (rendered[gm_csf >= 5] == 2).all() and (rendered[(gm_csf >= 0) & (gm_csf <= 4)]
+                                                   == 1).all()   # a 4/8 tie: CSF
+    gm_wm = borders["GM/WM"]
+    assert set(np.unique(gm_wm[gm_wm >= 0])) == set(range(9))
+    assert (rendered[gm_wm >= 4] == 2).all() and (rendered[(gm_wm >= 0) & (gm_wm <= 3)]
+                                                  == 3).all()   # a 4/8 tie: GM
+    # pure voxels count only next to a mixed voxel of the border: not the whole WM core
+    assert (gm_wm == 0).sum() < (rendered == 3).sum() / 2
     dseg = np.where(rendered == 2, 1, np.where(rendered == 3, 2, np.where(rendered == 1, 3, 0)))
-    share = probe.gm_share(borders, dseg.astype(np.uint8))["GM/CSF"]
-    assert share[3] == 0.0 and share[5] == 1.0 and share[8] == 1.0
+    share = probe.gm_share(borders, dseg.astype(np.uint8))
+    assert share["GM/CSF"][4] == 0.0 and share["GM/CSF"][5] == 1.0
+    assert share["GM/WM"][3] == 0.0 and share["GM/WM"][4] == 1.0
     # the command: a table per border, one column per dseg
     path = tmp_path / "dseg.nii.gz"
     nib.save(nib.Nifti1Image(dseg.astype(np.uint8), render_affine), str(path))
@@ -304,4 +311,7 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
                        "--dseg", f"truth={path}"]) == 0
     out = capsys.readouterr().out
     assert "| GM/CSF border: GM sub-voxels of 8 | voxels | truth: called GM |" in out
-    assert "| 5 |" in out and "| 1.00 |" in out
+    assert "| GM/WM border: GM sub-voxels of 8 | voxels | truth: called GM |" in out
+    gm_csf_rows = out.split("GM/WM border")[0].splitlines()
+    assert any(r.startswith("| 4 |") and r.endswith("| 0.00 |") for r in gm_csf_rows)
+    assert any(r.startswith("| 5 |") and r.endswith("| 1.00 |") for r in gm_csf_rows)

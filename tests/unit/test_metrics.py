@@ -14,6 +14,8 @@ from mixnet_bids.evaluation.metrics import (
     inplane_boundary,
     volumetric_similarity,
 )
+from mixnet_bids.labels import map_labels
+from mixnet_bids.training.crossval import scored_tasks
 
 
 def cube(shape, start, size):
@@ -66,17 +68,28 @@ def test_evaluate_masks_ignored_labels_from_both_images():
 def test_whole_brain_scoring_leaves_mrbrains_cerebellum_and_brainstem_out():
     """MRBrainS labels the cerebellum (7) and the brainstem (8) whole: the whole-brain
     tissues score neither, the MRBrainS 3 labels count them as background."""
+    assert list(map_labels(np.arange(11), "wholebrain")) == [0, 1, 1, 2, 2, 3, 3] + [255] * 4
+    assert list(map_labels(np.arange(11), "3label")) == [0, 1, 1, 2, 2, 3, 3, 0, 0] + [255] * 2
     ref = np.zeros((12, 12, 4), np.uint8)
     ref[1:5, 1:5] = 2      # basal ganglia: GM
     ref[6:10, 1:5] = 8     # brainstem
+    ref[1:5, 6:10] = 7     # cerebellum
+    ref[6:10, 6:10] = 4    # WM lesion: WM
     pred = np.zeros_like(ref)
     pred[1:5, 1:5] = 1
-    pred[6:10, 1:5] = 2    # the whole-brain convention calls the brainstem WM
+    pred[6:10, 6:10] = 2
+    pred[6:10, 1:5] = pred[1:5, 6:10] = 3   # CSF where MRBrainS has no GM/WM split
     whole = {r["label"]: r for r in evaluate(pred, ref, "wholebrain", (1, 1, 3))}
     assert [r for r in whole] == ["GM", "WM", "CSF"]
-    assert whole["GM"]["dice"] == 1.0 and whole["WM"]["dice"] == 1.0  # brainstem unscored
+    assert whole["GM"]["dice"] == whole["WM"]["dice"] == whole["CSF"]["dice"] == 1.0
+    assert whole["CSF"]["volume_pred_ml"] == 0.0   # unscored voxels are not counted
     mrbrains = {r["label"]: r for r in evaluate(pred, ref, "3label", (1, 1, 3))}
-    assert mrbrains["WM"]["dice"] == 0.0 and mrbrains["WM"]["volume_pred_ml"] == 0.192
+    assert mrbrains["CSF"]["dice"] == 0.0 and mrbrains["CSF"]["volume_pred_ml"] == 0.384
+
+
+def test_ten_class_cross_validation_is_scored_in_every_convention():
+    assert scored_tasks("fine") == ("3label", "wholebrain", "8label")
+    assert scored_tasks("8label") == ("8label", "3label")
 
 
 def test_eval_cli_scores_the_task_the_app_ran_with(tmp_path, capsys):
