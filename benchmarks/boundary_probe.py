@@ -13,7 +13,13 @@ border and from 4/8 at the GM/WM border, ties going to the lower BrainWeb label)
 switches earlier at the GM/CSF border, or later at the GM/WM border, draws GM thicker than
 the reference.
 
-    python benchmarks/boundary_probe.py --brainweb ../shared/data/brainweb20 --subject 05 \\
+With ``--reference`` (the benchmark's ``truth/sub-<id>_dseg.nii.gz``, any condition, MRBrainS
+included), it also prints each method's tissue volumes against the reference's and the
+voxels it gives the wrong tissue, by reference tissue (thousands): where the boundaries
+move, and which way.
+
+    python benchmarks/boundary_probe.py --brainweb ../shared/data/brainweb20 --subject 05 \
+        --reference runs/bench-generalisation/brainweb/truth/sub-05_dseg.nii.gz \\
         --dseg mixnet-bids=runs/bench-generalisation/brainweb/mixnet-bids/out/sub-05/anat/sub-05_desc-wholebrain_dseg.nii.gz \\
         atropos=runs/bench-generalisation/brainweb/peers/sub-05_method-atropos_mask-app_dseg.nii.gz
 """
@@ -35,6 +41,9 @@ BRAINWEB = {"CSF": 1, "GM": 2, "WM": 3}
 DSEG_GM = 1
 #: Sub-voxels per 1 mm voxel (0.5 mm labels, factor 2 per axis).
 SUBVOXELS = 8
+#: Tissue codes of the dsegs and of the benchmark's references (255: not scored).
+TISSUE_CODES = {"GM": 1, "WM": 2, "CSF": 3}
+NOT_SCORED = 255
 
 
 def gm_fractions(brainweb: Path, subject: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -68,23 +77,63 @@ def gm_share(borders: dict[str, np.ndarray], dseg: np.ndarray) -> dict[str, list
             for border, fraction in borders.items()}
 
 
+def confusion(reference: np.ndarray, dseg: np.ndarray) -> dict[str, float]:
+    """Volume of each tissue against the reference's, and the reference's voxels of one
+    tissue called another (``"GM->WM"``: reference GM called WM), on the scored voxels."""
+    scored = reference != NOT_SCORED
+    out = {}
+    for name, code in TISSUE_CODES.items():
+        out[f"{name} volume / reference"] = float(((dseg == code) & scored).sum()
+                                                  / (reference == code).sum())
+    for name, code in TISSUE_CODES.items():
+        for other, other_code in TISSUE_CODES.items():
+            if other != name:
+                out[f"{name}->{other}"] = float(((reference == code) & (dseg == other_code))
+                                                .sum())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--brainweb", type=Path, required=True, help="BrainWeb label maps")
-    parser.add_argument("--subject", required=True, help="BrainWeb subject, e.g. 05")
+    parser.add_argument("--brainweb", type=Path, help="BrainWeb label maps (the border "
+                        "tables of a brainweb-condition case)")
+    parser.add_argument("--subject", help="BrainWeb subject of the border tables, e.g. 05")
+    parser.add_argument("--reference", type=Path,
+                        help="the benchmark's reference dseg: volumes and confusions")
     parser.add_argument("--dseg", nargs="+", required=True, metavar="NAME=FILE",
                         help="tissue dsegs (1 GM, 2 WM, 3 CSF) on the benchmark's grid")
     args = parser.parse_args(argv)
-    borders, affine = gm_fractions(args.brainweb, args.subject.removeprefix("sub-"))
-    shares = {}
+    if (args.brainweb is None) != (args.subject is None):
+        parser.error("--brainweb and --subject go together")
+    if args.brainweb is None and args.reference is None:
+        parser.error("give --brainweb and --subject (border tables), --reference, or both")
+    dsegs = {}
     for item in args.dseg:
         name, _, path = item.partition("=")
-        img = nib.load(path)
+        dsegs[name] = nib.load(path)
+    if args.reference is not None:
+        ref_img = nib.load(args.reference)
+        reference = np.asarray(ref_img.dataobj)
+        rows = {}
+        for name, img in dsegs.items():
+            if img.shape != ref_img.shape:
+                raise SystemExit(f"{img.get_filename()}: shape {img.shape} differs from the "
+                                 f"reference {args.reference} {ref_img.shape}")
+            rows[name] = confusion(reference, np.asarray(img.dataobj))
+        keys = list(next(iter(rows.values())))
+        print(markdown_table(["method", *keys], [
+            [name, *(f"{v:.2f}" if "volume" in k else f"{v / 1000:.1f}k"
+                     for k, v in row.items())] for name, row in rows.items()]))
+    if args.brainweb is None:
+        return 0
+    borders, affine = gm_fractions(args.brainweb, args.subject.removeprefix("sub-"))
+    shares = {}
+    for name, img in dsegs.items():
         if img.shape != next(iter(borders.values())).shape or not np.allclose(
                 img.affine, affine, atol=1e-3):
-            raise SystemExit(f"{path}: not on the benchmark's 1 mm grid of BrainWeb "
-                             f"{args.subject} (shape {img.shape}); pass the dseg of the "
-                             "brainweb condition")
+            raise SystemExit(f"{img.get_filename()}: not on the benchmark's 1 mm grid of "
+                             f"BrainWeb {args.subject} (shape {img.shape}); pass the dseg of "
+                             "the brainweb condition")
         shares[name] = gm_share(borders, np.asarray(img.dataobj))
     for border, fraction in borders.items():
         counts = [int((fraction == k).sum()) for k in range(SUBVOXELS + 1)]

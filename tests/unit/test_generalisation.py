@@ -315,3 +315,20 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
     gm_csf_rows = out.split("GM/WM border")[0].splitlines()
     assert any(r.startswith("| 4 |") and r.endswith("| 0.00 |") for r in gm_csf_rows)
     assert any(r.startswith("| 5 |") and r.endswith("| 1.00 |") for r in gm_csf_rows)
+    # volumes and confusions against a reference: one GM voxel called WM, one unscored
+    reference = dseg.astype(np.uint8)
+    moved = reference.copy()
+    gm = np.argwhere(reference == 1)
+    moved[tuple(gm[0])] = 2
+    reference[tuple(gm[1])] = 255
+    counts = probe.confusion(reference, moved)
+    n_gm, n_wm = (reference == 1).sum(), (reference == 2).sum()
+    assert counts["GM->WM"] == 1 and counts["WM->GM"] == 0 and counts["CSF->GM"] == 0
+    assert counts["GM volume / reference"] == (n_gm - 1) / n_gm
+    assert counts["WM volume / reference"] == (n_wm + 1) / n_wm
+    ref_path = tmp_path / "reference.nii.gz"
+    nib.save(nib.Nifti1Image(reference, render_affine), str(ref_path))
+    assert probe.main(["--reference", str(ref_path), "--dseg", f"truth={path}"]) == 0
+    assert "| method | GM volume / reference |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        probe.main(["--dseg", f"truth={path}"])   # neither the borders nor a reference
