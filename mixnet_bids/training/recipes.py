@@ -106,6 +106,10 @@ _RECIPES = [
             summary="probe: as wholebrain-synth-v1 without synthetic images (MRBrainS only)"),
     replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-synth80-v1", synth_fraction=0.8,
             summary="probe: as wholebrain-synth-v1 with 80 % synthetic samples"),
+    # probe of where each label source puts the tissue boundaries (docs/results.md)
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-synth100-v1", synth_fraction=1.0,
+            summary="probe: as wholebrain-synth-v1 with synthetic samples only (BrainWeb "
+                    "labels alone; MRBrainS only in the validation)"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.
