@@ -23,8 +23,8 @@ FLOORS: dict[str, float] = {"GM": 0.83, "WM": 0.87, "CSF": 0.83}
 #: How a table's classes are named in its heading, when its networks were trained on others.
 SCORED_AS: dict[str, str] = {
     "3label": "the MRBrainS 3 labels", "8label": "the MRBrainS 8 labels",
-    "wholebrain": "the whole-brain tissues (MRBrainS' cerebellum and brainstem unscored: it "
-                  "does not split them into GM and WM)"}
+    "wholebrain": "the whole-brain tissues; MRBrainS' cerebellum and brainstem unscored, as "
+                  "it does not split them into GM and WM"}
 #: Names of the networks' tasks in those headings.
 NETWORKS: dict[str, str] = {"fine": "ten-class", "8label": "8-label", "3label": "3-label"}
 
