@@ -18,10 +18,11 @@ included), it also prints each method's tissue volumes against the reference's a
 voxels it gives the wrong tissue, by reference tissue (thousands): where the boundaries
 move, and which way.
 
-    python benchmarks/boundary_probe.py --brainweb ../shared/data/brainweb20 --subject 05 \
-        --reference runs/bench-generalisation/brainweb/truth/sub-05_dseg.nii.gz \\
-        --dseg mixnet-bids=runs/bench-generalisation/brainweb/mixnet-bids/out/sub-05/anat/sub-05_desc-wholebrain_dseg.nii.gz \\
-        atropos=runs/bench-generalisation/brainweb/peers/sub-05_method-atropos_mask-app_dseg.nii.gz
+    R=runs/bench-generalisation/brainweb
+    python benchmarks/boundary_probe.py --brainweb ../shared/data/brainweb20 --subject 05 \\
+        --reference $R/truth/sub-05_dseg.nii.gz \\
+        --dseg mixnet-bids=$R/mixnet-bids/out/sub-05/anat/sub-05_desc-wholebrain_dseg.nii.gz \\
+        atropos=$R/peers/sub-05_method-atropos_mask-app_dseg.nii.gz
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ from scipy import ndimage
 from mixnet_bids.evaluation.markdown import table as markdown_table
 from mixnet_bids.training.synth import block_sum, load_label_volumes
 
-#: BrainWeb crisp labels of the three tissues, and the dseg codes of the same tissues.
+#: BrainWeb crisp labels of the three tissues.
 BRAINWEB = {"CSF": 1, "GM": 2, "WM": 3}
-DSEG_GM = 1
 #: Sub-voxels per 1 mm voxel (0.5 mm labels, factor 2 per axis).
 SUBVOXELS = 8
 #: Tissue codes of the dsegs and of the benchmark's references (255: not scored).
@@ -71,7 +71,7 @@ def gm_fractions(brainweb: Path, subject: str) -> tuple[dict[str, np.ndarray], n
 
 def gm_share(borders: dict[str, np.ndarray], dseg: np.ndarray) -> dict[str, list[float]]:
     """Per border, the share of voxels called GM in each GM-fraction bin (0..8)."""
-    called = dseg == DSEG_GM
+    called = dseg == TISSUE_CODES["GM"]
     return {border: [float(called[fraction == k].mean()) if (fraction == k).any()
                      else float("nan") for k in range(SUBVOXELS + 1)]
             for border, fraction in borders.items()}

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "shipped fine networks are installed, else 3label)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs per task (default 2)")
     parser.add_argument("--mem-gb", type=float, default=4.0,
-                        help="memory per task (default 4; a 1 mm head's app process peaks at ~1.8 GiB)")
+                        help="memory per task (default 4; a 1 mm head's app process peaks "
+                             "at ~1.8 GiB)")
     parser.add_argument("--time", default="01:00:00", help="time limit per task")
     parser.add_argument("--max-parallel", type=int, default=0,
                         help="at most this many tasks at once (0: no limit)")

@@ -490,9 +490,10 @@ def render_volume(volume: LabelVolume, rng: np.random.Generator,
     averaging the crisp labels' intensities into ``spacing``-mm voxels (one size, or one per
     axis of the label volume, e.g. thick slices; each a whole multiple of the label voxel
     size; trailing voxels that do not fill an output voxel are dropped), a mild smooth bias
-    field and Rician noise (s.d. 2 % of the WM intensity). Returns (image (X',Y',Z') float32 raw intensities, labels (X',Y',Z') uint8
-    majority label per voxel, 4x4 affine RAS+). With ``skull_stripped``, everything outside
-    the brain (labels 1-3 of the output grid, holes filled) is exactly 0.
+    field and Rician noise (s.d. 2 % of the WM intensity). Returns (image (X',Y',Z') float32
+    raw intensities, labels (X',Y',Z') uint8 majority label per voxel, 4x4 affine RAS+).
+    With ``skull_stripped``, everything outside the brain (labels 1-3 of the output grid,
+    holes filled) is exactly 0.
     """
     if contrast not in RENDER_INTENSITIES:
         raise ValueError(f"unknown contrast {contrast!r}; choose one of "
