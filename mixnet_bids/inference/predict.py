@@ -34,12 +34,6 @@ MARGIN = 8
 #: s instead of 11.3, the run 78 s instead of 70, peak memory 2.9 GiB instead of 2.6 (both
 #: before each batch went straight back to the volume's grid, ``predict_plane``).
 MIRRORED_PLANES: tuple[str, ...] = ("axial",)
-
-
-def mirrored_planes(planes: Iterable[str], mirror: bool) -> list[str]:
-    """The planes of a run (``planes``) whose network also runs mirrored, with ``mirror``
-    (the run's setting; ``--no-mirror`` clears it)."""
-    return [p for p in planes if mirror and p in MIRRORED_PLANES]
 #: Pixels of one forward pass, per device type. CPU: 2 slices of 144 x 144, 1 of 256 x 256.
 #: Big batches lose more to fresh memory (page faults on hundreds of MB of activations) than
 #: they gain: one thread, bfloat16, the shipped axial network on an AMD EPYC took 71 ms a
@@ -47,6 +41,12 @@ def mirrored_planes(planes: Iterable[str], mirror: bool) -> list[str]:
 #: 21 ms a 144 x 144 slice in batches of 2, 25 ms in 1, 27 ms in 8. Other devices (GPUs): 8
 #: slices of 256 x 256.
 PIXELS_PER_BATCH = {"cpu": 2 * 144 * 144, "other": 8 * 256 * 256}
+
+
+def mirrored_planes(planes: Iterable[str], mirror: bool) -> list[str]:
+    """The planes of a run (``planes``) whose network also runs mirrored, with ``mirror``
+    (the run's setting; ``--no-mirror`` clears it)."""
+    return [p for p in planes if mirror and p in MIRRORED_PLANES]
 
 
 def autocast(precision: str, device: torch.device | None = None):
