@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         synth = None
         if recipe.synth_fraction > 0:
             from mixnet_bids.training.dataset import DEFAULT_CROPS
-            from mixnet_bids.training.synth import SynthSampler
-            synth = SynthSampler(volumes, plane, DEFAULT_CROPS[plane], seed=args.seed)
+            from mixnet_bids.training.synth import SynthConfig, SynthSampler
+            synth = SynthSampler(volumes, plane, DEFAULT_CROPS[plane], SynthConfig(**cfg.synth),
+                                 seed=args.seed)
         try:
             path = train_plane(subjects, cfg, out / f"{recipe.task}_{recipe.version}_{plane}",
                                command=command, synth=synth, validation=cases,

@@ -127,9 +127,9 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
         else:
             synth = None
             if cfg.synth_fraction > 0:
-                from mixnet_bids.training.synth import SynthSampler
+                from mixnet_bids.training.synth import SynthConfig, SynthSampler
                 synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
-                                     seed=cfg.seed)
+                                     SynthConfig(**cfg.synth), seed=cfg.seed)
             path = train_plane(train, cfg, run_dir, command=command, synth=synth,
                                validation=validation)
         weight_files[plane] = path

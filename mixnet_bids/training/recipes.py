@@ -59,6 +59,8 @@ class Recipe:
     #: then to 0 over this many iterations (or to the budget, if that comes first) and the
     #: network is exported
     cooldown: int = 0
+    #: the synthesis' settings that differ from ``synth.SynthConfig``'s defaults
+    synth: dict = field(default_factory=dict)
 
     def settings(self) -> dict:
         """The recipe as JSON-ready settings (recorded in configs and sidecars)."""
@@ -110,6 +112,17 @@ _RECIPES = [
     replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-synth100-v1", synth_fraction=1.0,
             summary="probe: as wholebrain-synth-v1 with synthetic samples only (BrainWeb "
                     "labels alone; MRBrainS only in the validation)"),
+    # probes of the synthetic samples' labels and contrast prior (docs/results.md)
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-majority-v1", synth={"target": "majority"},
+            summary="probe: as wholebrain-synth-v1, each synthetic pixel labelled with the "
+                    "tissue filling most of its acquisition box (not the label at its "
+                    "centre)"),
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-wideprior-v1", synth={"prior_jitter": 0.12},
+            summary="probe: as wholebrain-synth-v1 with twice the jitter (s.d. 0.12) of the "
+                    "synthetic tissue intensities around their plausible means"),
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-majority-wideprior-v1",
+            synth={"target": "majority", "prior_jitter": 0.12},
+            summary="probe: both of the two above"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.

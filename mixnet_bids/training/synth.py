@@ -22,7 +22,8 @@ One sample (:meth:`SynthSampler.sample`):
 3. partial volume: the label means are averaged over each output pixel's acquisition box
    (slab thickness x in-plane resolution) on the 0.5 mm grid, with separable box-weight
    matrices; the labels returned are the crisp labels at the output pixel centres of the
-   slab's centre slice, so image and labels share one pixel grid;
+   slab's centre slice, or (``SynthConfig.target``) each pixel's majority tissue over its
+   box, on the image's pixel grid;
 4. within-tissue variation (Gaussian, drawn per output pixel with the s.d. of its crisp
    label), a smooth multiplicative bias field, a Gaussian blur and Gaussian or Rician noise;
 5. the skull-stripped variant sets everything outside the (hole-filled, maybe dilated)
@@ -132,6 +133,11 @@ class SynthConfig:
     #: flips of the R-L in-plane axis and of the other in-plane axes
     p_flip_lr: float = 0.5
     p_flip_other: float = 0.0
+    #: the labels returned: "centre", the crisp label at each output pixel's centre (on the
+    #: slab's centre slice); "majority", the tissue (CSF, GM, WM, or the rest of the head and
+    #: the air together) that fills most of the pixel's acquisition box, the convention of
+    #: hard segmentations of partial-volume voxels
+    target: str = "centre"
 
 
 @dataclass
@@ -267,6 +273,10 @@ class SynthSampler:
         image = np.zeros((len(MODALITIES),) + self.crop, dtype=np.float32)
         for channel in self._draw_channels():
             image[channel] = self._channel(channel, block, weights, labels, mask, fraction)
+        if cfg.target == "majority":
+            labels = majority_labels(block, weights, labels)
+            if stripped:
+                labels[~mask] = 0   # the zero background is never tissue
         return self._flip(image, labels)
 
     def _pixel_centres(self, volume: _PlaneVolume, position: int) -> list[np.ndarray]:
@@ -357,9 +367,7 @@ class SynthSampler:
         """One synthetic channel, z-scored, clipped, 0 outside ``mask``."""
         rng, cfg = self.rng, self.cfg
         means, sds = self._draw_tissues(channel)
-        w_slab, w_rows, w_cols = weights
-        slab = np.einsum("k,kij->ij", w_slab, np.take(means, block))   # (n_rows, n_cols)
-        image = np.ascontiguousarray((w_cols @ (w_rows @ slab).T).T)     # (h, w)
+        image = box_average(np.take(means, block), weights)
         image += np.take(sds, labels) * rng.standard_normal(image.shape, dtype=np.float32)
         image *= self._bias_field()
         sigma = rng.uniform(0.0, cfg.blur_max) / np.array(self.spacing)
@@ -404,6 +412,30 @@ def volume_moments(means: np.ndarray, sds: np.ndarray, fraction: np.ndarray,
     mean = float(fraction @ means)
     variance = float(fraction @ (sds.astype(np.float64) ** 2 + (means - mean) ** 2))
     return mean, max(float(np.sqrt(variance + noise_sd ** 2)), MIN_SD)
+
+
+def box_average(values: np.ndarray, weights: list) -> np.ndarray:
+    """(h, w) float32 averages of a ``(n_slab, n_rows, n_cols)`` block of values over each
+    output pixel's acquisition box (``weights``: slab, row and column weights of
+    ``_area_weights``)."""
+    w_slab, w_rows, w_cols = weights
+    slab = np.einsum("k,kij->ij", w_slab, values)   # (n_rows, n_cols)
+    return np.ascontiguousarray((w_cols @ (w_rows @ slab).T).T)
+
+
+def majority_labels(block: np.ndarray, weights: list, centre: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 labels, the most common tissue of each output pixel's acquisition box.
+
+    The tissues are the brain labels (``BRAIN_LABELS``: CSF, GM, WM) and the rest (air and
+    every non-brain label together, background to the networks). Where the rest wins (ties
+    included), the pixel keeps its ``centre`` label, or 0 where that is a brain label.
+    """
+    shares = np.stack([box_average((block == k).astype(np.float32), weights)
+                       for k in BRAIN_LABELS])
+    best = np.argmax(shares, axis=0)
+    brain = np.take_along_axis(shares, best[None], axis=0)[0] > 1.0 - shares.sum(axis=0)
+    rest = np.where(BRAIN_LUT[centre], 0, centre).astype(np.uint8)
+    return np.where(brain, np.asarray(BRAIN_LABELS, dtype=np.uint8)[best], rest)
 
 
 def box_weights(centres: np.ndarray, width: float, first: int, count: int,
@@ -567,5 +599,5 @@ def _smooth_field(shape: tuple[int, ...], spacings: Sequence[float],
 
 
 __all__ = ["SynthConfig", "LabelVolume", "load_label_volumes", "SynthSampler", "render_volume",
-           "volume_moments", "box_weights", "block_sum", "fill_holes_2d", "LABEL_NAMES",
+           "volume_moments", "box_average", "majority_labels", "box_weights", "block_sum", "fill_holes_2d", "LABEL_NAMES",
            "BRAIN_LABELS", "PRIOR_MEANS", "RENDER_INTENSITIES"]

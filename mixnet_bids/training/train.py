@@ -84,6 +84,8 @@ class TrainConfig:
     #: start that cooldown at this iteration instead of when the curve flattens (the
     #: cross-validation folds: where the recipe's own network started)
     cooldown_from: int | None = None
+    #: the synthesis' settings that differ from ``synth.SynthConfig``'s defaults
+    synth: dict = field(default_factory=dict)
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 50
@@ -106,7 +108,7 @@ class TrainConfig:
                    class_weights=list(recipe.class_weights) if recipe.class_weights else None,
                    p_t1w_only=recipe.p_t1w_only, synth_fraction=recipe.synth_fraction,
                    validate_every=recipe.validate_every, cooldown=recipe.cooldown,
-                   **machine)
+                   synth=dict(recipe.synth), **machine)
 
 
 #: Training batches whose plain average replaces the BatchNorm running statistics before a

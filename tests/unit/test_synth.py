@@ -20,8 +20,10 @@ from mixnet_bids.training.synth import (
     LabelVolume,
     SynthConfig,
     SynthSampler,
+    box_weights,
     fill_holes_2d,
     load_label_volumes,
+    majority_labels,
     render_volume,
     volume_moments,
 )
@@ -125,6 +127,45 @@ def test_image_edge_and_label_edge_at_the_same_place(plane, dim, coarse):
                 assert abs(wm - gm) > 0.5
                 wm_length = np.sum((line - gm) / (wm - gm))
                 assert abs((p1 - 0.5 - wm_length) - boundary) < 0.01
+
+
+def test_majority_labels_hand_computed():
+    """Five pixels, each the average of 2 x 2 x 2 sub-voxels (one eighth each)."""
+    eighths = [[1, 1, 1, 1, 1, 2, 2, 2],    # CSF 5/8 -> CSF
+               [2, 2, 2, 3, 3, 7, 7, 7],    # GM 3/8 ties the rest 3/8 -> the rest
+               [2, 2, 3, 3, 4, 4, 4, 4],    # the rest (fat) 4/8 -> the rest
+               [3, 3, 3, 2, 2, 1, 1, 0],    # WM 3/8 against the rest (air) 1/8 -> WM
+               [7, 7, 7, 7, 7, 2, 2, 3]]    # the rest (skull) 5/8 -> the rest
+    block = np.zeros((2, 2, 10), np.uint8)
+    for p, values in enumerate(eighths):
+        block[:, :, 2 * p:2 * p + 2] = np.reshape(values, (2, 2, 2))
+    weights = [np.array([0.5, 0.5], np.float32), box_weights(np.array([0.5]), 1.0, 0, 2, 0.5),
+               box_weights(np.arange(5) + 0.5, 1.0, 0, 10, 0.5)]
+    centre = np.array([[2, 2, 3, 0, 7]], np.uint8)
+    # where the rest wins, a brain label at the centre becomes 0; other labels stay
+    assert majority_labels(block, weights, centre).tolist() == [[1, 0, 0, 3, 7]]
+
+
+def test_majority_labels_follow_the_slab_not_its_centre_slice():
+    """GM with a 0.5 mm CSF sheet every 3 mm along S-I, in 3 mm axial slices: every slab
+    holds one sixth CSF. The centre labels are CSF where the centre slice is a sheet; the
+    majority labels never; the images are the same."""
+    labels = np.full((120, 120, 120), 2, np.uint8)
+    labels[:, :, ::6] = 1
+    sheets = LabelVolume("sub-sheets", labels, (0.5, 0.5, 0.5))
+    cfg = replace(CLEAN, thick=(3.0, 3.0), p_thick_axial=1.0)
+    centre = SynthSampler([sheets], "axial", (64, 64), cfg, seed=8)
+    majority = SynthSampler([sheets], "axial", (64, 64), replace(cfg, target="majority"),
+                            seed=8)
+    csf_at_centre = gm = 0
+    for _ in range(30):
+        (image, at_centre), (image_m, labels_m) = centre.sample(), majority.sample()
+        assert np.array_equal(image, image_m)
+        assert set(np.unique(labels_m)) <= {0, 2}
+        assert np.all(at_centre[labels_m == 2] > 0)
+        csf_at_centre += np.any(at_centre == 1)
+        gm += np.any(labels_m == 2)
+    assert 0 < csf_at_centre < 30 and gm > 25
 
 
 def test_flips_keep_image_and_labels_together(phantom):

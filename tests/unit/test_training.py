@@ -24,7 +24,8 @@ from mixnet_bids.training.crossval import (
 )
 from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.dataset import SliceSampler
-from mixnet_bids.training.recipes import DEFAULT_RECIPE
+from mixnet_bids.training.recipes import DEFAULT_RECIPE, get_recipe
+from mixnet_bids.training.synth import SynthConfig
 from mixnet_bids.training.train import (
     NonFiniteLoss,
     RecipeMismatch,
@@ -277,6 +278,14 @@ def test_unknown_optimizer_or_schedule_is_named():
     with pytest.raises(ValueError, match="'step'"):
         make_scheduler(make_optimizer(model, TrainConfig(plane="axial")),
                        TrainConfig(plane="axial", schedule="step"))
+
+
+def test_a_recipes_synthesis_settings_reach_its_runs():
+    probe = TrainConfig.from_recipe(get_recipe("wholebrain-majority-v1"), "axial")
+    assert probe.synth == {"target": "majority"}
+    assert SynthConfig(**probe.synth).target == "majority"
+    # the shipped recipe synthesises with the defaults; its runs' configs say so
+    assert TrainConfig.from_recipe(get_recipe(DEFAULT_RECIPE), "axial").synth == {}
 
 
 def test_recipes_are_chosen_by_name_and_unknown_ones_are_refused(tmp_path, capsys):
