@@ -14,7 +14,7 @@ switches earlier at the GM/CSF border, or later at the GM/WM border, draws GM th
 the reference.
 
 With ``--reference`` (the benchmark's ``truth/sub-<id>_dseg.nii.gz``, any condition, MRBrainS
-included), it also prints each method's tissue volumes against the reference's and the
+included), it also prints each method's Dice and tissue volumes against the reference's and the
 voxels it gives the wrong tissue, by reference tissue (thousands): where the boundaries
 move, and which way.
 
@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from mixnet_bids.evaluation.markdown import table as markdown_table
+from mixnet_bids.evaluation.metrics import tissue_dice
 from mixnet_bids.training.synth import block_sum, load_label_volumes
 
 #: BrainWeb crisp labels of the three tissues.
@@ -78,10 +79,11 @@ def gm_share(borders: dict[str, np.ndarray], dseg: np.ndarray) -> dict[str, list
 
 
 def confusion(reference: np.ndarray, dseg: np.ndarray) -> dict[str, float]:
-    """Volume of each tissue against the reference's, and the reference's voxels of one
-    tissue called another (``"GM->WM"``: reference GM called WM), on the scored voxels."""
+    """Dice and volume of each tissue against the reference's, and the reference's voxels of
+    one tissue called another (``"GM->WM"``: reference GM called WM), on the scored
+    voxels."""
     scored = reference != NOT_SCORED
-    out = {}
+    out = {f"{name} Dice": value for name, value in tissue_dice(dseg, reference).items()}
     for name, code in TISSUE_CODES.items():
         out[f"{name} volume / reference"] = float(((dseg == code) & scored).sum()
                                                   / (reference == code).sum())
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = confusion(reference, np.asarray(img.dataobj))
         keys = list(next(iter(rows.values())))
         print(markdown_table(["method", *keys], [
-            [name, *(f"{v:.2f}" if "volume" in k else f"{v / 1000:.1f}k"
+            [name, *(f"{v:.3f}" if "Dice" in k else f"{v:.2f}" if "volume" in k
+                     else f"{v / 1000:.1f}k"
                      for k, v in row.items())] for name, row in rows.items()]))
     if args.brainweb is None:
         return 0

@@ -326,9 +326,12 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
     assert counts["GM->WM"] == 1 and counts["WM->GM"] == 0 and counts["CSF->GM"] == 0
     assert counts["GM volume / reference"] == (n_gm - 1) / n_gm
     assert counts["WM volume / reference"] == (n_wm + 1) / n_wm
+    assert counts["GM Dice"] == 2 * (n_gm - 1) / (2 * n_gm - 1)
+    assert counts["WM Dice"] == 2 * n_wm / (2 * n_wm + 1) and counts["CSF Dice"] == 1.0
     ref_path = tmp_path / "reference.nii.gz"
     nib.save(nib.Nifti1Image(reference, render_affine), str(ref_path))
     assert probe.main(["--reference", str(ref_path), "--dseg", f"truth={path}"]) == 0
-    assert "| method | GM volume / reference |" in capsys.readouterr().out
+    assert "| method | GM Dice | WM Dice | CSF Dice | GM volume / reference |" in \
+        capsys.readouterr().out
     with pytest.raises(SystemExit):
         probe.main(["--dseg", f"truth={path}"])   # neither the borders nor a reference
