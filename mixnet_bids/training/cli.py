@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="derivatives folder with manual *_dseg (with --bids)")
     parser.add_argument("--cache", type=Path,
                         help="folder for converted data, preprocessing work and cached volumes")
+    parser.add_argument("--init-dir", type=Path, default=None, metavar="DIR",
+                        help="for a recipe that starts from another's networks (init_from): "
+                             "that recipe's run folders (default checkpoints/<init_from>)")
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder: one sub-folder (checkpoint, config, log, weights) per "
                              "plane; default checkpoints/<recipe>")
@@ -137,11 +140,23 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_runtime()
     keep_freed_memory()  # this process trains: reuse its memory from step to step
+    from mixnet_bids.inference.weights import weight_path
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
     from mixnet_bids.training.train import NonFiniteLoss, RecipeMismatch, TrainConfig, train_plane
     from mixnet_bids.training.validation import mrbrains_case
 
+    starts = {}
+    if recipe.init_from:
+        root = args.init_dir or Path("checkpoints") / recipe.init_from
+        starts = {plane: weight_path(recipe.task, plane, recipe.version,
+                                     root / f"{recipe.task}_{recipe.version}_{plane}")
+                  for plane in args.planes}
+        missing = [str(path) for path in starts.values() if not path.is_file()]
+        if missing:
+            parser.exit(2, f"mixnet-bids-train: {recipe.name} starts from the networks of "
+                           f"{recipe.init_from}, not trained yet: {', '.join(missing)} "
+                           f"(train them: mixnet-bids-train --recipe {recipe.init_from})\n")
     if args.mrbrains:
         bids_dir = args.cache / "mrbrains_bids"
         mrbrains_to_bids(args.mrbrains, bids_dir)
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                                       stop_after=args.stop_after,
                                       commit_every=args.commit_every)
         cfg.iterations = iterations[plane]
+        cfg.init_weights = str(starts[plane]) if starts else None
         synth = None
         if recipe.synth_fraction > 0:
             from mixnet_bids.training.dataset import DEFAULT_CROPS

@@ -106,13 +106,15 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
              iterations: dict[str, int], out: Path, command: str,
              synth_volumes: list | None = None,
              batch: dict[str, int] = DEFAULT_BATCH,
-             cooldown_from: dict[str, int | None] | None = None) -> dict[str, list[dict]]:
+             cooldown_from: dict[str, int | None] | None = None,
+             init_root: Path | None = None) -> dict[str, list[dict]]:
     """Train the three planes without ``held_out`` and score it in the classes of
     ``scored_tasks`` (rows per task).
 
     ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
     takes its ``iterations`` and ``batch`` (the recipe's, per plane). ``synth_volumes``:
-    BrainWeb label maps, for recipes that synthesise images.
+    BrainWeb label maps, for recipes that synthesise images. ``init_root``: the cross-
+    validation folder of the recipe whose networks start this one's (``fold_plans``).
     """
     from mixnet_bids.training.validation import mrbrains_case
 
@@ -120,11 +122,16 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     validation = [mrbrains_case(held_out)] if recipe.validate_every else None
     weight_files = {}
     for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations, out,
-                                            synth_volumes, batch, cooldown_from).items():
+                                            synth_volumes, batch, cooldown_from,
+                                            init_root).items():
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
         if path.exists():
             check_same_recipe(run_dir / "config.json", cfg)
         else:
+            if cfg.init_weights and not Path(cfg.init_weights).is_file():
+                raise FileNotFoundError(f"{cfg.init_weights}: the fold's starting network "
+                                        "is not trained yet; cross-validate the recipe it "
+                                        "starts from first")
             synth = None
             if cfg.synth_fraction > 0:
                 from mixnet_bids.training.synth import SynthConfig, SynthSampler
@@ -141,6 +148,7 @@ def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: T
                synth_volumes: list | None = None,
                batch: dict[str, int] = DEFAULT_BATCH,
                cooldown_from: dict[str, int | None] | None = None,
+               init_root: Path | None = None,
                ) -> dict[str, tuple[Path, TrainConfig]]:
     """Each plane's run folder and training config in the fold of ``held_out`` (trained on
     the other ``subjects``, and the BrainWeb anatomies of recipes that synthesise).
@@ -148,14 +156,22 @@ def fold_plans(subjects: list[CachedSubject], held_out: CachedSubject, recipe: T
     A fold's validation is its held-out subject, which must not decide when its training
     stops: a recipe with a cooldown starts it at ``cooldown_from[plane]``, the iteration
     where the recipe's own network started (``trained_cooldowns``), and a plane without one
-    trains the whole schedule."""
+    trains the whole schedule. With ``init_root`` (the cross-validation folder of another
+    recipe), each plane starts from that recipe's network of the same fold and plane."""
     cooldown_from = cooldown_from or {}
     train = [s.name for s in subjects if s.name != held_out.name]
     if recipe.synth_fraction > 0:
         train += [v.name for v in synth_volumes or []]
+
+    def start(plane: str) -> str | None:
+        if init_root is None:
+            return None
+        fold = init_root / f"{recipe.task}_{recipe.version}" / held_out.name / plane
+        return str(weight_path(recipe.task, plane, recipe.version, fold))
+
     return {plane: (out / f"{recipe.task}_{recipe.version}" / held_out.name / plane,
                     replace(recipe, plane=plane, iterations=iterations[plane],
-                            batch_size=batch[plane], subjects=train,
+                            batch_size=batch[plane], subjects=train, init_weights=start(plane),
                             cooldown=(recipe.cooldown if cooldown_from.get(plane) is not None
                                       else 0),
                             cooldown_from=cooldown_from.get(plane)))
@@ -206,9 +222,10 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                    recipe: TrainConfig, iterations: dict[str, int], out: Path,
                    command: str, synth_volumes: list | None = None,
                    batch: dict[str, int] = DEFAULT_BATCH,
-                   cooldown_from: dict[str, int | None] | None = None) -> None:
-    """The folds of the ``held_out`` subjects (cooling down at ``cooldown_from``, see
-    ``fold_plans``), appended to ``<out>/cv_<task>_<version>.tsv`` for each of
+                   cooldown_from: dict[str, int | None] | None = None,
+                   init_root: Path | None = None) -> None:
+    """The folds of the ``held_out`` subjects (cooling down at ``cooldown_from`` and
+    starting from the networks in ``init_root``, see ``fold_plans``), appended to ``<out>/cv_<task>_<version>.tsv`` for each of
     ``scored_tasks``; a subject already in every table is skipped (its planes'
     recipe checked), one missing from a table is scored with its fold's finished planes."""
     tasks = scored_tasks(recipe.task)
@@ -221,11 +238,12 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                 if not len(done[task]) or subject.name not in set(done[task]["subject"])]
         if not todo:
             for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out,
-                                           synth_volumes, batch, cooldown_from).values():
+                                           synth_volumes, batch, cooldown_from,
+                                           init_root).values():
                 check_same_recipe(run_dir / "config.json", cfg)
             continue
         rows = run_fold(subjects, subject, recipe, iterations, out, command, synth_volumes,
-                        batch, cooldown_from)
+                        batch, cooldown_from, init_root)
         LOGGER.info("fold %s %s done in %.0f s", recipe.version, subject.name,
                     time.monotonic() - t0)
         for task in todo:
@@ -246,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder of the folds and tables; default checkpoints/<recipe>/cv")
     add_recipe_arguments(parser)
+    parser.add_argument("--init-dir", type=Path, default=None, metavar="DIR",
+                        help="for a recipe that starts from another's networks (init_from): "
+                             "that recipe's cross-validation folder (default "
+                             "checkpoints/<init_from>/cv)")
     parser.add_argument("--task", default=None,
                         help="the classes to score (--report, --shipped, --weights): 3label, "
                              "wholebrain (fine networks) or 8label; default the recipe's")
@@ -343,10 +365,13 @@ def main(argv: list[str] | None = None) -> int:
                                               plane_iterations(recipe, args))
         except (FileNotFoundError, ValueError) as err:
             parser.exit(2, f"mixnet-bids-cv: {err}\n")
+    init_root = None
+    if recipe.init_from:
+        init_root = args.init_dir or Path("checkpoints") / recipe.init_from / "cv"
     try:
         cross_validate(subjects, held_out, template, plane_iterations(recipe, args), out,
-                       command, volumes, recipe.batch, cooldown_from)
-    except RecipeMismatch as err:
+                       command, volumes, recipe.batch, cooldown_from, init_root)
+    except (RecipeMismatch, FileNotFoundError) as err:
         parser.exit(2, f"mixnet-bids-cv: {err}\n")
     except NonFiniteLoss as err:
         parser.exit(1, f"mixnet-bids-cv: {err}\n")

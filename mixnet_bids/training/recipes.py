@@ -61,6 +61,10 @@ class Recipe:
     cooldown: int = 0
     #: the synthesis' settings that differ from ``synth.SynthConfig``'s defaults
     synth: dict = field(default_factory=dict)
+    #: a recipe whose exported networks are the starting weights (the same plane's, and in
+    #: the cross-validation the same fold's); the optimiser and the schedule start afresh.
+    #: None: random initialisation
+    init_from: str | None = None
 
     def settings(self) -> dict:
         """The recipe as JSON-ready settings (recorded in configs and sidecars)."""
@@ -78,6 +82,11 @@ WHOLEBRAIN_SYNTH_V1 = Recipe(
             "held-out BrainWeb anatomies",
     task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
     precision="auto", synth_fraction=0.5, validate_every=1000)
+
+WHOLEBRAIN_TUNE_V1 = replace(
+    WHOLEBRAIN_SYNTH_V1, name="wholebrain-tune-v1", init_from="wholebrain-synth-v2", lr=2e-4,
+    summary="probe control: wholebrain-synth-v2's networks trained on with its own data and "
+            "synthesis, AdamW from 2e-4 with a cosine decay")
 
 _RECIPES = [
     Recipe(
@@ -123,6 +132,16 @@ _RECIPES = [
     replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-majority-wideprior-v1",
             synth={"target": "majority", "prior_jitter": 0.12},
             summary="probe: both of the two above"),
+    # probes that continue the shipped networks with another synthesis (short runs with
+    # --iterations; docs/results.md): the control, then the wider contrast priors
+    WHOLEBRAIN_TUNE_V1,
+    replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-wideprior-v1",
+            synth={"prior_jitter": 0.12},
+            summary="probe: as wholebrain-tune-v1 with twice the jitter (s.d. 0.12) of the "
+                    "synthetic tissue intensities around their plausible means"),
+    replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-random-v1", synth={"p_plausible": 0.5},
+            summary="probe: as wholebrain-tune-v1 with fully random synthetic tissue "
+                    "intensities in half of the channels (not 20 %)"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mixnet_bids.inference.planes import TRAINING_SPACING
-from mixnet_bids.inference.weights import save_weights, weight_path
+from mixnet_bids.inference.weights import load_model, save_weights, weight_path
 from mixnet_bids.io import atomic_write, atomic_write_text
 from mixnet_bids.labels import TASK_CLASSES, n_classes, target_membership
 from mixnet_bids.model import MODALITIES, build_mixnet
@@ -86,6 +86,9 @@ class TrainConfig:
     cooldown_from: int | None = None
     #: the synthesis' settings that differ from ``synth.SynthConfig``'s defaults
     synth: dict = field(default_factory=dict)
+    #: weight file whose network the run starts from (``recipes.Recipe.init_from``; its
+    #: task, version and pooling must be the run's); None: random initialisation
+    init_weights: str | None = None
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 50
@@ -209,7 +212,8 @@ def make_loss(cfg: TrainConfig) -> CoarseLabelLoss:
 
 
 #: TrainConfig fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"threads", "stop_after", "commit_every"}
+#: (``init_weights`` only matters at the start; afterwards the checkpoint holds the weights)
+RESUMABLE_CHANGES = {"threads", "stop_after", "commit_every", "init_weights"}
 
 
 def _as_json(cfg: TrainConfig) -> dict:
@@ -331,6 +335,31 @@ def _finished(checkpoint: Path, cfg: TrainConfig) -> bool:
     return int(state["iteration"]) >= (cooldown["to"] if cooldown else cfg.iterations)
 
 
+def start_from(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
+    """Load the network of the weight file ``path`` (verified, ``weights_only``) into
+    ``model``; a RecipeMismatch names a file whose network is not the run's."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the starting network of recipe {cfg.recipe!r} "
+                                "is not trained yet; train its init_from recipe first")
+    trained, meta = load_model(path)
+    theirs = (meta.get("task"), meta.get("version"), meta.get("plane"), trained.pool)
+    if theirs != (cfg.task, cfg.version, cfg.plane, cfg.pool):
+        raise RecipeMismatch(f"{path}: a {theirs[0]} {theirs[1]} {theirs[2]} network "
+                         f"(pool={theirs[3]}) cannot start a {cfg.task} {cfg.version} "
+                         f"{cfg.plane} run (pool={cfg.pool})")
+    model.load_state_dict(trained.state_dict())
+    LOGGER.info("%s %s: starting from %s", cfg.plane, cfg.task, path)
+
+
+def _initialised_from(cfg: TrainConfig) -> dict | str:
+    """The starting network for the sidecar: its file and SHA-256, or "random"."""
+    if not cfg.init_weights:
+        return "random"
+    sidecar = Path(cfg.init_weights).with_suffix(".json")
+    digest = json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
+    return {"file": cfg.init_weights, "sha256": digest}
+
+
 def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
                 command: str = "", synth=None,
                 validation: list[ValidationCase] | None = None,
@@ -361,6 +390,8 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
 
     sampler = make_sampler(subjects, cfg, synth)
     model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
+    if cfg.init_weights and not checkpoint.exists():
+        start_from(model, Path(cfg.init_weights), cfg)
     criterion = make_loss(cfg)
     precision, report = host_precision(model, criterion, cfg, sampler.crop,
                                        last_precision(out_dir / "hosts.jsonl"))
@@ -480,6 +511,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         "input_spacing_mm": list(TRAINING_SPACING),
         "training_data": cfg.subjects,
         "recipe": cfg.recipe,
+        "initialised_from": _initialised_from(cfg),
         "settings": {k: v for k, v in _as_json(cfg).items()
                      if k not in RESUMABLE_CHANGES | {"subjects", "plane"}},
         "iterations": finish,

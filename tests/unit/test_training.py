@@ -280,6 +280,54 @@ def test_unknown_optimizer_or_schedule_is_named():
                        TrainConfig(plane="axial", schedule="step"))
 
 
+def test_a_run_can_start_from_another_runs_network(tmp_path):
+    first = _train(tmp_path / "first", 2)
+    # at a learning rate of 0 the weights stay the starting network's
+    still = _train(tmp_path / "still", 2, lr=0.0, init_weights=str(first))
+    trained, meta = load_model(first)
+    started, started_meta = load_model(still)
+    for name, value in trained.state_dict().items():
+        if "running" not in name and "num_batches" not in name:   # BatchNorm re-estimated
+            assert torch.equal(value, started.state_dict()[name]), name
+    assert started_meta["initialised_from"] == {"file": str(first), "sha256": meta["sha256"]}
+    assert meta["initialised_from"] == "random"
+    # a network of other classes cannot start the run; a missing one is named
+    with pytest.raises(RecipeMismatch, match=r"a 3label v3 axial network .* cannot start a "
+                                             r"8label v3 axial run"):
+        _train(tmp_path / "other", 2, task="8label", init_weights=str(first))
+    with pytest.raises(FileNotFoundError, match="not trained yet"):
+        _train(tmp_path / "none", 2, init_weights=str(tmp_path / "missing.pt"))
+
+
+def test_a_recipe_whose_starting_networks_are_missing_is_refused_before_any_work(
+        tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--recipe", "wholebrain-tune-v1", "--init-dir", str(tmp_path / "none"),
+                    "--mrbrains", str(tmp_path), "--cache", str(tmp_path / "c"),
+                    "--planes", "axial"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "wholebrain-tune-v1 starts from the networks of wholebrain-synth-v2, not trained " \
+           f"yet: {tmp_path / 'none' / 'fine_v3_axial' / 'mixnet_v3_fine_axial.pt'}" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_folds_start_from_the_same_fold_of_the_init_recipe(tmp_path):
+    subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
+    recipe = TrainConfig(plane="axial", task="fine", threads=1)
+    budget = {"axial": 1, "coronal": 1, "sagittal": 1}
+    plans = fold_plans(subjects, subjects[1], recipe, budget, tmp_path / "new",
+                       init_root=tmp_path / "old")
+    assert {p: c.init_weights for p, (_, c) in plans.items()} == {
+        p: str(tmp_path / "old" / "fine_v3" / "sub-2" / p / f"mixnet_v3_fine_{p}.pt")
+        for p in ("axial", "coronal", "sagittal")}
+    assert all(c.init_weights is None for _, c in fold_plans(
+        subjects, subjects[1], recipe, budget, tmp_path / "new").values())
+    with pytest.raises(FileNotFoundError, match="cross-validate the recipe it starts from"):
+        run_fold(subjects, subjects[1], recipe, budget, tmp_path / "new", "test",
+                 init_root=tmp_path / "old")
+
+
 def test_a_recipes_synthesis_settings_reach_its_runs():
     probe = TrainConfig.from_recipe(get_recipe("wholebrain-majority-v1"), "axial")
     assert probe.synth == {"target": "majority"}
