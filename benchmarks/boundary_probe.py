@@ -8,7 +8,8 @@ only (the GM/WM border) are binned by their GM fraction (0/8 to 8/8 of their 0.5
 sub-voxels; the pure voxels of bins 0 and 8 only where they touch a mixed voxel of that
 border), and each method's dseg (tissue codes 1 GM, 2 WM, 3 CSF: the app's whole-brain
 dseg, the benchmark's peers) gives, per bin, the share of voxels it calls GM. A method that
-follows the partial volume switches near 4/8 (the reference: GM from 5/8 at the GM/CSF
+follows the partial volume switches near 4/8 (the last row, "50 % point", interpolates
+where the share reaches one half; the reference: GM from 5/8 at the GM/CSF
 border and from 4/8 at the GM/WM border, ties going to the lower BrainWeb label); one that
 switches earlier at the GM/CSF border, or later at the GM/WM border, draws GM thicker than
 the reference.
@@ -78,6 +79,19 @@ def gm_share(borders: dict[str, np.ndarray], dseg: np.ndarray) -> dict[str, list
             for border, fraction in borders.items()}
 
 
+def switch_point(shares: list[float]) -> float:
+    """The GM fraction (in sub-voxels, 0..8) where the share called GM first reaches 0.5,
+    interpolated linearly between bins; -inf if the pure non-GM bin is already there, inf if
+    no bin is."""
+    for k, share in enumerate(shares):
+        if share >= 0.5:
+            if k == 0:
+                return float("-inf")
+            below = shares[k - 1]
+            return k - 1 + (0.5 - below) / (share - below)
+    return float("inf")
+
+
 def confusion(reference: np.ndarray, dseg: np.ndarray) -> dict[str, float]:
     """Dice and volume of each tissue against the reference's, and the reference's voxels of
     one tissue called another (``"GM->WM"``: reference GM called WM), on the scored
@@ -144,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                   *(f"{name}: called GM" for name in shares)]
         rows = [[str(k), str(counts[k]), *(f"{shares[n][border][k]:.2f}" for n in shares)]
                 for k in range(SUBVOXELS + 1)]
+        rows.append(["50 % point", "", *(f"{switch_point(shares[n][border]):.1f}"
+                                         for n in shares)])
         print(markdown_table(header, rows))
     return 0
 

@@ -315,6 +315,10 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
     gm_csf_rows = out.split("GM/WM border")[0].splitlines()
     assert any(r.startswith("| 4 |") and r.endswith("| 0.00 |") for r in gm_csf_rows)
     assert any(r.startswith("| 5 |") and r.endswith("| 1.00 |") for r in gm_csf_rows)
+    assert "| 50 % point |  | 4.5 |" in gm_csf_rows
+    assert probe.switch_point([0, 0, 0.2, 0.6, 1, 1, 1, 1, 1]) == pytest.approx(2.75)
+    assert probe.switch_point([0.6] + [1] * 8) == float("-inf")
+    assert probe.switch_point([0.1] * 9) == float("inf")
     # volumes and confusions against a reference: one GM voxel called WM, one unscored
     reference = dseg.astype(np.uint8)
     moved = reference.copy()
