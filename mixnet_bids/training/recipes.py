@@ -142,6 +142,10 @@ _RECIPES = [
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-random-v1", synth={"p_plausible": 0.5},
             summary="probe: as wholebrain-tune-v1 with fully random synthetic tissue "
                     "intensities in half of the channels (not 20 %)"),
+    replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-majority-v1",
+            synth={"target": "majority"},
+            summary="probe: as wholebrain-tune-v1, each synthetic pixel labelled with the "
+                    "tissue filling most of its acquisition box"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.
