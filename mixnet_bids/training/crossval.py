@@ -128,10 +128,6 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
         if path.exists():
             check_same_recipe(run_dir / "config.json", cfg)
         else:
-            if cfg.init_weights and not Path(cfg.init_weights).is_file():
-                raise FileNotFoundError(f"{cfg.init_weights}: the fold's starting network "
-                                        "is not trained yet; cross-validate the recipe it "
-                                        "starts from first")
             synth = None
             if cfg.synth_fraction > 0:
                 from mixnet_bids.training.synth import SynthConfig, SynthSampler
@@ -225,8 +221,8 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                    cooldown_from: dict[str, int | None] | None = None,
                    init_root: Path | None = None) -> None:
     """The folds of the ``held_out`` subjects (cooling down at ``cooldown_from`` and
-    starting from the networks in ``init_root``, see ``fold_plans``), appended to ``<out>/cv_<task>_<version>.tsv`` for each of
-    ``scored_tasks``; a subject already in every table is skipped (its planes'
+    starting from the networks in ``init_root``, see ``fold_plans``), appended to
+    ``<out>/cv_<task>_<version>.tsv`` for each of ``scored_tasks``; a subject already in every table is skipped (its planes'
     recipe checked), one missing from a table is scored with its fold's finished planes."""
     tasks = scored_tasks(recipe.task)
     tables = {task: out / f"cv_{task}_{recipe.version}.tsv" for task in tasks}

@@ -599,5 +599,5 @@ def _smooth_field(shape: tuple[int, ...], spacings: Sequence[float],
 
 
 __all__ = ["SynthConfig", "LabelVolume", "load_label_volumes", "SynthSampler", "render_volume",
-           "volume_moments", "box_average", "majority_labels", "box_weights", "block_sum", "fill_holes_2d", "LABEL_NAMES",
-           "BRAIN_LABELS", "PRIOR_MEANS", "RENDER_INTENSITIES"]
+           "volume_moments", "box_average", "majority_labels", "box_weights", "block_sum",
+           "fill_holes_2d", "LABEL_NAMES", "BRAIN_LABELS", "PRIOR_MEANS", "RENDER_INTENSITIES"]

@@ -340,13 +340,14 @@ def start_from(model: nn.Module, path: Path, cfg: TrainConfig) -> None:
     ``model``; a RecipeMismatch names a file whose network is not the run's."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the starting network of recipe {cfg.recipe!r} "
-                                "is not trained yet; train its init_from recipe first")
+                                "is not trained yet; train the recipe it starts from "
+                                "(init_from) first")
     trained, meta = load_model(path)
     theirs = (meta.get("task"), meta.get("version"), meta.get("plane"), trained.pool)
     if theirs != (cfg.task, cfg.version, cfg.plane, cfg.pool):
         raise RecipeMismatch(f"{path}: a {theirs[0]} {theirs[1]} {theirs[2]} network "
-                         f"(pool={theirs[3]}) cannot start a {cfg.task} {cfg.version} "
-                         f"{cfg.plane} run (pool={cfg.pool})")
+                             f"(pool={theirs[3]}) cannot start a {cfg.task} {cfg.version} "
+                             f"{cfg.plane} run (pool={cfg.pool})")
     model.load_state_dict(trained.state_dict())
     LOGGER.info("%s %s: starting from %s", cfg.plane, cfg.task, path)
 
@@ -373,11 +374,14 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     Returns the checkpoint instead when ``cfg.stop_after`` ends the call early.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / "checkpoint.pt"
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
+    if cfg.init_weights and not checkpoint.exists():
+        start_from(model, Path(cfg.init_weights), cfg)   # before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
     cfg.subjects = [s.name for s in subjects] + (synth.names if synth else [])
-    checkpoint = out_dir / "checkpoint.pt"
     if checkpoint.exists():
         check_same_recipe(out_dir / "config.json", cfg)
         export = weight_path(cfg.task, cfg.plane, cfg.version, out_dir)
@@ -389,9 +393,6 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     sampler = make_sampler(subjects, cfg, synth)
-    model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
-    if cfg.init_weights and not checkpoint.exists():
-        start_from(model, Path(cfg.init_weights), cfg)
     criterion = make_loss(cfg)
     precision, report = host_precision(model, criterion, cfg, sampler.crop,
                                        last_precision(out_dir / "hosts.jsonl"))

@@ -297,6 +297,7 @@ def test_a_run_can_start_from_another_runs_network(tmp_path):
         _train(tmp_path / "other", 2, task="8label", init_weights=str(first))
     with pytest.raises(FileNotFoundError, match="not trained yet"):
         _train(tmp_path / "none", 2, init_weights=str(tmp_path / "missing.pt"))
+    assert not (tmp_path / "none").exists() and not (tmp_path / "other").exists()
 
 
 def test_a_recipe_whose_starting_networks_are_missing_is_refused_before_any_work(
@@ -323,7 +324,7 @@ def test_folds_start_from_the_same_fold_of_the_init_recipe(tmp_path):
         for p in ("axial", "coronal", "sagittal")}
     assert all(c.init_weights is None for _, c in fold_plans(
         subjects, subjects[1], recipe, budget, tmp_path / "new").values())
-    with pytest.raises(FileNotFoundError, match="cross-validate the recipe it starts from"):
+    with pytest.raises(FileNotFoundError, match="not trained yet"):
         run_fold(subjects, subjects[1], recipe, budget, tmp_path / "new", "test",
                  init_root=tmp_path / "old")
 
