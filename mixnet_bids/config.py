@@ -31,6 +31,9 @@ class Settings:
     precision_check: dict = field(default_factory=dict)
     #: the networks of ``predict.MIRRORED_PLANES`` also run on the left-right mirrored head
     mirror: bool = True
+    #: the tissue split refined by a Gaussian model of the image's intensities
+    #: (``refinement.refine``)
+    refine: bool = True
     save_probabilities: bool = False
     output_spaces: list[str] = field(default_factory=list)
     nprocs: int = 1

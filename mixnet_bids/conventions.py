@@ -26,6 +26,7 @@ from mixnet_bids.labels import (
     convention_matrix,
     to_3label,
 )
+from mixnet_bids.refinement import refine
 
 #: The convention whose GM/WM/CSF a convention reports (the probseg maps and volumes):
 #: the 8 MRBrainS structures report the MRBrainS tissues.
@@ -139,6 +140,8 @@ class Segmentation:
     structures: dict[str, np.ndarray]
     #: tissue labels, for conventions that are not themselves the 3 tissues (8label)
     tissue_dseg: np.ndarray | None
+    #: the intensity refinement's fit (``refinement.fit_tissues``), None when it did not run
+    refinement: dict | None = None
 
 
 def tiv_mask(template_mask: np.ndarray, brain_probability: np.ndarray, dseg: np.ndarray,
@@ -163,8 +166,15 @@ def tiv_mask(template_mask: np.ndarray, brain_probability: np.ndarray, dseg: np.
     return brain | (template & near)
 
 
+def refinement_grouping(networks: str) -> np.ndarray:
+    """The tissues the intensity refinement fits (``refinement.refine``): fine networks'
+    whole-brain tissues (every brain voxel takes part), else the MRBrainS tissues."""
+    return _grouping(networks, "wholebrain" if networks == "fine" else "3label")
+
+
 def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np.ndarray,
-            zooms: Sequence[float], signal: np.ndarray | None = None) -> Segmentation:
+            zooms: Sequence[float], signal: np.ndarray | None = None,
+            intensities: np.ndarray | None = None) -> Segmentation:
     """Everything the app derives from the fused probabilities of ``networks``' classes.
 
     ``signal``: the voxels where some input image is not zero background (see
@@ -173,6 +183,10 @@ def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np
     probabilities are set to 0 outside the TIV (``tiv_mask``; ``zooms``: the voxel sizes in
     mm), so that GM + WM + CSF never exceeds it: the voxels this drops are more likely
     background than not, and the dseg calls them background too.
+
+    ``intensities``: the N4-corrected reference image on the same grid; when given, the
+    tissue split of the networks' brain is refined by a Gaussian model of its intensities
+    (``refinement.refine``), and ``Segmentation.refinement`` records the fit.
     """
     fused = np.array(fused, dtype=np.float32)
     if signal is not None:
@@ -181,6 +195,9 @@ def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np
                              f"probabilities {fused.shape[:-1]}")
         fused[~signal] = 0.0
         fused[~signal, 0] = 1.0
+    fit = None
+    if intensities is not None:
+        fused, fit = refine(fused, intensities, refinement_grouping(networks))
     probs = convention_probabilities(fused, networks, convention)
     probs /= np.maximum(probs.sum(axis=-1, keepdims=True), np.float32(1e-12))
     dseg = np.argmax(probs, axis=-1).astype(np.uint8)
@@ -198,4 +215,4 @@ def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np
                   for name, prob in structure_probabilities(fused, networks).items()}
     return Segmentation(probs=probs, dseg=dseg, uncertainty=normalised_entropy(probs),
                         tiv=tiv, tissues=tissues, structures=structures,
-                        tissue_dseg=tissue_dseg)
+                        tissue_dseg=tissue_dseg, refinement=fit)

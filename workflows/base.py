@@ -126,7 +126,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
     fusion = pe.Node(Fusion(planes=list(settings.planes),
                             plane_weights=dict(settings.plane_weights)),
                      name="fusion", mem_gb=2.0)
-    convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task),
+    convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task,
+                                             refine=settings.refine),
                               name="convention_maps", mem_gb=3.0)
     tiv_wf = init_tiv_wf()
     volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,

@@ -4,6 +4,7 @@ volumes table."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import nibabel as nib
@@ -23,6 +24,8 @@ from mixnet_bids.conventions import STRUCTURES, segment
 from mixnet_bids.labels import CONVENTIONS, TASK_CLASSES, TISSUES
 from mixnet_bids.preprocessing import write_like
 from mixnet_bids.volumes import tissue_volumes, volumes_table
+
+LOGGER = logging.getLogger("nipype.interface")
 
 
 def _load_mask(path: str, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -45,6 +48,9 @@ class _ConventionMapsInputSpec(BaseInterfaceInputSpec):
     signal_masks = InputMultiObject(File(exists=True),
                                     desc="each input's signal mask (all but its zero "
                                          "background) on the same grid")
+    refine = traits.Bool(True, usedefault=True,
+                         desc="refine the tissue split by a Gaussian model of the reference "
+                              "image's intensities (``refinement.refine``)")
 
 
 class _ConventionMapsOutputSpec(TraitedSpec):
@@ -59,6 +65,7 @@ class _ConventionMapsOutputSpec(TraitedSpec):
     structure_names = traits.List(traits.Str, desc="names of ``out_structures``")
     out_tissue_dseg = File(exists=True, desc="tissue labels (0 BG, 1 GM, 2 WM, 3 CSF), for "
                                              "conventions that are not the 3 tissues")
+    refinement = traits.Dict(desc="the intensity refinement's fit (empty when it did not run)")
 
 
 class ConventionMaps(SimpleInterface):
@@ -84,9 +91,17 @@ class ConventionMaps(SimpleInterface):
             for path in self.inputs.signal_masks:
                 signal |= _load_mask(path, grid, f"signal mask {path}")
             signal = signal[box]
+        intensities = (np.asarray(like.dataobj, dtype=np.float32)[box]
+                       if self.inputs.refine else None)
         result = segment(fused, self.inputs.networks, self.inputs.convention, template[box],
-                         img.header.get_zooms()[:3], signal)
-        del fused
+                         img.header.get_zooms()[:3], signal, intensities)
+        del fused, intensities
+        self._results["refinement"] = result.refinement or {}
+        if result.refinement:
+            fit = result.refinement
+            LOGGER.info("intensity refinement, GM / WM / CSF: means %s, SDs %s (%d EM "
+                        "iterations)", " / ".join(f"{v:.4g}" for v in fit["mean"]),
+                        " / ".join(f"{v:.4g}" for v in fit["sd"]), fit["iterations"])
 
         def write(data: np.ndarray, name: str, dtype: type = np.float32,
                   fill: float | list[float] = 0) -> str:
