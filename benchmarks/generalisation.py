@@ -55,6 +55,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -237,8 +238,9 @@ def build_case(condition: str, subject: str, work: Path, mrbrains: Path,
 
 
 def app_command(case: Case, out: Path, work: Path, task: str, weights_dir: Path | None,
-                ) -> list[str]:
-    """The mixnet-bids participant run of one case, on one thread."""
+                app_args: Sequence[str] = ()) -> list[str]:
+    """The mixnet-bids participant run of one case, on one thread (``app_args``: more
+    options, e.g. ``--no-refine``)."""
     executable = Path(sys.executable).with_name("mixnet-bids")
     command = [str(executable if executable.exists() else "mixnet-bids"), str(case.bids_dir),
                str(out), "participant", "--participant-label", case.subject, "-w", str(work),
@@ -246,11 +248,11 @@ def app_command(case: Case, out: Path, work: Path, task: str, weights_dir: Path 
                "--skip-bids-validation", "--no-progress", "--overwrite"]
     if weights_dir is not None:
         command += ["--weights-dir", str(weights_dir)]
-    return command
+    return command + list(app_args)
 
 
 def run_app(case: Case, root: Path, task: str, weights_dir: Path | None,
-            ) -> tuple[Path, float]:
+            app_args: Sequence[str] = ()) -> tuple[Path, float]:
     """Run mixnet-bids on ``case`` from a fresh work folder: ``(its anat folder, seconds)``."""
     out, work = root / "out", root / "work" / case.subject
     shutil.rmtree(work, ignore_errors=True)
@@ -258,7 +260,7 @@ def run_app(case: Case, root: Path, task: str, weights_dir: Path | None,
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as handle:
-        code = subprocess.call(app_command(case, out, work, task, weights_dir),
+        code = subprocess.call(app_command(case, out, work, task, weights_dir, app_args),
                                stdout=handle, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if code:
@@ -347,7 +349,8 @@ def record(case: Case, method: str, mask: str | None, dice: dict[str, float],
             "seconds": round(seconds, 1), **extra}
 
 
-def benchmark_case(case: Case, root: Path, task: str, weights_dir: Path | None) -> list[dict]:
+def benchmark_case(case: Case, root: Path, task: str, weights_dir: Path | None,
+                   app_args: Sequence[str] = ()) -> list[dict]:
     """mixnet-bids, then the peers in its brain mask and in the true one.
 
     The app's brain mask is the ``desc-tiv_mask`` it writes, the intracranial mask that bounds
@@ -355,7 +358,7 @@ def benchmark_case(case: Case, root: Path, task: str, weights_dir: Path | None) 
     ``SkullStripped``."""
     reference = np.asarray(nib.load(str(case.reference)).dataobj)
     truth = np.asarray(nib.load(str(case.brain_mask)).dataobj) > 0
-    anat, seconds = run_app(case, root / "mixnet-bids", task, weights_dir)
+    anat, seconds = run_app(case, root / "mixnet-bids", task, weights_dir, app_args)
     prefix = f"sub-{case.subject}"
     app_mask = np.asarray(nib.load(str(anat / f"{prefix}_desc-tiv_mask.nii.gz")).dataobj) > 0
     prediction = np.asarray(nib.load(str(anat / f"{prefix}_desc-{task}_dseg.nii.gz")).dataobj)
@@ -387,7 +390,8 @@ def markdown(report: dict) -> str:
     lines = [f"Command: `{meta['command']}`", "",
              f"{meta['date']}, {meta['cpu']} ({meta['cores']} cores, every method on 1 "
              f"thread, niceness {meta['niceness']}), git {meta['commit']}; mixnet-bids "
-             f"`--task {meta['task']}` from the {meta['networks']} networks "
+             f"`{shlex.join(['--task', meta['task'], *meta.get('app_args', [])])}` from the "
+             f"{meta['networks']} networks "
              f"(weights: {meta['weights']}).", ""]
     if meta["subset"]:
         lines += ["**A subset** of the benchmark: conditions "
@@ -483,6 +487,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="BrainWeb anatomies (default: the held-out ones)")
     parser.add_argument("--weights-dir", type=Path,
                         help="mixnet-bids --weights-dir (default: the shipped weights)")
+    parser.add_argument("--app-args", type=shlex.split, default=[],
+                        help="more mixnet-bids options, one string (e.g. --app-args=--no-refine)")
     return parser.parse_args(argv)
 
 
@@ -515,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         for subject in subjects:
             case = build_case(condition, subject, args.work, args.mrbrains, args.brainweb)
             print(f"{condition} sub-{case.subject}: running", flush=True)
-            found = benchmark_case(case, args.work / condition, task, args.weights_dir)
+            found = benchmark_case(case, args.work / condition, task, args.weights_dir,
+                                   args.app_args)
             for r in found:
                 print(f"  {r['method']:12s} mask {r['mask'] or '-':5s} Dice "
                       + " / ".join(f"{r['dice'][t]:.3f}" for t in TISSUES)
@@ -528,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.date.today().isoformat(), "cpu": cpu_name(),
             "cores": os.cpu_count(), "niceness": os.nice(0), "commit": git_commit(),
             "task": task, "networks": networks,
-            "weights": str(args.weights_dir or "shipped"),
+            "weights": str(args.weights_dir or "shipped"), "app_args": args.app_args,
             "subjects": {"mrbrains": args.mrbrains_subjects, "brainweb": brainweb_subjects},
             "conditions": args.conditions, "subset": not full}
     report = {"meta": meta, "records": records}

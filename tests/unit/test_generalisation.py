@@ -339,3 +339,63 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
         capsys.readouterr().out
     with pytest.raises(SystemExit):
         probe.main(["--dseg", f"truth={path}"])   # neither the borders nor a reference
+
+
+# -- the refinement probe -----------------------------------------------------------------
+
+
+def test_app_args_reach_the_app_and_the_table(tmp_path):
+    case = bench.Case("brainweb", "05", tmp_path / "bids", tmp_path / "t1w.nii.gz",
+                      tmp_path / "ref.nii.gz", tmp_path / "mask.nii.gz")
+    command = bench.app_command(case, tmp_path / "out", tmp_path / "work", "wholebrain", None,
+                                bench.parse_args(["--mrbrains", "m", "--brainweb", "b",
+                                                  "--app-args=--no-refine"]).app_args)
+    assert command[-1] == "--no-refine" and "--task" in command
+    with_args = report()
+    with_args["meta"]["app_args"] = ["--no-refine"]
+    assert "mixnet-bids `--task 3label --no-refine` from" in bench.markdown(with_args)
+    assert "mixnet-bids `--task 3label` from" in bench.markdown(report())
+
+
+def test_refine_probe_scores_each_exponent_against_the_reference(tmp_path, capsys):
+    """A benchmark-shaped folder with one case: the app's labels score below the refined
+    ones, which follow the CSF intensity of the voxels the maps leave undecided."""
+    spec = importlib.util.spec_from_file_location(
+        "refine_probe", ROOT / "benchmarks" / "refine_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rng = np.random.default_rng(0)
+    shape = (20, 10, 10)
+    reference = np.full(shape, GM, np.uint8)
+    reference[10:] = CSF
+    reference[:, :, 8:] = WM
+    image = np.choose(reference - 1, [60.0, 100.0, 20.0]) + rng.normal(0, 3, shape)
+    gm = np.where(reference == GM, 0.9, 0.05)
+    csf = np.where(reference == CSF, 0.9, 0.05)
+    undecided = np.zeros(shape, bool)
+    undecided[10:13, :, :8] = True           # CSF voxels the maps call GM by a hair
+    gm[undecided], csf[undecided] = 0.5, 0.45
+    maps = {"GM": gm, "WM": 1.0 - gm - csf, "CSF": csf}
+    anat = tmp_path / "brainweb" / "mixnet-bids" / "out" / "sub-05" / "anat"
+    anat.mkdir(parents=True)
+    (tmp_path / "brainweb" / "truth").mkdir()
+    affine = np.eye(4)
+
+    def save(data, path, dtype=np.float32):
+        nib.save(nib.Nifti1Image(np.asarray(data, dtype), affine), str(path))
+
+    save(reference, tmp_path / "brainweb" / "truth" / "sub-05_dseg.nii.gz", np.uint8)
+    save(image, anat / "sub-05_desc-preproc_T1w.nii.gz")
+    for tissue, data in maps.items():
+        save(data, anat / f"sub-05_label-{tissue}_probseg.nii.gz")
+    dseg = np.argmax(np.stack([maps[t] for t in ("GM", "WM", "CSF")], -1), -1) + 1
+    save(dseg, anat / "sub-05_desc-wholebrain_dseg.nii.gz", np.uint8)
+    result = probe.sweep(tmp_path, [1.0, 6.0])
+    (none,), (refined,) = result["scores"]["brainweb"]["none"], result["scores"]["brainweb"][6.0]
+    assert none["CSF"] < 0.9 and refined["CSF"] == pytest.approx(1.0)
+    assert refined["GM"] == pytest.approx(1.0) and none["GM"] < 0.9
+    assert probe.main([str(tmp_path), "--exponents", "6"]) == 0
+    assert f"| brainweb | {none['GM']:.3f} / 1.000 / {none['CSF']:.3f} | 1.000 / 1.000 / " \
+        "1.000 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no benchmark case"):
+        probe.main([str(tmp_path / "empty")])
