@@ -55,7 +55,8 @@ def dataset_description(settings) -> dict:
                            "segmentation, planes " + ":".join(
                                f"{p}={w:g}" for p, w in settings.plane_weights.items())
                            + "".join(f", {p} mirrored"
-                                     for p in mirrored_planes(settings.planes, settings.mirror)),
+                                     for p in mirrored_planes(settings.planes, settings.mirror))
+                           + (", intensity-refined" if settings.refine else ""),
             "CodeURL": "https://github.com/mixnet-bids/mixnet-bids",
         }],
         "SourceDatasets": [{"URL": Path(settings.bids_dir).as_uri()}],

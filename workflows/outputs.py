@@ -80,9 +80,13 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
         sinks.append(node)
         return node
 
+    refined = (", refined by a Gaussian model of the reference image's tissue intensities"
+               if settings.refine else "")
+
     def labels(desc: str) -> dict:
         return {**on_reference, "Description": f"Segmentation labels (MixNet "
-                f"{settings.model_version}), named in desc-{desc}_dseg.tsv at the root"}
+                f"{settings.model_version}{refined}), named in desc-{desc}_dseg.tsv at the "
+                "root"}
 
     sink("ds_dseg", "dseg", "dseg", labels(task), desc=task)
     if TISSUE_CONVENTION[task] != task:
@@ -110,8 +114,8 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
         name = TISSUE_NAMES[tissue]
         if space is None:
             covers = dict(class_table(TISSUE_CONVENTION[task]))[tissue]
-            return {**on_reference, "Description": f"Probability of {covers}; 0 outside the "
-                                                   "TIV mask (desc-tiv)"}
+            return {**on_reference, "Description": f"Probability of {covers}{refined}; 0 "
+                                                   "outside the TIV mask (desc-tiv)"}
         return {"SpatialReference": template_uri("res-2_T1w.nii.gz"),
                 "Resolution": {"2": "2 mm isotropic voxels, the template's res-2 grid"},
                 "Sources": [uri("probseg", label=tissue)],

@@ -14,6 +14,7 @@ import pandas as pd
 
 from mixnet_bids.conventions import STRUCTURES, TIV_REACH_MM, class_table
 from mixnet_bids.inference.predict import mirrored_planes
+from mixnet_bids.refinement import PRIOR_EXPONENT
 from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CONVENTIONS, TISSUES
 from mixnet_bids.preprocessing import load_3d
@@ -92,7 +93,12 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
         + (f" (the {esc(' and '.join(mirrored))} network also on the left-right mirrored "
            "head, its two outputs averaged)" if mirrored else "")
         + f", whose class probabilities were averaged with weights {esc(fusion or 'equal')} "
-        f"(PyTorch {v('torch')}). Labels follow the {esc(task)} convention. The total intracranial "
+        f"(PyTorch {v('torch')})"
+        + ("; the split of the brain between GM, WM and CSF was then refined by one Gaussian "
+           "per tissue of the N4-corrected reference image, fitted by EM with the fused "
+           f"tissue probabilities raised to the power {PRIOR_EXPONENT:g} as the prior"
+           if settings.get("refine") else "")
+        + f". Labels follow the {esc(task)} convention. The total intracranial "
         "volume (TIV) consists of the voxels the networks find more likely brain than "
         f"background, plus the brain mask of the {esc(TEMPLATE)} template [5] registered "
         f"(affine, ANTs) to the subject within {TIV_REACH_MM:g} mm of them; tissue volumes "

@@ -80,7 +80,8 @@ def test_outputs_have_bids_names_and_the_input_geometry(full_run):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "mixnet-bids"
-    assert description["GeneratedBy"][0]["Description"].endswith(", axial mirrored")
+    assert description["GeneratedBy"][0]["Description"].endswith(
+        ", axial mirrored, intensity-refined")
     assert (out / "desc-3label_dseg.tsv").read_text().startswith("index\tname")
     source = nib.load(bids / f"sub-{SUBJECT}" / "anat" / f"sub-{SUBJECT}_T1w.nii.gz")
     for path in anat.glob("*.nii.gz"):

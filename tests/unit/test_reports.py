@@ -361,3 +361,7 @@ def test_methods_cite_brainweb_only_for_networks_trained_on_it():
     assert "mirrored" not in fine
     mirrored = methods_html(networks="fine", **dict(kwargs, settings={"mirror": True}))
     assert "(the axial network also on the left-right mirrored head" in mirrored
+    assert "refined" not in mirrored
+    refined = methods_html(networks="fine", **dict(kwargs, settings={"refine": True}))
+    assert "refined by one Gaussian per tissue of the N4-corrected reference image" in refined
+    assert "raised to the power 6 as the prior" in refined
