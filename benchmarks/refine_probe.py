@@ -65,7 +65,7 @@ def sweep(work: Path, exponents: list[float]) -> dict:
         row["none"].append(tissue_dice(dseg, reference))
         for exponent in exponents:
             start = time.perf_counter()
-            refined, _ = refine(probs, image, np.eye(4, dtype=np.float32), exponent)
+            refined, _ = refine(probs.copy(), image, np.eye(4, dtype=np.float32), exponent)
             seconds.append(time.perf_counter() - start)
             labels = np.argmax(refined, axis=-1).astype(np.uint8)
             row.setdefault(exponent, []).append(tissue_dice(labels, reference))

@@ -197,7 +197,7 @@ def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np
         fused[~signal, 0] = 1.0
     fit = None
     if intensities is not None:
-        fused, fit = refine(fused, intensities, refinement_grouping(networks))
+        fused, fit = refine(fused, intensities, refinement_grouping(networks))  # our copy
     probs = convention_probabilities(fused, networks, convention)
     probs /= np.maximum(probs.sum(axis=-1, keepdims=True), np.float32(1e-12))
     dseg = np.argmax(probs, axis=-1).astype(np.uint8)

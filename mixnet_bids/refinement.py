@@ -75,16 +75,15 @@ def fit_tissues(y: np.ndarray, prior: np.ndarray, mass: np.ndarray,
 
 def refine(fused: np.ndarray, image: np.ndarray, groups: np.ndarray,
            exponent: float = PRIOR_EXPONENT) -> tuple[np.ndarray, dict]:
-    """The networks' fused class probabilities ``(..., C)`` refined by the intensities of
-    ``image`` (same grid, N4-corrected). ``groups``: ``(C, 4)`` 0/1 matrix putting each
-    class in one of background, GM, WM, CSF.
+    """The networks' fused class probabilities ``(..., C)`` refined, in place, by the
+    intensities of ``image`` (same grid, N4-corrected). ``groups``: ``(C, 4)`` 0/1 matrix
+    putting each class in one of background, GM, WM, CSF.
 
     The tissue probabilities become ``p * L ** (1 / exponent)`` (normalised), ``L`` the
     fitted Gaussians' likelihood: the same labels as ``p ** exponent * L``, with the
     networks' own softness (a flat ``L`` leaves ``p`` as it is). Each brain class is scaled
     by its tissue's change, so the background and each tissue's split into classes are kept.
-    Returns the refined probabilities and the fit (``fit_tissues``; ``{}`` when no voxel is
-    brain).
+    Returns ``fused``, refined, and the fit (``fit_tissues``; ``{}`` when no voxel is brain).
     """
     if image.shape != fused.shape[:-1]:
         raise ValueError(f"image shape {image.shape} differs from the probabilities "
@@ -101,7 +100,6 @@ def refine(fused: np.ndarray, image: np.ndarray, groups: np.ndarray,
         refined_tissue = _normalised(np.log(prior) + log_likelihood / exponent)
         ratio = np.where(prior > 0, refined_tissue / np.where(prior > 0, prior, 1.0), 0.0)
     # background (column 0) keeps ratio 1; each brain class takes its tissue's ratio
-    scale = np.concatenate([np.ones((len(mass), 1)), ratio], axis=1) @ groups.T
-    refined = np.array(fused, dtype=np.float32)
-    refined[voxels] = (fused[voxels] * scale).astype(np.float32)
-    return refined, fit
+    scale = np.concatenate([np.ones((len(mass), 1)), ratio], axis=1).astype(np.float32)
+    fused[voxels] *= scale @ groups.T.astype(np.float32)
+    return fused, fit

@@ -65,7 +65,7 @@ def test_the_intensities_decide_where_the_networks_hesitate_and_not_where_they_a
     tissue[sure, 1:] = [0.99, 0.0, 0.01]                      # sure of GM
     image[sure] = MEANS["CSF"]                                # a CSF intensity, 10 SDs away
     fused = fine_probs(tissue)
-    refined, fit = refine(fused, image, refinement_grouping("fine"))
+    refined, fit = refine(fused.copy(), image, refinement_grouping("fine"))
     labels = (refined @ refinement_grouping("fine")).argmax(axis=1)
     assert (labels[hesitant] == 3).all()                      # the intensity wins the tie
     # sure voxels: 0.99 ** 6 / 0.01 ** 6 = 1e12 outweighs a 10-SD likelihood ratio (~1e-11)
@@ -88,7 +88,7 @@ def test_labels_follow_the_sharpened_prior_and_probabilities_stay_as_soft():
     tissue /= tissue.sum(axis=1, keepdims=True)
     fused = fine_probs(tissue)
     groups = refinement_grouping("fine")
-    refined, fit = refine(fused, image, groups)
+    refined, fit = refine(fused.copy(), image, groups)
     # the written probabilities are p * L ** (1 / exponent); their argmax is that of
     # p ** exponent * L, and they stay within a factor of the networks' own
     out = refined @ groups
@@ -100,7 +100,7 @@ def test_labels_follow_the_sharpened_prior_and_probabilities_stay_as_soft():
     ratio = out[:, 1:] / tissue[:, 1:]
     assert ratio.max() / ratio.min() < 50
     # a flat image has a flat likelihood: nothing changes
-    flat, _ = refine(fused, np.full(image.shape, 7.0, np.float32), groups)
+    flat, _ = refine(fused.copy(), np.full(image.shape, 7.0, np.float32), groups)
     assert np.allclose(flat, fused, atol=1e-6)
     assert PRIOR_EXPONENT > 1
 
@@ -108,7 +108,7 @@ def test_labels_follow_the_sharpened_prior_and_probabilities_stay_as_soft():
 def test_no_brain_and_a_wrong_grid():
     fused = np.zeros((3, 4, len(FINE)), np.float32)
     fused[..., 0] = 1.0
-    out, fit = refine(fused, np.ones((3, 4), np.float32), refinement_grouping("fine"))
+    out, fit = refine(fused.copy(), np.ones((3, 4), np.float32), refinement_grouping("fine"))
     assert fit == {} and np.array_equal(out, fused)
     with pytest.raises(ValueError, match="image shape"):
         refine(fused, np.ones((3, 5), np.float32), refinement_grouping("fine"))
