@@ -12,21 +12,11 @@ app on its BIDS dataset and read the GM/CSF border with ``boundary_probe.py``
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
+import generalisation as bench   # beside this script: its folder is on sys.path
+
 from mixnet_bids.training import synth
-
-HERE = Path(__file__).resolve().parent
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("generalisation", HERE / "generalisation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["generalisation"] = module   # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.brainweb.is_dir():
         raise SystemExit(f"{args.brainweb}: not a folder; pass --brainweb with the team's "
                          "../shared/data/brainweb20")
-    bench = load_benchmark()
     original = synth.RENDER_INTENSITIES["mprage"]
     try:
         for csf in args.csf:

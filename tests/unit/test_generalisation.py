@@ -22,16 +22,16 @@ SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))
 BRAINWEB = SHARED / "data" / "brainweb20"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "generalisation", ROOT / "benchmarks" / "generalisation.py")
+def load_script(name: str):
+    """A script of ``benchmarks/`` as a module (registered: dataclasses look it up)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["generalisation"] = module   # dataclasses look their module up there
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-bench = load_benchmark()
+bench = load_script("generalisation")
 GM, WM, CSF, IGNORED = bench.GM, bench.WM, bench.CSF, bench.IGNORE_INDEX
 
 
@@ -270,10 +270,7 @@ def test_boundary_probe_bins_the_render_grid_by_gm_fraction(tmp_path, capsys):
     """On a 0.5 mm phantom, the probe's GM fractions sit on the render's 1 mm grid: voxels
     that are more than half GM are the render's GM, and a dseg that calls exactly those GM
     switches between 4/8 and 5/8 at the GM/CSF border."""
-    spec = importlib.util.spec_from_file_location(
-        "boundary_probe", ROOT / "benchmarks" / "boundary_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script("boundary_probe")
     from mixnet_bids.training.synth import load_label_volumes, render_volume
 
     labels = np.zeros((49, 47, 51), np.uint8)   # odd: the render drops a trailing voxel
@@ -360,10 +357,7 @@ def test_app_args_reach_the_app_and_the_table(tmp_path):
 def test_refine_probe_scores_each_exponent_against_the_reference(tmp_path, capsys):
     """A benchmark-shaped folder with one case: the app's labels score below the refined
     ones, which follow the CSF intensity of the voxels the maps leave undecided."""
-    spec = importlib.util.spec_from_file_location(
-        "refine_probe", ROOT / "benchmarks" / "refine_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script("refine_probe")
     rng = np.random.default_rng(0)
     shape = (20, 10, 10)
     reference = np.full(shape, GM, np.uint8)
