@@ -8,6 +8,11 @@ the labels are scored against the benchmark's reference, with the tissue Dice th
 probabilities before the TIV bounds them; on the tissue maps the fit is the same but for
 voxels outside the TIV, which carry no tissue here.
 
+With ``--stripped-brain``, skull-stripped cases (``SkullStripped`` in the app's
+``desc-preproc_T1w.json``) first take every non-zero voxel of their input as tissue
+(``conventions.brain_only``), as the app does unless ``--ignore-stripping``; there, voxels
+outside the run's TIV carry no tissue shares and take a third of each tissue.
+
     python benchmarks/generalisation.py --mrbrains ../shared/data/mrbrains18 \\
         --brainweb ../shared/data/brainweb20 --work runs/bench-norefine \\
         --out runs/bench-norefine/results --app-args=--no-refine
@@ -17,15 +22,18 @@ voxels outside the TIV, which carry no tissue here.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from mixnet_bids.conventions import brain_only
 from mixnet_bids.evaluation.markdown import table as markdown_table
 from mixnet_bids.evaluation.metrics import tissue_dice
 from mixnet_bids.labels import TISSUES
+from mixnet_bids.preprocessing import signal_mask
 from mixnet_bids.refinement import refine
 
 
@@ -54,13 +62,27 @@ def tissue_maps(anat: Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.nd
             load(anat / f"{subject}_desc-preproc_T1w.nii.gz").astype(np.float32), load(dseg))
 
 
-def sweep(work: Path, exponents: list[float]) -> dict:
+def stripped_signal_of(work: Path, condition: str, subject: str,
+                       anat: Path) -> np.ndarray | None:
+    """The input's signal mask when the app found the input skull-stripped, else None."""
+    sidecar = json.loads((anat / f"{subject}_desc-preproc_T1w.json").read_text())
+    if not sidecar.get("SkullStripped"):
+        return None
+    (source,) = (work / condition / "bids" / subject / "anat").glob("*_T1w.nii.gz")
+    return signal_mask(load(source))
+
+
+def sweep(work: Path, exponents: list[float], stripped_brain: bool = False) -> dict:
     """``{condition: {exponent or "none": [Dice dicts]}}`` and the mean seconds."""
     scores: dict = {}
     seconds = []
     for condition, subject, anat, reference_path in cases(work):
         probs, image, dseg = tissue_maps(anat, subject)
         reference = load(reference_path)
+        signal = stripped_signal_of(work, condition, subject, anat) if stripped_brain else None
+        if signal is not None:
+            brain_only(probs, signal, np.eye(4, dtype=np.float32))
+            dseg = np.argmax(probs, axis=-1).astype(np.uint8)
         row = scores.setdefault(condition, {"none": []})
         row["none"].append(tissue_dice(dseg, reference))
         for exponent in exponents:
@@ -90,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("work", type=Path, help="the benchmark's --work folder")
     parser.add_argument("--exponents", type=float, nargs="+", default=[1, 2, 4, 6, 8, 16])
+    parser.add_argument("--stripped-brain", action="store_true",
+                        help="in skull-stripped cases every non-zero voxel is tissue")
     args = parser.parse_args(argv)
     if not cases(args.work):
         raise SystemExit(f"{args.work}: no benchmark case with app outputs; run "
                          "benchmarks/generalisation.py --work there first")
-    print(markdown(sweep(args.work, args.exponents), args.exponents))
+    print(markdown(sweep(args.work, args.exponents, args.stripped_brain), args.exponents))
     return 0
 
 

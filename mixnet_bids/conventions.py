@@ -172,14 +172,32 @@ def refinement_grouping(networks: str) -> np.ndarray:
     return _grouping(networks, "wholebrain" if networks == "fine" else "3label")
 
 
+def brain_only(fused: np.ndarray, inside: np.ndarray, groups: np.ndarray) -> None:
+    """Inside ``inside``, the probability of the background class (0) moved, in place, to
+    the brain classes in the proportions the networks give them. Where the networks give
+    the brain no probability at all, each tissue of ``groups`` (``(C, 4)``: background, GM,
+    WM, CSF) takes a third, shared equally by its classes."""
+    probs = fused[inside]
+    probs[:, 0] = 0.0
+    mass = probs.sum(axis=1, keepdims=True)
+    tissues = groups[1:, 1:]                         # brain classes x tissues
+    even = (tissues / tissues.sum(axis=0)).sum(axis=1) / tissues.shape[1]
+    probs[:, 1:] = np.where(mass > 0, probs[:, 1:] / np.where(mass > 0, mass, 1.0), even)
+    fused[inside] = probs
+
+
 def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np.ndarray,
             zooms: Sequence[float], signal: np.ndarray | None = None,
-            intensities: np.ndarray | None = None) -> Segmentation:
+            intensities: np.ndarray | None = None, stripped: bool = False) -> Segmentation:
     """Everything the app derives from the fused probabilities of ``networks``' classes.
 
     ``signal``: the voxels where some input image is not zero background (see
     ``preprocessing.signal_mask``); elsewhere the probability of background is set to 1, so
-    the zero background of a skull-stripped input is never tissue. Tissue and structure
+    the zero background of a skull-stripped input is never tissue. ``stripped``: the inputs
+    are skull-stripped (``preprocessing.stripped_signal``), so their stripping tool has
+    already said what is brain: every voxel of ``signal`` is tissue (``brain_only``; fine
+    networks only, whose background is everything outside the brain), and the TIV is
+    ``signal``. The networks and the refinement say which tissue. Tissue and structure
     probabilities are set to 0 outside the TIV (``tiv_mask``; ``zooms``: the voxel sizes in
     mm), so that GM + WM + CSF never exceeds it: the voxels this drops are more likely
     background than not, and the dseg calls them background too.
@@ -195,13 +213,19 @@ def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np
                              f"probabilities {fused.shape[:-1]}")
         fused[~signal] = 0.0
         fused[~signal, 0] = 1.0
+    if stripped:
+        if signal is None or networks != "fine":
+            raise ValueError("a skull-stripped input's brain needs its signal mask and fine "
+                             f"networks (got {networks} networks)")
+        brain_only(fused, signal, refinement_grouping(networks))
     fit = None
     if intensities is not None:
         fused, fit = refine(fused, intensities, refinement_grouping(networks))  # our copy
     probs = convention_probabilities(fused, networks, convention)
     probs /= np.maximum(probs.sum(axis=-1, keepdims=True), np.float32(1e-12))
     dseg = np.argmax(probs, axis=-1).astype(np.uint8)
-    tiv = tiv_mask(template_mask, 1.0 - fused[..., 0], dseg, zooms)
+    tiv = signal.copy() if stripped else tiv_mask(template_mask, 1.0 - fused[..., 0], dseg,
+                                                     zooms)
     tissue_convention = TISSUE_CONVENTION[convention]
     if tissue_convention == convention:
         tissue_probs, tissue_dseg = probs, None

@@ -137,24 +137,28 @@ SKULL_STRIPPED_MIN_BORDER = 0.9
 
 def looks_skull_stripped(data: np.ndarray, zooms: tuple[float, float, float]) -> bool:
     """Whether a 3D image looks skull-stripped: a zero background surrounds a brain-sized
-    region (``zooms``: voxel sizes in mm).
+    region (``zooms``: voxel sizes in mm). See ``stripped_signal``."""
+    return stripped_signal(signal_mask(np.asarray(data)), zooms)
+
+
+def stripped_signal(signal: np.ndarray, zooms: tuple[float, float, float]) -> bool:
+    """Whether a signal mask (``signal_mask``) is that of a skull-stripped image.
 
     Skull stripping sets everything outside a brain mask to exactly 0, so two things hold:
 
-    1. the zero background (``signal_mask``) covers at least ``SKULL_STRIPPED_MIN_BORDER`` of
-       the image border: the brain lies inside the field of view, surrounded by zeros. A
-       magnitude image has noise in the air, and a whole head, even resampled with zeros
-       outside its field of view, crosses the border where the field of view cuts it (MRBrainS
-       T1w on its FLAIR grid: 62-80 % of the border is zero). Ten per cent tolerate a brain
-       cut at one face.
-    2. what is left is at most ``SKULL_STRIPPED_MAX_ML``: a brain, not a head whose air was set
+    1. the zero background covers at least ``SKULL_STRIPPED_MIN_BORDER`` of the image
+       border: the brain lies inside the field of view, surrounded by zeros. A magnitude
+       image has noise in the air, and a whole head, even resampled with zeros outside its
+       field of view, crosses the border where the field of view cuts it (MRBrainS T1w on its
+       FLAIR grid: 62-80 % of the border is zero). Ten per cent tolerate a brain cut at one
+       face.
+    2. the signal is at most ``SKULL_STRIPPED_MAX_ML``: a brain, not a head whose air was set
        to zero (which passes the first test).
 
     Both use geometry only: a test on skull or scalp intensities would depend on the contrast
     (fat is bright in a T1w image, the skull dark in most, FLAIR and IR differ).
     """
-    data = np.asarray(data)
-    signal = signal_mask(data)
+    signal = np.asarray(signal, dtype=bool)
     if not signal.any():
         return False
     zero = ~signal

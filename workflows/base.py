@@ -127,7 +127,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                             plane_weights=dict(settings.plane_weights)),
                      name="fusion", mem_gb=2.0)
     convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task,
-                                             refine=settings.refine),
+                                             refine=settings.refine,
+                                             trust_stripping=settings.trust_stripping),
                               name="convention_maps", mem_gb=3.0)
     tiv_wf = init_tiv_wf()
     volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,

@@ -80,12 +80,15 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
         sinks.append(node)
         return node
 
-    refined = (", refined by a Gaussian model of the reference image's tissue intensities"
-               if settings.refine else "")
+    # how the labels were made, beyond the networks
+    how = (", refined by a Gaussian model of the reference image's tissue intensities"
+           if settings.refine else "")
+    if settings.trust_stripping:
+        how += "; in skull-stripped inputs every voxel not set to 0 is tissue"
 
     def labels(desc: str) -> dict:
         return {**on_reference, "Description": f"Segmentation labels (MixNet "
-                f"{settings.model_version}{refined}), named in desc-{desc}_dseg.tsv at the "
+                f"{settings.model_version}{how}), named in desc-{desc}_dseg.tsv at the "
                 "root"}
 
     sink("ds_dseg", "dseg", "dseg", labels(task), desc=task)
@@ -101,7 +104,8 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
                        "networks find more likely brain than background, so that it contains "
                        "the segmented brain, plus the template's brain mask mapped onto the "
                        f"reference image by an affine registration within {TIV_REACH_MM:g} mm "
-                       "of them",
+                       "of them" + ("; in skull-stripped inputs, every voxel not set to 0"
+                                    if settings.trust_stripping else ""),
         "Sources": [preprocs[reference], template_uri("res-1_desc-brain_mask.nii.gz"),
                     template_uri("res-2_T1w.nii.gz")]}, desc="tiv")
     if settings.save_probabilities:
@@ -114,7 +118,7 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
         name = TISSUE_NAMES[tissue]
         if space is None:
             covers = dict(class_table(TISSUE_CONVENTION[task]))[tissue]
-            return {**on_reference, "Description": f"Probability of {covers}{refined}; 0 "
+            return {**on_reference, "Description": f"Probability of {covers}{how}; 0 "
                                                    "outside the TIV mask (desc-tiv)"}
         return {"SpatialReference": template_uri("res-2_T1w.nii.gz"),
                 "Resolution": {"2": "2 mm isotropic voxels, the template's res-2 grid"},

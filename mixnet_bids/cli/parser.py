@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "intensity refinement (a Gaussian model of the N4-corrected image's "
                         "GM, WM and CSF intensities, with the networks' probabilities as its "
                         "prior; a few seconds)")
+    g.add_argument("--ignore-stripping", action="store_true",
+                   help="in skull-stripped inputs, let the networks decide which voxels are "
+                        "brain; by default every voxel the stripping left non-zero is GM, WM "
+                        "or CSF (as in FAST or Atropos given a brain mask). Use it when the "
+                        "stripping left skull or dura")
     g.add_argument("--save-probabilities", action="store_true",
                    help="also write the fused class probabilities (4D)")
     g = parser.add_argument_group("resources")

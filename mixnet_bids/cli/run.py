@@ -42,6 +42,7 @@ def _settings_from_args(args):
         task=task, model_version=args.model_version, planes=planes,
         plane_weights=weights, device=args.device, weights_dir=weights_dir,
         mirror=not args.no_mirror, refine=not args.no_refine,
+        trust_stripping=not args.ignore_stripping,
         save_probabilities=args.save_probabilities, output_spaces=args.output_spaces,
         nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
         bids_filter_file=args.bids_filter_file,

@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
 
 from mixnet_bids.conventions import STRUCTURES, segment
 from mixnet_bids.labels import CONVENTIONS, TASK_CLASSES, TISSUES
-from mixnet_bids.preprocessing import write_like
+from mixnet_bids.preprocessing import stripped_signal, write_like
 from mixnet_bids.volumes import tissue_volumes, volumes_table
 
 LOGGER = logging.getLogger("nipype.interface")
@@ -51,6 +51,9 @@ class _ConventionMapsInputSpec(BaseInterfaceInputSpec):
     refine = traits.Bool(True, usedefault=True,
                          desc="refine the tissue split by a Gaussian model of the reference "
                               "image's intensities (``refinement.refine``)")
+    trust_stripping = traits.Bool(True, usedefault=True,
+                                  desc="when the signal masks are those of skull-stripped "
+                                       "inputs, every voxel of them is tissue (fine networks)")
 
 
 class _ConventionMapsOutputSpec(TraitedSpec):
@@ -66,6 +69,8 @@ class _ConventionMapsOutputSpec(TraitedSpec):
     out_tissue_dseg = File(exists=True, desc="tissue labels (0 BG, 1 GM, 2 WM, 3 CSF), for "
                                              "conventions that are not the 3 tissues")
     refinement = traits.Dict(desc="the intensity refinement's fit (empty when it did not run)")
+    skull_stripped = traits.Bool(desc="whether the stripping tool's brain was taken as the "
+                                      "brain (``trust_stripping`` and skull-stripped inputs)")
 
 
 class ConventionMaps(SimpleInterface):
@@ -85,16 +90,21 @@ class ConventionMaps(SimpleInterface):
         grid = like.shape[:3]
         box = crop_box(fused.shape, img.affine, grid, like.affine)
         template = _load_mask(self.inputs.template_tiv, grid, "template TIV mask")
-        signal = None
+        signal, stripped = None, False
         if isdefined(self.inputs.signal_masks) and self.inputs.signal_masks:
             signal = np.zeros(grid, bool)
             for path in self.inputs.signal_masks:
                 signal |= _load_mask(path, grid, f"signal mask {path}")
+            stripped = (self.inputs.trust_stripping and self.inputs.networks == "fine"
+                        and stripped_signal(signal, like.header.get_zooms()[:3]))
             signal = signal[box]
+        self._results["skull_stripped"] = stripped
+        if stripped:
+            LOGGER.info("skull-stripped inputs: every voxel they do not set to 0 is tissue")
         intensities = (np.asarray(like.dataobj, dtype=np.float32)[box]
                        if self.inputs.refine else None)
         result = segment(fused, self.inputs.networks, self.inputs.convention, template[box],
-                         img.header.get_zooms()[:3], signal, intensities)
+                         img.header.get_zooms()[:3], signal, intensities, stripped)
         del fused, intensities
         self._results["refinement"] = result.refinement or {}
         if result.refinement:

@@ -98,6 +98,9 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
            "per tissue of the N4-corrected reference image, fitted by EM with the fused "
            f"tissue probabilities raised to the power {PRIOR_EXPONENT:g} as the prior"
            if settings.get("refine") else "")
+        + ("; in skull-stripped inputs, every voxel the stripping did not set to 0 was "
+           "taken as GM, WM or CSF, and as the TIV"
+           if settings.get("trust_stripping") and networks == "fine" else "")
         + f". Labels follow the {esc(task)} convention. The total intracranial "
         "volume (TIV) consists of the voxels the networks find more likely brain than "
         f"background, plus the brain mask of the {esc(TEMPLATE)} template [5] registered "

@@ -122,6 +122,10 @@ def test_the_zero_background_is_never_tissue(run):
     for tissue in ("GM", "WM", "CSF"):
         assert (image(anat, subject, f"label-{tissue}_probseg")[background] == 0).all()
     assert (dseg[~background] > 0).mean() > 0.5  # random networks: tissue elsewhere
+    if subject == "stripped":
+        # the stripping tool's brain is the brain: every voxel it kept is tissue, and the TIV
+        tiv = image(anat, subject, "desc-tiv_mask") > 0
+        assert (dseg[~background] > 0).all() and np.array_equal(tiv, ~background)
     if subject == "head":
         # the whole-head T1w has zeros inside the head too (air, and 356 voxels of dark
         # CSF in the manual labels of this integer image): those may be tissue

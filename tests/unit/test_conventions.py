@@ -331,3 +331,82 @@ def test_zero_background_of_a_skull_stripped_input_is_never_tissue(tmp_path):
     assert np.allclose(load(out.out_probs)[background, 0], 1.0)
     assert load(out.out_uncertainty)[background].max() < 1e-4
     assert (load(out.out_dseg)[~background] > 0).mean() > 0.5
+
+
+# --- skull-stripped inputs: the stripping tool's brain is the brain --------------------
+
+def _stripped_case():
+    """A 12 x 12 x 8 grid whose signal is a brain-sized box off the border; the networks
+    call its outer shell background, and one voxel background with certainty."""
+    shape = (12, 12, 8)
+    signal = np.zeros(shape, bool)
+    signal[2:10, 2:10, 2:6] = True
+    fused = np.random.default_rng(5).dirichlet(np.ones(len(FINE)), size=shape)
+    shell = signal & ~np.pad(np.ones((6, 6, 2), bool), ((3, 3), (3, 3), (3, 3)))
+    fused[shell, 0] = 50.0                            # the networks: mostly background
+    fused /= fused.sum(axis=-1, keepdims=True)
+    fused[2, 2, 2] = 0.0
+    fused[2, 2, 2, 0] = 1.0                           # certain background, no brain at all
+    return fused.astype(np.float32), signal, shell
+
+
+def test_in_a_stripped_input_every_voxel_of_the_signal_is_tissue():
+    fused, signal, shell = _stripped_case()
+    template = np.ones(signal.shape, bool)             # would grow the TIV everywhere
+    seg = segment(fused, "fine", "wholebrain", template, (2.0, 2.0, 2.0), signal,
+                  stripped=True)
+    assert (seg.dseg[signal] > 0).all() and (seg.dseg[~signal] == 0).all()
+    assert np.array_equal(seg.tiv, signal)           # the TIV is the stripping tool's brain
+    total = sum(seg.tissues.values())
+    assert np.allclose(total[signal], 1.0, atol=1e-5) and (total[~signal] == 0).all()
+    # the brain classes keep the networks' proportions where the networks give any brain
+    brain = fused[..., 1:]
+    kept = brain / brain.sum(axis=-1, keepdims=True)
+    gm = kept[..., [FINE.index(c) - 1 for c in ("cGM", "dGM", "cbGM")]].sum(axis=-1)
+    voxel = (2, 5, 3)
+    assert shell[voxel] and fused[voxel + (0,)] > 0.5 and seg.dseg[voxel] > 0
+    assert seg.tissues["GM"][voxel] == pytest.approx(gm[voxel], rel=1e-4)
+    # with no brain probability at all, each tissue takes a third
+    for tissue in TISSUES:
+        assert seg.tissues[tissue][2, 2, 2] == pytest.approx(1 / 3, rel=1e-5)
+    # without the flag, the networks' background stays background
+    networks = segment(fused, "fine", "wholebrain", template, (2.0, 2.0, 2.0), signal)
+    assert (networks.dseg[shell] == 0).mean() > 0.9
+    assert not np.array_equal(networks.tiv, signal)
+
+
+def test_a_stripped_brain_needs_the_signal_and_fine_networks():
+    fused, signal, _ = _stripped_case()
+    with pytest.raises(ValueError, match="signal mask and fine networks"):
+        segment(fused, "fine", "wholebrain", signal, (2.0, 2.0, 2.0), stripped=True)
+    three = np.stack([fused[..., 0], fused[..., 1:4].sum(-1), fused[..., 4:7].sum(-1),
+                      fused[..., 7:].sum(-1)], axis=-1)
+    with pytest.raises(ValueError, match="got 3label networks"):
+        segment(three, "3label", "3label", signal, (2.0, 2.0, 2.0), signal, stripped=True)
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_convention_maps_take_the_stripped_brain_unless_told_not_to(tmp_path, trust):
+    fused, signal, shell = _stripped_case()
+    probs = save(fused, tmp_path / "fused.nii.gz")
+    template = save(np.ones(signal.shape), tmp_path / "template.nii.gz", np.uint8)
+    stripped = save(signal, tmp_path / "stripped.nii.gz", np.uint8)
+    head = signal.copy()
+    head[:, :, :2] = True                             # a head the field of view cuts
+    whole = save(head, tmp_path / "head.nii.gz", np.uint8)
+    out = ConventionMaps(in_probs=probs, networks="fine", convention="wholebrain",
+                         template_tiv=template, signal_masks=[stripped], reference=template,
+                         trust_stripping=trust, refine=False).run(cwd=tmp_path).outputs
+    assert out.skull_stripped is trust
+    assert bool((load(out.out_dseg)[shell] > 0).all()) is trust
+    out = ConventionMaps(in_probs=probs, networks="fine", convention="wholebrain",
+                         template_tiv=template, signal_masks=[whole], reference=template,
+                         ).run(cwd=tmp_path).outputs
+    assert out.skull_stripped is False and (load(out.out_dseg)[shell] == 0).mean() > 0.9
+
+
+def test_ignore_stripping_is_a_flag():
+    base = ["/data", "/out", "participant"]
+    assert _settings_from_args(build_parser().parse_args(base)).trust_stripping
+    assert not _settings_from_args(
+        build_parser().parse_args([*base, "--ignore-stripping"])).trust_stripping

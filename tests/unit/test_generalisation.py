@@ -393,3 +393,38 @@ def test_refine_probe_scores_each_exponent_against_the_reference(tmp_path, capsy
         "1.000 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no benchmark case"):
         probe.main([str(tmp_path / "empty")])
+
+
+def test_refine_probe_takes_the_stripped_brain_of_skull_stripped_cases(tmp_path):
+    """A skull-stripped case whose maps call the outer shell of the brain background: with
+    ``stripped_brain`` the shell is tissue, and the labels follow its intensities."""
+    probe = load_script("refine_probe")
+    shape = (12, 12, 12)
+    reference = np.zeros(shape, np.uint8)
+    reference[2:10, 2:10, 2:10] = CSF                  # a CSF shell around GM
+    reference[3:9, 3:9, 3:9] = GM
+    image = np.choose(reference, [0.0, 60.0, 100.0, 20.0])
+    gm = np.where(reference == GM, 0.9, 0.0)
+    maps = {"GM": gm, "WM": np.where(reference == GM, 0.05, 0.0),
+            "CSF": np.where(reference == GM, 0.05, 0.2)}   # shell: background 0.8
+    anat = tmp_path / "brainweb-stripped" / "mixnet-bids" / "out" / "sub-05" / "anat"
+    source = tmp_path / "brainweb-stripped" / "bids" / "sub-05" / "anat"
+    for folder in (anat, source, tmp_path / "brainweb-stripped" / "truth"):
+        folder.mkdir(parents=True)
+
+    def save(data, path, dtype=np.float32):
+        nib.save(nib.Nifti1Image(np.asarray(data, dtype), np.eye(4)), str(path))
+
+    save(reference, tmp_path / "brainweb-stripped" / "truth" / "sub-05_dseg.nii.gz", np.uint8)
+    save(image, source / "sub-05_T1w.nii.gz")
+    save(image, anat / "sub-05_desc-preproc_T1w.nii.gz")
+    (anat / "sub-05_desc-preproc_T1w.json").write_text(json.dumps({"SkullStripped": True}))
+    for tissue, data in maps.items():
+        save(data, anat / f"sub-05_label-{tissue}_probseg.nii.gz")
+    dseg = np.where(reference == GM, GM, 0)
+    save(dseg, anat / "sub-05_desc-wholebrain_dseg.nii.gz", np.uint8)
+    (as_run,) = probe.sweep(tmp_path, [6.0])["scores"]["brainweb-stripped"][6.0]
+    (stripped,) = probe.sweep(tmp_path, [6.0], stripped_brain=True)["scores"][
+        "brainweb-stripped"][6.0]
+    assert as_run["CSF"] == 0.0 and stripped["CSF"] == pytest.approx(1.0)
+    assert stripped["GM"] == pytest.approx(1.0)

@@ -55,7 +55,7 @@ def test_single_subject_graph_has_one_node_per_plane(tmp_path):
     assert infer.inputs.weights.endswith("mixnet_v3_3label_axial.pt")
     # the default mirrors the axial network only; --no-mirror none
     assert infer.inputs.mirror and not wf.get_node("mixnet_coronal").inputs.mirror
-    settings.mirror, settings.refine = False, False
+    settings.mirror, settings.refine, settings.trust_stripping = False, False, False
     unmirrored = init_single_subject_wf(settings=settings, subject="01", session=None,
                                         images=images)
     assert not unmirrored.get_node("mixnet_axial").inputs.mirror
@@ -67,6 +67,8 @@ def test_single_subject_graph_has_one_node_per_plane(tmp_path):
         "coronal=1, axial mirrored")
     assert not unmirrored.get_node("convention_maps").inputs.refine
     assert wf.get_node("convention_maps").inputs.refine   # the default refines
+    assert wf.get_node("convention_maps").inputs.trust_stripping   # and trusts the stripping
+    assert not unmirrored.get_node("convention_maps").inputs.trust_stripping
     settings.refine = True
     assert dataset_description(settings)["GeneratedBy"][0]["Description"].endswith(
         "coronal=1, axial mirrored, intensity-refined")
