@@ -68,8 +68,11 @@ def stripped_signal_of(work: Path, condition: str, subject: str,
     sidecar = json.loads((anat / f"{subject}_desc-preproc_T1w.json").read_text())
     if not sidecar.get("SkullStripped"):
         return None
-    (source,) = (work / condition / "bids" / subject / "anat").glob("*_T1w.nii.gz")
-    return signal_mask(load(source))
+    sources = list((work / condition / "bids" / subject / "anat").glob("*_T1w.nii.gz"))
+    if len(sources) != 1:
+        raise SystemExit(f"{work / condition / 'bids' / subject}: no single T1w input; "
+                         "--stripped-brain needs the benchmark's inputs beside its outputs")
+    return signal_mask(load(sources[0]))
 
 
 def sweep(work: Path, exponents: list[float], stripped_brain: bool = False) -> dict:
