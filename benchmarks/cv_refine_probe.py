@@ -6,9 +6,10 @@ networks).
 For each held-out subject whose fold has all three planes, the fold's networks predict the
 subject as the cross-validation scores it (``crossval.fused_probabilities``: the cached,
 N4-corrected, z-scored images), with all its modalities and with T1w alone. The fused
-probabilities are scored as they are, refined by the T1w (what the app does), and refined by
-every modality given (one Gaussian per tissue over the co-registered images), in the
-MRBrainS 3 labels and the whole-brain tissues. Dice only.
+probabilities are scored as they are and refined by the T1w (what the app does), in the
+MRBrainS 3 labels and the whole-brain tissues. Dice only. (A refinement by every modality
+given, one Gaussian per tissue over the co-registered images, was probed at ``bd3c53f``
+and dropped: ``docs/results.md``.)
 
     python benchmarks/cv_refine_probe.py --cv checkpoints/wholebrain-synth-v2/cv/fine_v3 \\
         --cache cache --subjects 1 4
@@ -53,13 +54,9 @@ def probe(subject, weights: dict[str, Path]) -> list[list[str]]:
     groups = refinement_grouping("fine")
     for keep in (subject.modalities, ("T1w",)):
         fused, net_task = fused_probabilities(subject, weights, keep)
-        channels = [MODALITIES.index(m) for m in keep]
         methods = {"networks": fused,
                    "refined by T1w": refine(fused.copy(), subject.image[..., MODALITIES.index("T1w")],
                                              groups)[0]}
-        if len(keep) > 1:
-            methods["refined by all"] = refine(fused.copy(), subject.image[..., channels],
-                                               groups)[0]
         for method, probs in methods.items():
             for task in TASKS:
                 dices = scores(labels_in(probs, net_task, task), subject.labels, task)

@@ -33,15 +33,9 @@ MAX_ITERATIONS = 50
 MIN_BRAIN = 1e-3
 
 
-def _log_likelihood(z: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """``(n, T)`` Gaussian log-likelihoods (up to a constant) of ``z`` ``(n, d)`` under each
-    tissue's ``mean`` ``(T, d)`` and covariance ``cov`` ``(T, d, d)``."""
-    out = np.empty((len(z), len(mean)))
-    for t, (m, c) in enumerate(zip(mean, cov)):
-        chol = np.linalg.cholesky(c)
-        whitened = np.linalg.solve(chol, (z - m).T)          # (d, n)
-        out[:, t] = -0.5 * (whitened ** 2).sum(axis=0) - np.log(np.diag(chol)).sum()
-    return out
+def _log_likelihood(z: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """``(n, T)`` Gaussian log-likelihoods (up to a constant) of ``z`` under each tissue."""
+    return -0.5 * (z[:, None] - mean) ** 2 / var - 0.5 * np.log(var)
 
 
 def _normalised(log_p: np.ndarray) -> np.ndarray:
@@ -53,46 +47,37 @@ def fit_tissues(y: np.ndarray, prior: np.ndarray, mass: np.ndarray,
                 exponent: float = PRIOR_EXPONENT) -> tuple[np.ndarray, dict]:
     """EM for one Gaussian per tissue, with a fixed prior per voxel raised to ``exponent``.
 
-    ``y``: ``(n,)`` intensities, or ``(n, d)`` for ``d`` co-registered images (one Gaussian
-    per tissue with a full covariance); ``prior``: ``(n, T)`` the networks' tissue
-    probabilities given brain (rows sum to 1); ``mass``: ``(n,)`` each voxel's brain
-    probability, its weight in the fits. Returns the ``(n, T)`` log-likelihood of each voxel
-    under each fitted tissue, and ``{"mean", "sd", "iterations"}`` (in the units of ``y``;
-    per tissue, and per image within it when ``y`` is 2D).
+    ``y``: ``(n,)`` intensities; ``prior``: ``(n, T)`` the networks' tissue probabilities
+    given brain (rows sum to 1); ``mass``: ``(n,)`` each voxel's brain probability, its
+    weight in the fits. Returns the ``(n, T)`` log-likelihood of each voxel under each
+    fitted tissue, and ``{"mean", "sd", "iterations"}`` (in the units of ``y``).
     """
-    y2 = y.reshape(len(y), -1)
-    centre = np.average(y2, axis=0, weights=mass)
-    scale = np.maximum(np.sqrt(np.average((y2 - centre) ** 2, axis=0, weights=mass)), 1e-12)
-    z = (y2 - centre) / scale
-    ridge = 1e-6 * np.eye(z.shape[1])
+    centre = np.average(y, weights=mass)
+    scale = max(float(np.sqrt(np.average((y - centre) ** 2, weights=mass))), 1e-12)
+    z = (y - centre) / scale
     with np.errstate(divide="ignore"):
         log_prior = exponent * np.log(prior)        # -inf where the networks say 0
     posterior, mean = prior, None
     for iteration in range(1, MAX_ITERATIONS + 1):
         weights = posterior * mass[:, None]
         total = np.maximum(weights.sum(axis=0), 1e-12)
-        new_mean = weights.T @ z / total[:, None]
-        cov = np.stack([(weights[:, t, None] * (z - m)).T @ (z - m) / total[t] + ridge
-                        for t, m in enumerate(new_mean)])
-        log_likelihood = _log_likelihood(z, new_mean, cov)
+        new_mean = weights.T @ z / total
+        var = np.maximum((weights * (z[:, None] - new_mean) ** 2).sum(axis=0) / total, 1e-6)
+        log_likelihood = _log_likelihood(z, new_mean, var)
         posterior = _normalised(log_prior + log_likelihood)
         converged = mean is not None and np.abs(new_mean - mean).max() < TOLERANCE
         mean = new_mean
         if converged:
             break
-    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-    fit = {"mean": centre + scale * mean, "sd": scale * sd}
-    if y.ndim == 1:
-        fit = {key: value[:, 0] for key, value in fit.items()}
-    return log_likelihood, {**{k: v.tolist() for k, v in fit.items()}, "iterations": iteration}
+    return log_likelihood, {"mean": (centre + scale * mean).tolist(),
+                            "sd": (scale * np.sqrt(var)).tolist(), "iterations": iteration}
 
 
 def refine(fused: np.ndarray, image: np.ndarray, groups: np.ndarray,
            exponent: float = PRIOR_EXPONENT) -> tuple[np.ndarray, dict]:
     """The networks' fused class probabilities ``(..., C)`` refined, in place, by the
-    intensities of ``image`` (same grid, N4-corrected; ``(..., d)`` for ``d`` co-registered
-    images). ``groups``: ``(C, 4)`` 0/1 matrix putting each class in one of background, GM,
-    WM, CSF.
+    intensities of ``image`` (same grid, N4-corrected). ``groups``: ``(C, 4)`` 0/1 matrix
+    putting each class in one of background, GM, WM, CSF.
 
     The tissue probabilities become ``p * L ** (1 / exponent)`` (normalised), ``L`` the
     fitted Gaussians' likelihood: the same labels as ``p ** exponent * L``, with the
@@ -100,7 +85,7 @@ def refine(fused: np.ndarray, image: np.ndarray, groups: np.ndarray,
     by its tissue's change, so the background and each tissue's split into classes are kept.
     Returns ``fused``, refined, and the fit (``fit_tissues``; ``{}`` when no voxel is brain).
     """
-    if image.shape[:fused.ndim - 1] != fused.shape[:-1] or image.ndim > fused.ndim:
+    if image.shape != fused.shape[:-1]:
         raise ValueError(f"image shape {image.shape} differs from the probabilities "
                          f"{fused.shape[:-1]}")
     tissue = fused @ groups                          # (..., 4): background, GM, WM, CSF

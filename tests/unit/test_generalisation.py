@@ -13,9 +13,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import random_weights, synthetic_subject
 from scipy import ndimage
 
 from mixnet_bids.evaluation.metrics import tissue_dice
+from mixnet_bids.inference.planes import PLANES
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))
@@ -428,3 +430,17 @@ def test_refine_probe_takes_the_stripped_brain_of_skull_stripped_cases(tmp_path)
         "brainweb-stripped"][6.0]
     assert as_run["CSF"] == 0.0 and stripped["CSF"] == pytest.approx(1.0)
     assert stripped["GM"] == pytest.approx(1.0)
+
+
+def test_cv_refine_probe_scores_each_finished_fold_with_and_without_the_refinement(tmp_path):
+    probe = load_script("cv_refine_probe")
+    subject = synthetic_subject()
+    cv = tmp_path / "cv"
+    for plane in PLANES:
+        random_weights(cv / subject.name / plane, "fine", planes=(plane,))
+    assert probe.fold_weights(cv, "sub-4") is None
+    rows = probe.probe(subject, probe.fold_weights(cv, subject.name))
+    assert [row[1:4] for row in rows] == [
+        [modalities, method, task] for modalities in ("T1w+IR+FLAIR", "T1w")
+        for method in ("networks", "refined by T1w") for task in ("3label", "wholebrain")]
+    assert all(len(row[4].split(" / ")) == 3 for row in rows)
