@@ -399,10 +399,11 @@ def test_convention_maps_take_the_stripped_brain_unless_told_not_to(tmp_path, tr
                          trust_stripping=trust, refine=False).run(cwd=tmp_path).outputs
     assert out.skull_stripped is trust
     assert bool((load(out.out_dseg)[shell] > 0).all()) is trust
-    out = ConventionMaps(in_probs=probs, networks="fine", convention="wholebrain",
-                         template_tiv=template, signal_masks=[whole], reference=template,
-                         ).run(cwd=tmp_path).outputs
-    assert out.skull_stripped is False and (load(out.out_dseg)[shell] == 0).mean() > 0.9
+    for masks in ([whole], [stripped, whole]):   # a whole head among the inputs: no rule
+        out = ConventionMaps(in_probs=probs, networks="fine", convention="wholebrain",
+                             template_tiv=template, signal_masks=masks, reference=template,
+                             ).run(cwd=tmp_path).outputs
+        assert out.skull_stripped is False and (load(out.out_dseg)[shell] == 0).mean() > 0.9
 
 
 def test_ignore_stripping_is_a_flag():
