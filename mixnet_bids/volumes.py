@@ -39,7 +39,8 @@ _TIV_DESCRIPTION = ("total intracranial volume: the voxels of the desc-tiv mask 
                     "voxel volume. The mask is every voxel the networks find more likely "
                     "brain than background, so that it contains the segmented brain, plus "
                     "the MNI152 intracranial mask registered (affine) to the subject within "
-                    f"{TIV_REACH_MM:g} mm of them")
+                    f"{TIV_REACH_MM:g} mm of them; in skull-stripped inputs (unless "
+                    "--ignore-stripping), every voxel the stripping left non-zero")
 
 
 def column_descriptions(convention: str) -> dict[str, dict]:
