@@ -52,11 +52,10 @@ def probe(subject, weights: dict[str, Path]) -> list[list[str]]:
     """Rows ``[subject, modalities, method, task, Dice]`` of one held-out subject."""
     rows = []
     groups = refinement_grouping("fine")
+    t1w = subject.image[..., MODALITIES.index("T1w")]
     for keep in (subject.modalities, ("T1w",)):
         fused, net_task = fused_probabilities(subject, weights, keep)
-        methods = {"networks": fused,
-                   "refined by T1w": refine(fused.copy(), subject.image[..., MODALITIES.index("T1w")],
-                                             groups)[0]}
+        methods = {"networks": fused, "refined by T1w": refine(fused.copy(), t1w, groups)[0]}
         for method, probs in methods.items():
             for task in TASKS:
                 dices = scores(labels_in(probs, net_task, task), subject.labels, task)

@@ -222,8 +222,9 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
                    init_root: Path | None = None) -> None:
     """The folds of the ``held_out`` subjects (cooling down at ``cooldown_from`` and
     starting from the networks in ``init_root``, see ``fold_plans``), appended to
-    ``<out>/cv_<task>_<version>.tsv`` for each of ``scored_tasks``; a subject already in every table is skipped (its planes'
-    recipe checked), one missing from a table is scored with its fold's finished planes."""
+    ``<out>/cv_<task>_<version>.tsv`` for each of ``scored_tasks``; a subject already in
+    every table is skipped (its planes' recipe checked), one missing from a table is scored
+    with its fold's finished planes."""
     tasks = scored_tasks(recipe.task)
     tables = {task: out / f"cv_{task}_{recipe.version}.tsv" for task in tasks}
     done = {task: pd.read_csv(t, sep="\t") if t.exists() else pd.DataFrame()
