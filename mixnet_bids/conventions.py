@@ -213,14 +213,15 @@ def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np
                              f"probabilities {fused.shape[:-1]}")
         fused[~signal] = 0.0
         fused[~signal, 0] = 1.0
+    groups = refinement_grouping(networks)
     if stripped:
         if signal is None or networks != "fine":
             raise ValueError("a skull-stripped input's brain needs its signal mask and fine "
                              f"networks (got {networks} networks)")
-        brain_only(fused, signal, refinement_grouping(networks))
+        brain_only(fused, signal, groups)
     fit = None
     if intensities is not None:
-        fused, fit = refine(fused, intensities, refinement_grouping(networks))  # our copy
+        fused, fit = refine(fused, intensities, groups)  # our copy
     probs = convention_probabilities(fused, networks, convention)
     probs /= np.maximum(probs.sum(axis=-1, keepdims=True), np.float32(1e-12))
     dseg = np.argmax(probs, axis=-1).astype(np.uint8)
