@@ -34,7 +34,8 @@ class Settings:
     #: the tissue split refined by a Gaussian model of the image's intensities
     #: (``refinement.refine``)
     refine: bool = True
-    #: in skull-stripped inputs every voxel not set to 0 is tissue (``conventions.segment``)
+    #: in skull-stripped inputs every voxel not set to 0 is tissue, with fine networks
+    #: (``conventions.stripping_rule``)
     trust_stripping: bool = True
     save_probabilities: bool = False
     output_spaces: list[str] = field(default_factory=list)

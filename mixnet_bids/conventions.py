@@ -186,6 +186,14 @@ def brain_only(fused: np.ndarray, inside: np.ndarray, groups: np.ndarray) -> Non
     fused[inside] = probs
 
 
+def stripping_rule(networks: str, trust_stripping: bool = True) -> bool:
+    """Whether skull-stripped inputs take their stripping tool's brain as the brain
+    (``segment``'s ``stripped``): unless the user says otherwise (``--ignore-stripping``),
+    with fine networks, whose background is everything outside the brain. The older 3label
+    networks' background also holds the cerebellum and brainstem, so it cannot apply."""
+    return trust_stripping and networks == "fine"
+
+
 def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np.ndarray,
             zooms: Sequence[float], signal: np.ndarray | None = None,
             intensities: np.ndarray | None = None, stripped: bool = False) -> Segmentation:
@@ -215,7 +223,7 @@ def segment(fused: np.ndarray, networks: str, convention: str, template_mask: np
         fused[~signal, 0] = 1.0
     groups = refinement_grouping(networks)
     if stripped:
-        if signal is None or networks != "fine":
+        if signal is None or not stripping_rule(networks):
             raise ValueError("a skull-stripped input's brain needs its signal mask and fine "
                              f"networks (got {networks} networks)")
         brain_only(fused, signal, groups)

@@ -39,13 +39,16 @@ _TIV_DESCRIPTION = ("total intracranial volume: the voxels of the desc-tiv mask 
                     "voxel volume. The mask is every voxel the networks find more likely "
                     "brain than background, so that it contains the segmented brain, plus "
                     "the MNI152 intracranial mask registered (affine) to the subject within "
-                    f"{TIV_REACH_MM:g} mm of them; in skull-stripped inputs (unless "
-                    "--ignore-stripping), every voxel the stripping left non-zero")
+                    f"{TIV_REACH_MM:g} mm of them")
+_TIV_OF_STRIPPED = ("; in skull-stripped inputs (unless --ignore-stripping), every voxel "
+                    "the stripping left non-zero")
 
 
-def column_descriptions(convention: str) -> dict[str, dict]:
+def column_descriptions(convention: str, stripping_rule: bool = False) -> dict[str, dict]:
     """Descriptions of every column the volumes table of ``convention`` can have (its JSON
-    sidecar), saying which voxels each volume covers."""
+    sidecar), saying which voxels each volume covers; ``stripping_rule``: whether
+    skull-stripped inputs take the stripping mask as the TIV
+    (``conventions.stripping_rule``)."""
     tissues = TISSUE_CONVENTION[convention]
     names = dict(class_table(tissues))
     out: dict[str, dict] = {}
@@ -60,7 +63,8 @@ def column_descriptions(convention: str) -> dict[str, dict]:
                            f"the networks' {name} classes; {structure_coverage(name, convention)}",
             "Units": "mL"}
     out["brain_ml"] = {"Description": "GM_ml + WM_ml + CSF_ml (at most TIV_ml)", "Units": "mL"}
-    out["TIV_ml"] = {"Description": _TIV_DESCRIPTION, "Units": "mL"}
+    out["TIV_ml"] = {"Description": _TIV_DESCRIPTION
+                     + (_TIV_OF_STRIPPED if stripping_rule else ""), "Units": "mL"}
     for tissue in TISSUES:
         out[f"{tissue}_fraction"] = {"Description": f"{tissue}_ml / TIV_ml (the three "
                                                     "fractions sum to at most 1)"}
@@ -123,11 +127,11 @@ def tissue_volumes(tissues: Mapping[str, np.ndarray], tiv: np.ndarray, voxel_ml:
 
 
 def volumes_table(subject: str, session: str | None, volumes: Mapping[str, float],
-                  qc: Mapping[str, float] | None, convention: str
-                  ) -> tuple[dict[str, object], dict[str, dict]]:
+                  qc: Mapping[str, float] | None, convention: str,
+                  stripping_rule: bool = False) -> tuple[dict[str, object], dict[str, dict]]:
     """One subject's row of the volumes table (its BIDS labels, ``volumes`` as
     ``tissue_volumes`` gives them, the ``qc`` columns) and the JSON sidecar describing the
-    row's columns."""
+    row's columns (``column_descriptions``)."""
     row: dict[str, object] = {"participant_id": f"sub-{subject}"}
     meta = {"participant_id": {"Description": "BIDS participant label"}}
     if session:
@@ -135,6 +139,7 @@ def volumes_table(subject: str, session: str | None, volumes: Mapping[str, float
         meta["session_id"] = {"Description": "BIDS session label"}
     row.update(volumes)
     row.update(qc or {})
-    meta.update({k: v for k, v in column_descriptions(convention).items() if k in row})
+    meta.update({k: v for k, v in column_descriptions(convention, stripping_rule).items()
+                 if k in row})
     return row, meta
 

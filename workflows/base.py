@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 
 from mixnet_bids.bids import subject_key
 from mixnet_bids.config import Settings
+from mixnet_bids.conventions import stripping_rule
 from mixnet_bids.inference.predict import mirrored_planes
 from mixnet_bids.inference.weights import networks_for
 from mixnet_bids.interfaces.bids import PublishSubject, report_name
@@ -109,6 +110,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
 
     networks, weight_files = networks_for(settings.task, settings.planes,
                                           settings.model_version, settings.weights_dir)
+    strip_rule = stripping_rule(networks, settings.trust_stripping)
     merge_probs = pe.Node(niu.Merge(len(settings.planes)), name="merge_probs")
     for i, plane in enumerate(settings.planes, start=1):
         infer = pe.Node(
@@ -128,13 +130,15 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                      name="fusion", mem_gb=2.0)
     convention_maps = pe.Node(ConventionMaps(networks=networks, convention=settings.task,
                                              refine=settings.refine,
-                                             trust_stripping=settings.trust_stripping),
+                                             trust_stripping=strip_rule),
                               name="convention_maps", mem_gb=3.0)
     tiv_wf = init_tiv_wf()
     volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,
-                                    session=session), name="volumes", mem_gb=1.0)
+                                    session=session, stripping_rule=strip_rule),
+                      name="volumes", mem_gb=1.0)
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
-                                 images=images, base_directory=staging)
+                                 images=images, base_directory=staging,
+                                 stripping_rule=strip_rule)
     reference = choose_reference(list(images))
     others = [m for m in images if m != reference]
     merge_registered = pe.Node(niu.Merge(max(1, len(others))), name="merge_registered",
@@ -171,7 +175,8 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
         (registration_qc, volumes, [("qc", "qc")]),
         (preproc, report, [("outputnode.reference", "reference")]),
         (tiv_wf, report, [("outputnode.tiv_mask", "template_mask")]),
-        (convention_maps, report, [("out_dseg", "dseg"), ("out_probsegs", "probsegs")]),
+        (convention_maps, report, [("out_dseg", "dseg"), ("out_probsegs", "probsegs"),
+                                   ("skull_stripped", "skull_stripped")]),
         (volumes, report, [("out_tsv", "volumes")]),
         (outputs_wf, publish, [("outputnode.out", "in_files")]),
         (report, publish, [("out_file", "report")]),

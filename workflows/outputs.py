@@ -21,14 +21,15 @@ PREPROC_NAMES = {"T1w": (None, "T1w"), "IR": ("IR", "T1w"), "FLAIR": (None, "FLA
 
 def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
                     images: dict[str, str], base_directory: Path | None = None,
-                    name: str = "outputs_wf") -> pe.Workflow:
+                    stripping_rule: bool = False, name: str = "outputs_wf") -> pe.Workflow:
     """Write one subject's derivatives under their BIDS names into ``base_directory``
     (default ``settings.output_dir``; the app stages them in the work dir). Each image
     gets a JSON sidecar: its Description, Sources (BIDS URIs of the files it was made
     from, ``mixnet_bids.sidecars``) and SpatialReference (the input image whose grid it
     keeps, or the template), and for the preprocessed inputs SkullStripped, as detected on
     the input (``preprocessing.looks_skull_stripped``); ``images`` are the input files,
-    ``{modality: path}``.
+    ``{modality: path}``; ``stripping_rule``: whether skull-stripped inputs take the
+    stripping mask as the brain (``conventions.stripping_rule``), for the descriptions.
 
     Workflow Graph
         .. workflow::
@@ -83,7 +84,7 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
     # how the labels were made, beyond the networks
     how = (", refined by a Gaussian model of the reference image's tissue intensities"
            if settings.refine else "")
-    if settings.trust_stripping:
+    if stripping_rule:
         how += "; in skull-stripped inputs every voxel not set to 0 is tissue"
 
     def labels(desc: str) -> dict:
@@ -105,7 +106,7 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
                        "the segmented brain, plus the template's brain mask mapped onto the "
                        f"reference image by an affine registration within {TIV_REACH_MM:g} mm "
                        "of them" + ("; in skull-stripped inputs, every voxel not set to 0"
-                                    if settings.trust_stripping else ""),
+                                    if stripping_rule else ""),
         "Sources": [preprocs[reference], template_uri("res-1_desc-brain_mask.nii.gz"),
                     template_uri("res-2_T1w.nii.gz")]}, desc="tiv")
     if settings.save_probabilities:

@@ -51,9 +51,10 @@ class _ConventionMapsInputSpec(BaseInterfaceInputSpec):
     refine = traits.Bool(True, usedefault=True,
                          desc="refine the tissue split by a Gaussian model of the reference "
                               "image's intensities (``refinement.refine``)")
-    trust_stripping = traits.Bool(True, usedefault=True,
+    trust_stripping = traits.Bool(False, usedefault=True,
                                   desc="when the signal masks are those of skull-stripped "
-                                       "inputs, every voxel of them is tissue (fine networks)")
+                                       "inputs, every voxel of them is tissue; the workflow "
+                                       "sets it by ``conventions.stripping_rule``")
 
 
 class _ConventionMapsOutputSpec(TraitedSpec):
@@ -95,7 +96,7 @@ class ConventionMaps(SimpleInterface):
             signal = np.zeros(grid, bool)
             for path in self.inputs.signal_masks:
                 signal |= _load_mask(path, grid, f"signal mask {path}")
-            stripped = (self.inputs.trust_stripping and self.inputs.networks == "fine"
+            stripped = (self.inputs.trust_stripping
                         and stripped_signal(signal, like.header.get_zooms()[:3]))
             signal = signal[box]
         self._results["skull_stripped"] = stripped
@@ -153,6 +154,10 @@ class _VolumesInputSpec(BaseInterfaceInputSpec):
     subject = traits.Str(mandatory=True)
     session = traits.Either(None, traits.Str, usedefault=True)
     qc = traits.Dict(traits.Str, traits.Float, desc="extra QC columns (e.g. nmi_FLAIR)")
+    stripping_rule = traits.Bool(False, usedefault=True,
+                                 desc="whether skull-stripped inputs take the stripping "
+                                      "mask as the TIV (``conventions.stripping_rule``), "
+                                      "for the TIV's description")
 
 
 class _VolumesOutputSpec(TraitedSpec):
@@ -190,7 +195,8 @@ class TissueVolumes(SimpleInterface):
             voxel_ml, dict(zip(names, map(load, structures))), dseg=load(self.inputs.dseg),
             uncertainty=load(self.inputs.uncertainty))
         row, meta = volumes_table(self.inputs.subject, self.inputs.session, volumes,
-                                  self.inputs.qc, self.inputs.convention)
+                                  self.inputs.qc, self.inputs.convention,
+                                  self.inputs.stripping_rule)
         out = os.path.join(runtime.cwd, "volumes.tsv")
         pd.DataFrame([row]).to_csv(out, sep="\t", index=False, float_format="%.4f",
                                    na_rep="n/a")

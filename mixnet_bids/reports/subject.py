@@ -69,8 +69,11 @@ def load_checked(path: Path, reference: nib.Nifti1Image, name: str) -> nib.Nifti
 
 
 def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
-                 settings: Mapping, versions: Mapping[str, str]) -> str:
-    """What ran, with the software versions and the references to cite."""
+                 settings: Mapping, versions: Mapping[str, str],
+                 skull_stripped: bool = False) -> str:
+    """What ran, with the software versions and the references to cite;
+    ``skull_stripped``: whether the inputs' non-zero voxels were taken as the brain and the
+    TIV (``conventions.stripping_rule``)."""
     def v(name: str) -> str:
         return esc(versions.get(name, "unknown version"))
 
@@ -98,14 +101,15 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
            "per tissue of the N4-corrected reference image, fitted by EM with the fused "
            f"tissue probabilities raised to the power {PRIOR_EXPONENT:g} as the prior"
            if settings.get("refine") else "")
-        + ("; in skull-stripped inputs, every voxel the stripping did not set to 0 was "
-           "taken as GM, WM or CSF, and as the TIV"
-           if settings.get("trust_stripping") and networks == "fine" else "")
+        + ("; the inputs were skull-stripped, so every voxel the stripping did not set to 0 "
+           "was taken as GM, WM or CSF" if skull_stripped else "")
         + f". Labels follow the {esc(task)} convention. The total intracranial "
-        "volume (TIV) consists of the voxels the networks find more likely brain than "
-        f"background, plus the brain mask of the {esc(TEMPLATE)} template [5] registered "
-        f"(affine, ANTs) to the subject within {TIV_REACH_MM:g} mm of them; tissue volumes "
-        "are probability-weighted inside it. "
+        + ("volume (TIV) consists of the voxels the skull stripping did not set to 0"
+           if skull_stripped else
+           "volume (TIV) consists of the voxels the networks find more likely brain than "
+           f"background, plus the brain mask of the {esc(TEMPLATE)} template [5] registered "
+           f"(affine, ANTs) to the subject within {TIV_REACH_MM:g} mm of them")
+        + "; tissue volumes are probability-weighted inside it. "
         f"The workflow ran in Nipype [4] {v('nipype')} with Python {v('python')}, nibabel "
         f"{v('nibabel')} and nilearn {v('nilearn')}.")
     citations = CITATIONS + ((BRAINWEB_CITATION,) if networks == "fine" else ())
@@ -138,7 +142,8 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
                    probsegs: Sequence[Path], registered: Mapping[str, Path], volumes_tsv: Path,
                    settings: Mapping, versions: Mapping[str, str], warnings: Sequence[str],
                    task: str, networks: str | None = None, template_mask: Path | None = None,
-                   reference_name: str | None = None, command_line: str | None = None) -> Path:
+                   reference_name: str | None = None, command_line: str | None = None,
+                   skull_stripped: bool = False) -> Path:
     """Write one subject's self-contained QC page to ``out_html`` (atomically).
 
     Inputs, all on the reference grid (any orientation, oblique allowed): ``reference``
@@ -149,7 +154,8 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     resampled on the reference grid, may be empty), ``template_mask`` (the template brain
     mask registered to the subject, for the TIV); ``volumes_tsv`` is the one-row volumes
     table, ``settings`` the run settings (dumped as JSON), ``versions`` software name ->
-    version, ``warnings`` the input checks' lines, ``command_line`` the command that ran.
+    version, ``warnings`` the input checks' lines, ``command_line`` the command that ran;
+    ``skull_stripped``: whether the inputs' non-zero voxels were taken as the brain and TIV.
 
     The page has a summary with the warnings and the QC flags (``qc``: each with what it
     means and what to do), outlines of the segmentation, of the template mask, where the
@@ -231,6 +237,8 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
          + "".join(nib.aff2axcodes(ref_img.affine))
          + (" (oblique)" if figures.is_oblique(ref_img.affine) else "")),
         ("Other modalities", ", ".join(reg_imgs) or "none"),
+        ("Brain and TIV", "every voxel the skull stripping did not set to 0" if skull_stripped
+         else "from the networks (the TIV with the template's brain mask)"),
     ]
     facts += [(c, scalar(row[c])) for c in ("TIV_ml", "brain_ml",
                                             *(f"{t}_fraction" for t in TISSUES),
@@ -241,7 +249,7 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     summary = table(["", "value"], facts) + "\n" + flags_html(warnings, flags)
 
     descriptions = {k: v.get("Description", "") + (f" ({v['Units']})" if "Units" in v else "")
-                    for k, v in column_descriptions(task).items()}
+                    for k, v in column_descriptions(task, skull_stripped).items()}
     volume_rows = [(c, scalar(row[c]), descriptions.get(c, "")) for c in volumes.columns]
     modalities = [reference_name or Path(reference).name, *reg_imgs]
     sections = [
@@ -250,7 +258,8 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
         ("checks", "Checks", checks_html()),
         ("methods", "Methods", methods_html(task=task, networks=networks,
                                             modalities=modalities, settings=settings,
-                                            versions=versions)),
+                                            versions=versions,
+                                            skull_stripped=skull_stripped)),
         ("volumes", "Volumes", table(["measure", "value", "description"], volume_rows)),
         ("command", "Command line", f"<pre>{esc(command_line or 'not recorded')}</pre>"),
         ("settings", "Settings",

@@ -133,11 +133,15 @@ def test_the_zero_background_is_never_tissue(run):
         assert enclosed.sum() > 1000 and (dseg[enclosed] > 0).any()
 
 
-def test_the_preproc_sidecar_says_whether_the_input_was_skull_stripped(run):
+def test_the_sidecar_and_report_say_whether_the_input_was_skull_stripped(run):
     subject, bids, out, _ = run
     sidecar = json.loads((out / f"sub-{subject}" / "anat"
                           / f"sub-{subject}_desc-preproc_T1w.json").read_text())
     assert sidecar["SkullStripped"] is (subject == "stripped")
+    page = (out / f"sub-{subject}.html").read_text()
+    said = ("<td>Brain and TIV</td><td>every voxel the skull stripping did not set to 0</td>",
+            "the inputs were skull-stripped, so every voxel")
+    assert all((text in page) is (subject == "stripped") for text in said)
 
 
 def test_outputs_and_lookup_table_of_the_wholebrain_convention(stripped_run):

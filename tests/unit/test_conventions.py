@@ -9,7 +9,12 @@ from helpers import bids_skeleton, random_weights
 
 from mixnet_bids.cli.parser import build_parser
 from mixnet_bids.cli.run import _settings_from_args, main
-from mixnet_bids.conventions import convention_probabilities, segment, tiv_mask
+from mixnet_bids.conventions import (
+    convention_probabilities,
+    segment,
+    stripping_rule,
+    tiv_mask,
+)
 from mixnet_bids.derivatives import dseg_lookup
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.weights import (
@@ -22,6 +27,7 @@ from mixnet_bids.interfaces.preproc import SignalMask
 from mixnet_bids.interfaces.tissue import ConventionMaps, TissueVolumes
 from mixnet_bids.labels import TASK_CLASSES, TISSUES
 from mixnet_bids.preprocessing import signal_mask
+from mixnet_bids.volumes import column_descriptions
 
 FINE = TASK_CLASSES["fine"]
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -385,6 +391,15 @@ def test_a_stripped_brain_needs_the_signal_and_fine_networks():
         segment(three, "3label", "3label", signal, (2.0, 2.0, 2.0), signal, stripped=True)
 
 
+def test_the_stripping_rule_is_for_fine_networks_and_the_volumes_say_so():
+    assert stripping_rule("fine") and not stripping_rule("fine", trust_stripping=False)
+    assert not stripping_rule("3label") and not stripping_rule("8label")
+    tiv = {rule: column_descriptions("wholebrain", rule)["TIV_ml"]["Description"]
+           for rule in (True, False)}
+    assert "in skull-stripped inputs (unless --ignore-stripping)" in tiv[True]
+    assert "skull-stripped" not in tiv[False] and tiv[True].startswith(tiv[False])
+
+
 @pytest.mark.parametrize("trust", [True, False])
 def test_convention_maps_take_the_stripped_brain_unless_told_not_to(tmp_path, trust):
     fused, signal, shell = _stripped_case()
@@ -402,7 +417,7 @@ def test_convention_maps_take_the_stripped_brain_unless_told_not_to(tmp_path, tr
     for masks in ([whole], [stripped, whole]):   # a whole head among the inputs: no rule
         out = ConventionMaps(in_probs=probs, networks="fine", convention="wholebrain",
                              template_tiv=template, signal_masks=masks, reference=template,
-                             ).run(cwd=tmp_path).outputs
+                             trust_stripping=True).run(cwd=tmp_path).outputs
         assert out.skull_stripped is False and (load(out.out_dseg)[shell] == 0).mean() > 0.9
 
 

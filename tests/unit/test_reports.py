@@ -366,7 +366,8 @@ def test_methods_cite_brainweb_only_for_networks_trained_on_it():
     assert "refined by one Gaussian per tissue of the N4-corrected reference image" in refined
     assert "raised to the power 6 as the prior" in refined
     assert "skull-stripped" not in refined
-    trusted = dict(kwargs, settings={"trust_stripping": True})
-    assert "every voxel the stripping did not set to 0 was taken as GM, WM or CSF" in \
-        methods_html(networks="fine", **trusted)
-    assert "skull-stripped" not in methods_html(networks="3label", **dict(trusted, task="3label"))
+    assert "template [5] registered (affine, ANTs)" in refined
+    stripped = methods_html(networks="fine", skull_stripped=True, **kwargs)
+    assert "every voxel the stripping did not set to 0 was taken as GM, WM or CSF" in stripped
+    assert "(TIV) consists of the voxels the skull stripping did not set to 0" in stripped
+    assert "template [5] registered" not in stripped

@@ -67,8 +67,12 @@ def test_single_subject_graph_has_one_node_per_plane(tmp_path):
         "coronal=1, axial mirrored")
     assert not unmirrored.get_node("convention_maps").inputs.refine
     assert wf.get_node("convention_maps").inputs.refine   # the default refines
-    assert wf.get_node("convention_maps").inputs.trust_stripping   # and trusts the stripping
-    assert not unmirrored.get_node("convention_maps").inputs.trust_stripping
+    # the 3label networks' background holds the cerebellum: the stripping mask is not the
+    # brain, and neither the volumes nor the sidecars say it is
+    assert not wf.get_node("convention_maps").inputs.trust_stripping
+    assert not wf.get_node("volumes").inputs.stripping_rule
+    assert "skull-stripped" not in str(wf.get_node("outputs_wf.ds_dseg").inputs.metadata)
+    assert "skull-stripped" not in str(wf.get_node("outputs_wf.ds_tiv").inputs.metadata)
     settings.refine = True
     assert dataset_description(settings)["GeneratedBy"][0]["Description"].endswith(
         "coronal=1, axial mirrored, intensity-refined")
@@ -90,6 +94,17 @@ def test_fine_networks_serve_the_asked_convention(tmp_path, task, tissue_dseg):
     maps = wf.get_node("convention_maps")
     assert (maps.inputs.networks, maps.inputs.convention) == ("fine", task)
     assert ("ds_dseg3" in node_names(wf)) == tissue_dseg
+    # fine networks take a skull-stripped input's mask as the brain unless told not to;
+    # every node that describes it is told the same
+    for trust in (True, False):
+        settings.trust_stripping = trust
+        wf = init_single_subject_wf(settings=settings, subject="01", session=None,
+                                    images={"T1w": str(bids / "sub-01/anat/sub-01_T1w.nii.gz")})
+        assert wf.get_node("convention_maps").inputs.trust_stripping is trust
+        assert wf.get_node("volumes").inputs.stripping_rule is trust
+        for sink in ("ds_dseg", "ds_tiv", "ds_probseg_GM"):
+            metadata = str(wf.get_node(f"outputs_wf.{sink}").inputs.metadata)
+            assert ("in skull-stripped inputs" in metadata) is trust, sink
 
 
 def test_mixnet_wf_holds_every_subject(tmp_path):
