@@ -35,20 +35,20 @@ _QC_DESCRIPTIONS: dict[str, dict] = {
                                    "inside the head mask: a registration QC score"}
        for m in ("T1w", "IR", "FLAIR")},
 }
-_TIV_DESCRIPTION = ("total intracranial volume: the voxels of the desc-tiv mask times the "
-                    "voxel volume. The mask is every voxel the networks find more likely "
-                    "brain than background, so that it contains the segmented brain, plus "
-                    "the MNI152 intracranial mask registered (affine) to the subject within "
-                    f"{TIV_REACH_MM:g} mm of them")
-_TIV_OF_STRIPPED = ("; in skull-stripped inputs (unless --ignore-stripping), every voxel "
-                    "the stripping left non-zero")
+#: The definitions of the TIV mask, by the ``TIV_source`` column's values.
+TIV_SOURCES = {
+    "networks": "every voxel the networks find more likely brain than background, so that it "
+                "contains the segmented brain, plus the MNI152 intracranial mask registered "
+                f"(affine) to the subject within {TIV_REACH_MM:g} mm of them",
+    "skull-stripping": "every voxel the skull stripping left non-zero: every input was "
+                       "skull-stripped, and the stripping tool's brain was taken as the brain "
+                       "(unless --ignore-stripping)",
+}
 
 
-def column_descriptions(convention: str, stripping_rule: bool = False) -> dict[str, dict]:
+def column_descriptions(convention: str) -> dict[str, dict]:
     """Descriptions of every column the volumes table of ``convention`` can have (its JSON
-    sidecar), saying which voxels each volume covers; ``stripping_rule``: whether
-    skull-stripped inputs take the stripping mask as the TIV
-    (``conventions.stripping_rule``)."""
+    sidecar), saying which voxels each volume covers."""
     tissues = TISSUE_CONVENTION[convention]
     names = dict(class_table(tissues))
     out: dict[str, dict] = {}
@@ -63,8 +63,11 @@ def column_descriptions(convention: str, stripping_rule: bool = False) -> dict[s
                            f"the networks' {name} classes; {structure_coverage(name, convention)}",
             "Units": "mL"}
     out["brain_ml"] = {"Description": "GM_ml + WM_ml + CSF_ml (at most TIV_ml)", "Units": "mL"}
-    out["TIV_ml"] = {"Description": _TIV_DESCRIPTION
-                     + (_TIV_OF_STRIPPED if stripping_rule else ""), "Units": "mL"}
+    out["TIV_ml"] = {"Description": "total intracranial volume: the voxels of the desc-tiv "
+                                    "mask times the voxel volume; TIV_source says which "
+                                    "voxels the mask holds", "Units": "mL"}
+    out["TIV_source"] = {"Description": "which voxels the desc-tiv mask (TIV_ml) holds",
+                         "Levels": dict(TIV_SOURCES)}
     for tissue in TISSUES:
         out[f"{tissue}_fraction"] = {"Description": f"{tissue}_ml / TIV_ml (the three "
                                                     "fractions sum to at most 1)"}
@@ -128,18 +131,23 @@ def tissue_volumes(tissues: Mapping[str, np.ndarray], tiv: np.ndarray, voxel_ml:
 
 def volumes_table(subject: str, session: str | None, volumes: Mapping[str, float],
                   qc: Mapping[str, float] | None, convention: str,
-                  stripping_rule: bool = False) -> tuple[dict[str, object], dict[str, dict]]:
+                  tiv_source: str = "networks") -> tuple[dict[str, object], dict[str, dict]]:
     """One subject's row of the volumes table (its BIDS labels, ``volumes`` as
-    ``tissue_volumes`` gives them, the ``qc`` columns) and the JSON sidecar describing the
-    row's columns (``column_descriptions``)."""
+    ``tissue_volumes`` gives them, ``tiv_source`` (a key of ``TIV_SOURCES``) after the TIV,
+    the ``qc`` columns) and the JSON sidecar describing the row's columns
+    (``column_descriptions``)."""
+    if tiv_source not in TIV_SOURCES:
+        raise ValueError(f"unknown TIV source {tiv_source!r}; one of {sorted(TIV_SOURCES)}")
     row: dict[str, object] = {"participant_id": f"sub-{subject}"}
     meta = {"participant_id": {"Description": "BIDS participant label"}}
     if session:
         row["session_id"] = f"ses-{session}"
         meta["session_id"] = {"Description": "BIDS session label"}
-    row.update(volumes)
+    for name, value in volumes.items():
+        row[name] = value
+        if name == "TIV_ml":
+            row["TIV_source"] = tiv_source
     row.update(qc or {})
-    meta.update({k: v for k, v in column_descriptions(convention, stripping_rule).items()
-                 if k in row})
+    meta.update({k: v for k, v in column_descriptions(convention).items() if k in row})
     return row, meta
 

@@ -134,8 +134,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                               name="convention_maps", mem_gb=3.0)
     tiv_wf = init_tiv_wf()
     volumes = pe.Node(TissueVolumes(convention=settings.task, subject=subject,
-                                    session=session, stripping_rule=strip_rule),
-                      name="volumes", mem_gb=1.0)
+                                    session=session), name="volumes", mem_gb=1.0)
     outputs_wf = init_outputs_wf(settings=settings, subject=subject, session=session,
                                  images=images, base_directory=staging,
                                  stripping_rule=strip_rule)
@@ -169,6 +168,7 @@ def init_single_subject_wf(*, settings: Settings, subject: str, session: str | N
                                     ("out_structures", "structures"),
                                     ("structure_names", "structure_names"),
                                     ("out_tiv", "tiv_mask"), ("out_dseg", "dseg"),
+                                    ("skull_stripped", "skull_stripped"),
                                     ("out_uncertainty", "uncertainty")]),
         (preproc, registration_qc, [("outputnode.reference", "reference"),
                                     ("outputnode.head_mask", "head_mask")]),

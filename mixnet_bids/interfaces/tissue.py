@@ -154,10 +154,9 @@ class _VolumesInputSpec(BaseInterfaceInputSpec):
     subject = traits.Str(mandatory=True)
     session = traits.Either(None, traits.Str, usedefault=True)
     qc = traits.Dict(traits.Str, traits.Float, desc="extra QC columns (e.g. nmi_FLAIR)")
-    stripping_rule = traits.Bool(False, usedefault=True,
-                                 desc="whether skull-stripped inputs take the stripping "
-                                      "mask as the TIV (``conventions.stripping_rule``), "
-                                      "for the TIV's description")
+    skull_stripped = traits.Bool(False, usedefault=True,
+                                 desc="whether the TIV mask is the skull-stripped inputs' "
+                                      "non-zero voxels (``ConventionMaps.skull_stripped``)")
 
 
 class _VolumesOutputSpec(TraitedSpec):
@@ -196,7 +195,8 @@ class TissueVolumes(SimpleInterface):
             uncertainty=load(self.inputs.uncertainty))
         row, meta = volumes_table(self.inputs.subject, self.inputs.session, volumes,
                                   self.inputs.qc, self.inputs.convention,
-                                  self.inputs.stripping_rule)
+                                  "skull-stripping" if self.inputs.skull_stripped
+                                  else "networks")
         out = os.path.join(runtime.cwd, "volumes.tsv")
         pd.DataFrame([row]).to_csv(out, sep="\t", index=False, float_format="%.4f",
                                    na_rep="n/a")

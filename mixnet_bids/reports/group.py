@@ -96,6 +96,13 @@ def group_report(out_html: Path, table: pd.DataFrame, *, task: str,
     if too_small:
         summary += (f'<div class="ok">Cohort outliers not computed: {len(table)} rows, fewer '
                     f"than {MIN_COHORT}.</div>")
+    sources = table["TIV_source"].value_counts() if "TIV_source" in table else pd.Series()
+    if len(sources) > 1:
+        counts = ", ".join(f"{n} {esc(source)}" for source, n in sources.items())
+        summary += ('<div class="warnings">The TIV is not defined the same way for every row '
+                    f"(TIV_source: {counts}): the skull-stripped inputs' TIV is their "
+                    "stripping mask. Compare TIVs and fractions within one definition, or "
+                    "rerun the skull-stripped ones with --ignore-stripping.</div>")
 
     if reasons:
         rows = "".join(

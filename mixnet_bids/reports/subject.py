@@ -249,7 +249,7 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     summary = table(["", "value"], facts) + "\n" + flags_html(warnings, flags)
 
     descriptions = {k: v.get("Description", "") + (f" ({v['Units']})" if "Units" in v else "")
-                    for k, v in column_descriptions(task, skull_stripped).items()}
+                    for k, v in column_descriptions(task).items()}
     volume_rows = [(c, scalar(row[c]), descriptions.get(c, "")) for c in volumes.columns]
     modalities = [reference_name or Path(reference).name, *reg_imgs]
     sections = [

@@ -90,6 +90,7 @@ def test_volumes_stay_inside_the_tiv(run):
     assert tiv[dseg > 0].all()
     assert row["TIV_ml"] == pytest.approx(tiv.sum() * voxel_ml, rel=1e-4)
     assert row["GM_ml"] + row["WM_ml"] + row["CSF_ml"] <= row["TIV_ml"] + 1e-3
+    assert row["TIV_source"] == ("skull-stripping" if subject == "stripped" else "networks")
     fractions = [row[f"{t}_fraction"] for t in ("GM", "WM", "CSF")]
     assert all(0 < f < 1 for f in fractions) and sum(fractions) <= 1 + 1e-4
     for tissue in ("GM", "WM", "CSF"):

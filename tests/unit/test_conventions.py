@@ -27,7 +27,6 @@ from mixnet_bids.interfaces.preproc import SignalMask
 from mixnet_bids.interfaces.tissue import ConventionMaps, TissueVolumes
 from mixnet_bids.labels import TASK_CLASSES, TISSUES
 from mixnet_bids.preprocessing import signal_mask
-from mixnet_bids.volumes import column_descriptions
 
 FINE = TASK_CLASSES["fine"]
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -391,13 +390,9 @@ def test_a_stripped_brain_needs_the_signal_and_fine_networks():
         segment(three, "3label", "3label", signal, (2.0, 2.0, 2.0), signal, stripped=True)
 
 
-def test_the_stripping_rule_is_for_fine_networks_and_the_volumes_say_so():
+def test_the_stripping_rule_is_for_fine_networks():
     assert stripping_rule("fine") and not stripping_rule("fine", trust_stripping=False)
     assert not stripping_rule("3label") and not stripping_rule("8label")
-    tiv = {rule: column_descriptions("wholebrain", rule)["TIV_ml"]["Description"]
-           for rule in (True, False)}
-    assert "in skull-stripped inputs (unless --ignore-stripping)" in tiv[True]
-    assert "skull-stripped" not in tiv[False] and tiv[True].startswith(tiv[False])
 
 
 @pytest.mark.parametrize("trust", [True, False])
@@ -414,6 +409,14 @@ def test_convention_maps_take_the_stripped_brain_unless_told_not_to(tmp_path, tr
                          trust_stripping=trust, refine=False).run(cwd=tmp_path).outputs
     assert out.skull_stripped is trust
     assert bool((load(out.out_dseg)[shell] > 0).all()) is trust
+    # the volumes table says which voxels the TIV holds
+    volumes = TissueVolumes(probsegs=out.out_probsegs, tiv_mask=out.out_tiv, dseg=out.out_dseg,
+                            uncertainty=out.out_uncertainty, convention="wholebrain",
+                            subject="01", skull_stripped=out.skull_stripped
+                            ).run(cwd=tmp_path).outputs
+    row = pd.read_csv(volumes.out_tsv, sep="\t").iloc[0]
+    assert row["TIV_source"] == ("skull-stripping" if trust else "networks")
+    assert row["TIV_ml"] == pytest.approx(load(out.out_tiv).sum() * 8 / 1000)
     for masks in ([whole], [stripped, whole]):   # a whole head among the inputs: no rule
         out = ConventionMaps(in_probs=probs, networks="fine", convention="wholebrain",
                              template_tiv=template, signal_masks=masks, reference=template,

@@ -185,6 +185,10 @@ def test_fusion_convention_maps_and_volumes_interfaces(tmp_path):
     assert row["cerebellum_ml"] == pytest.approx(probs[..., 7].sum() * 8 / 1000, abs=1e-4)
     assert row["GM_fraction"] == pytest.approx(row["GM_ml"] / row["TIV_ml"], abs=1e-3)
     assert "GM_ml" in vol.metadata and vol.metadata["GM_ml"]["Units"] == "mL"
+    # which voxels the TIV holds, right after it, with both definitions in the sidecar
+    assert list(row.index[list(row.index).index("TIV_ml") + 1:][:1]) == ["TIV_source"]
+    assert row["TIV_source"] == "networks"
+    assert set(vol.metadata["TIV_source"]["Levels"]) == {"networks", "skull-stripping"}
 
 
 def test_plane_inference_progress_bar_only_when_asked(tmp_path, capsys):

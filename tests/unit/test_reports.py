@@ -319,6 +319,18 @@ def test_group_report_of_a_small_cohort_flags_volumes_above_the_tiv(tmp_path):
     assert '<td class="num flag">1600</td>' in row
 
 
+def test_group_report_warns_when_the_tiv_is_defined_two_ways(tmp_path):
+    table = cohort(n=5)
+    table.insert(6, "TIV_source", "networks")
+    page = group_report(tmp_path / "same.html", table, task="wholebrain").read_text()
+    assert "TIV is not defined the same way" not in page
+    assert "<td>networks</td>" in page                  # the column is in the cohort table
+    table.loc[[1, 3], "TIV_source"] = "skull-stripping"
+    page = group_report(tmp_path / "mixed.html", table, task="wholebrain").read_text()
+    summary = page.split('id="summary"')[1].split("</section>")[0]
+    assert "(TIV_source: 3 networks, 2 skull-stripping)" in summary
+
+
 def test_group_report_names_every_point(tmp_path):
     """Each point of the distributions is an image-map area: its subject on hover and a
     link to its report, inside the image."""

@@ -70,7 +70,6 @@ def test_single_subject_graph_has_one_node_per_plane(tmp_path):
     # the 3label networks' background holds the cerebellum: the stripping mask is not the
     # brain, and neither the volumes nor the sidecars say it is
     assert not wf.get_node("convention_maps").inputs.trust_stripping
-    assert not wf.get_node("volumes").inputs.stripping_rule
     assert "skull-stripped" not in str(wf.get_node("outputs_wf.ds_dseg").inputs.metadata)
     assert "skull-stripped" not in str(wf.get_node("outputs_wf.ds_tiv").inputs.metadata)
     settings.refine = True
@@ -101,7 +100,6 @@ def test_fine_networks_serve_the_asked_convention(tmp_path, task, tissue_dseg):
         wf = init_single_subject_wf(settings=settings, subject="01", session=None,
                                     images={"T1w": str(bids / "sub-01/anat/sub-01_T1w.nii.gz")})
         assert wf.get_node("convention_maps").inputs.trust_stripping is trust
-        assert wf.get_node("volumes").inputs.stripping_rule is trust
         for sink in ("ds_dseg", "ds_tiv", "ds_probseg_GM"):
             metadata = str(wf.get_node(f"outputs_wf.{sink}").inputs.metadata)
             assert ("in skull-stripped inputs" in metadata) is trust, sink
