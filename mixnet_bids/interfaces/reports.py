@@ -61,10 +61,6 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     warnings = traits.List(traits.Str, desc="warnings found by the input checks")
     task = traits.Str(mandatory=True, desc="the output convention")
     networks = traits.Str(desc="the task of the networks that gave it")
-    skull_stripped = traits.Bool(False, usedefault=True,
-                                 desc="whether the skull-stripped inputs' non-zero voxels "
-                                      "were taken as the brain and the TIV "
-                                      "(``ConventionMaps.skull_stripped``)")
 
 
 class _SubjectReportOutputSpec(TraitedSpec):
@@ -96,7 +92,7 @@ class SubjectReport(SimpleInterface):
             volumes_tsv=Path(self.inputs.volumes),
             settings=json.loads(self.inputs.settings_json), versions=software_versions(),
             warnings=optional("warnings") or [], task=self.inputs.task,
-            networks=optional("networks"), skull_stripped=self.inputs.skull_stripped,
+            networks=optional("networks"),
             template_mask=Path(template_mask) if template_mask else None,
             reference_name=optional("reference_name"), command_line=optional("command_line"))
         self._results["out_file"] = str(out)

@@ -96,9 +96,9 @@ def group_report(out_html: Path, table: pd.DataFrame, *, task: str,
     if too_small:
         summary += (f'<div class="ok">Cohort outliers not computed: {len(table)} rows, fewer '
                     f"than {MIN_COHORT}.</div>")
-    sources = table["TIV_source"].value_counts() if "TIV_source" in table else pd.Series()
-    if len(sources) > 1:
-        counts = ", ".join(f"{n} {esc(source)}" for source, n in sources.items())
+    if "TIV_source" in table and table["TIV_source"].nunique() > 1:
+        counts = ", ".join(f"{n} {esc(source)}"
+                           for source, n in table["TIV_source"].value_counts().items())
         summary += ('<div class="warnings">The TIV is not defined the same way for every row '
                     f"(TIV_source: {counts}): the skull-stripped inputs' TIV is their "
                     "stripping mask. Compare TIVs and fractions within one definition, or "

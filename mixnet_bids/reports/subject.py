@@ -142,8 +142,7 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
                    probsegs: Sequence[Path], registered: Mapping[str, Path], volumes_tsv: Path,
                    settings: Mapping, versions: Mapping[str, str], warnings: Sequence[str],
                    task: str, networks: str | None = None, template_mask: Path | None = None,
-                   reference_name: str | None = None, command_line: str | None = None,
-                   skull_stripped: bool = False) -> Path:
+                   reference_name: str | None = None, command_line: str | None = None) -> Path:
     """Write one subject's self-contained QC page to ``out_html`` (atomically).
 
     Inputs, all on the reference grid (any orientation, oblique allowed): ``reference``
@@ -154,8 +153,9 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
     resampled on the reference grid, may be empty), ``template_mask`` (the template brain
     mask registered to the subject, for the TIV); ``volumes_tsv`` is the one-row volumes
     table, ``settings`` the run settings (dumped as JSON), ``versions`` software name ->
-    version, ``warnings`` the input checks' lines, ``command_line`` the command that ran;
-    ``skull_stripped``: whether the inputs' non-zero voxels were taken as the brain and TIV.
+    version, ``warnings`` the input checks' lines, ``command_line`` the command that ran.
+    Whether the skull-stripped inputs' non-zero voxels were taken as the brain and the TIV
+    comes from the table's ``TIV_source``.
 
     The page has a summary with the warnings and the QC flags (``qc``: each with what it
     means and what to do), outlines of the segmentation, of the template mask, where the
@@ -186,6 +186,7 @@ def subject_report(out_html: Path, *, title: str, reference: Path, dseg: Path,
         raise ValueError(f"{volumes_tsv} has {len(volumes)} rows; a subject's volumes "
                          "table has one")
     row = volumes.iloc[0]
+    skull_stripped = row.get("TIV_source") == "skull-stripping"
 
     zooms = np.sqrt((ref_img.affine[:3, :3] ** 2).sum(axis=0))
     measures = image_measures(

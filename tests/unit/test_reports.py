@@ -129,6 +129,17 @@ def test_subject_report_embeds_one_png_per_figure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "sub-01.html"]
 
 
+def test_subject_report_says_which_voxels_the_tiv_holds(tmp_path):
+    paths = head_phantom(tmp_path / "in")
+    volumes = pd.read_csv(paths["volumes"], sep="\t")
+    for source, said in (("networks", "from the networks"),
+                         ("skull-stripping", "every voxel the skull stripping did not set")):
+        volumes.assign(TIV_source=source).to_csv(paths["volumes"], sep="\t", index=False)
+        page = write_subject(tmp_path, paths, registered=()).read_text()
+        assert f"<td>Brain and TIV</td><td>{said}" in page
+        assert ("the inputs were skull-stripped" in page) is (source == "skull-stripping")
+
+
 def test_subject_report_oblique_anisotropic_8label_input(tmp_path):
     paths = head_phantom(tmp_path / "in", shape=(80, 80, 16), zooms=(0.96, 0.96, 3.0),
                          rotate=rotation(15, 10))
