@@ -52,6 +52,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,12 +293,22 @@ def by_intensity(classes: np.ndarray, intensities: np.ndarray, mask: np.ndarray,
 
 def atropos_tissues(corrected: np.ndarray, zooms: tuple[float, ...],
                     mask: np.ndarray) -> np.ndarray:
-    """3-class k-means Atropos (MRF 0.1, 3 iterations) inside ``mask`` -> tissue codes."""
+    """3-class k-means Atropos (MRF 0.1, 3 iterations) inside ``mask`` -> tissue codes.
+
+    antspyx writes Atropos's probability images to ``tempfile.mktemp`` names and leaves them
+    there; pointing ``tempfile.tempdir`` at a directory of our own for the call removes them.
+    """
     import ants
 
     image = ants.from_numpy(np.asarray(corrected, np.float32), spacing=tuple(map(float, zooms)))
-    result = ants.atropos(a=image, x=image.new_image_like(mask.astype(np.float32)),
-                          i="kmeans[3]", m=ATROPOS_MRF, c=ATROPOS_CONVERGENCE)
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="atropos-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            result = ants.atropos(a=image, x=image.new_image_like(mask.astype(np.float32)),
+                                  i="kmeans[3]", m=ATROPOS_MRF, c=ATROPOS_CONVERGENCE)
+        finally:
+            tempfile.tempdir = previous
     labels = result["segmentation"].numpy().astype(np.int64)   # 1-3 in the mask, else 0
     if (labels[mask] == 0).any():
         raise RuntimeError("Atropos left voxels of the brain mask unlabelled")

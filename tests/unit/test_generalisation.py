@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -201,16 +202,19 @@ def phantom(shape=(56, 64, 48), seed=0):
     return (means[truth] * bias + noise).astype(np.float32), truth
 
 
-def test_atropos_and_the_gaussian_mixture_segment_a_phantom():
+def test_atropos_and_the_gaussian_mixture_segment_a_phantom(tmp_path, monkeypatch):
     data, truth = phantom()
     mask = truth > 0
     corrected = bench.n4_corrected(data, (2.0, 2.0, 2.0), mask)
     assert corrected.shape == data.shape and np.isfinite(corrected).all()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # where antspyx would write
     for tissues in (bench.atropos_tissues(corrected, (2.0, 2.0, 2.0), mask),
                     bench.gmm_tissues(corrected, mask)):
         assert (tissues[~mask] == 0).all()
         scores = tissue_dice(tissues, truth)
         assert min(scores.values()) > 0.85, scores
+    # Atropos's probability images are gone, and the temporary directory is restored
+    assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)
 
 
 def test_classes_are_named_by_their_mean_intensity():
