@@ -21,6 +21,7 @@ from mixnet_bids.conventions import (
     structure_coverage,
 )
 from mixnet_bids.labels import TISSUES
+from mixnet_bids.templates import TEMPLATE
 
 _QC_DESCRIPTIONS: dict[str, dict] = {
     "mean_uncertainty": {"Description": "mean normalised entropy of the fused "
@@ -35,14 +36,15 @@ _QC_DESCRIPTIONS: dict[str, dict] = {
                                    "inside the head mask: a registration QC score"}
        for m in ("T1w", "IR", "FLAIR")},
 }
-#: The definitions of the TIV mask, by the ``TIV_source`` column's values.
+#: The definitions of the TIV mask, by the ``TIV_source`` column's values: the one wording
+#: of the volumes JSON, the TIV mask's sidecar and the report's methods text.
 TIV_SOURCES = {
     "networks": "every voxel the networks find more likely brain than background, so that it "
-                "contains the segmented brain, plus the MNI152 intracranial mask registered "
-                f"(affine) to the subject within {TIV_REACH_MM:g} mm of them",
-    "skull-stripping": "every voxel the skull stripping left non-zero: every input was "
-                       "skull-stripped, and the stripping tool's brain was taken as the brain "
-                       "(unless --ignore-stripping)",
+                f"contains the segmented brain, plus the {TEMPLATE} template's brain mask "
+                f"registered (affine) to the subject within {TIV_REACH_MM:g} mm of them",
+    "skull-stripping": "every voxel the skull stripping left non-zero (every input was "
+                       "skull-stripped, and the stripping tool's brain was taken as the brain; "
+                       "--ignore-stripping turns this off)",
 }
 
 

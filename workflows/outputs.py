@@ -8,11 +8,12 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mixnet_bids.config import Settings
-from mixnet_bids.conventions import TISSUE_CONVENTION, TIV_REACH_MM, class_table
+from mixnet_bids.conventions import TISSUE_CONVENTION, class_table
 from mixnet_bids.interfaces.bids import DerivativesDataSink, derivative_name
 from mixnet_bids.interfaces.preproc import SkullStripped
 from mixnet_bids.labels import TISSUES
 from mixnet_bids.sidecars import TISSUE_NAMES, own_uri, raw_uri, template_uri
+from mixnet_bids.volumes import TIV_SOURCES
 from mixnet_bids.workflows.preprocessing import choose_reference
 
 #: How each input modality's preprocessed image is named: (acq entity, suffix).
@@ -101,12 +102,9 @@ def init_outputs_wf(*, settings: Settings, subject: str, session: str | None,
                                        "0 certain, 1 every class equally likely"}, desc=task)
     sink("ds_tiv", "tiv_mask", "mask", {
         **reference_grid, "Type": "Brain",
-        "Description": "Intracranial mask, whose volume is the TIV: every voxel the "
-                       "networks find more likely brain than background, so that it contains "
-                       "the segmented brain, plus the template's brain mask mapped onto the "
-                       f"reference image by an affine registration within {TIV_REACH_MM:g} mm "
-                       "of them" + ("; in skull-stripped inputs, every voxel not set to 0"
-                                    if stripping_rule else ""),
+        "Description": f"Intracranial mask, whose volume is the TIV: {TIV_SOURCES['networks']}"
+                       + (f"; in skull-stripped inputs, {TIV_SOURCES['skull-stripping']}"
+                          if stripping_rule else ""),
         "Sources": [preprocs[reference], template_uri("res-1_desc-brain_mask.nii.gz"),
                     template_uri("res-2_T1w.nii.gz")]}, desc="tiv")
     if settings.save_probabilities:

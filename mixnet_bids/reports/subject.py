@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from mixnet_bids.conventions import STRUCTURES, TIV_REACH_MM, class_table
+from mixnet_bids.conventions import STRUCTURES, class_table
 from mixnet_bids.inference.predict import mirrored_planes
 from mixnet_bids.refinement import PRIOR_EXPONENT
 from mixnet_bids.io import atomic_write_text
@@ -29,7 +29,7 @@ from mixnet_bids.reports.qc import (
     table_flags,
 )
 from mixnet_bids.templates import TEMPLATE
-from mixnet_bids.volumes import column_descriptions, tissue_margin
+from mixnet_bids.volumes import TIV_SOURCES, column_descriptions, tissue_margin
 
 LOGGER = logging.getLogger(__name__)
 
@@ -103,12 +103,9 @@ def methods_html(*, task: str, networks: str | None, modalities: Sequence[str],
            if settings.get("refine") else "")
         + ("; the inputs were skull-stripped, so every voxel the stripping did not set to 0 "
            "was taken as GM, WM or CSF" if skull_stripped else "")
-        + f". Labels follow the {esc(task)} convention. The total intracranial "
-        + ("volume (TIV) consists of the voxels the skull stripping did not set to 0"
-           if skull_stripped else
-           "volume (TIV) consists of the voxels the networks find more likely brain than "
-           f"background, plus the brain mask of the {esc(TEMPLATE)} template [5] registered "
-           f"(affine, ANTs) to the subject within {TIV_REACH_MM:g} mm of them")
+        + f". Labels follow the {esc(task)} convention. The total intracranial volume (TIV) "
+        + (f"consists of {esc(TIV_SOURCES['skull-stripping'])}" if skull_stripped else
+           f"consists of {esc(TIV_SOURCES['networks'])} (template [5], ANTs registration)")
         + "; tissue volumes are probability-weighted inside it. "
         f"The workflow ran in Nipype [4] {v('nipype')} with Python {v('python')}, nibabel "
         f"{v('nibabel')} and nilearn {v('nilearn')}.")

@@ -1,6 +1,7 @@
 """QC reports: self-contained pages with real PNGs, outlier flags on synthetic cohorts."""
 
 import base64
+import html
 import io
 import re
 
@@ -17,6 +18,7 @@ from mixnet_bids.reports.figures import FIG_WIDTH_IN, Scene
 from mixnet_bids.reports.html import DPI
 from mixnet_bids.reports.outliers import MIN_COHORT, OUTLIER_Z
 from mixnet_bids.reports.subject import methods_html
+from mixnet_bids.volumes import TIV_SOURCES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMG_SRC = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]* alt="([^"]+)"')
@@ -389,8 +391,9 @@ def test_methods_cite_brainweb_only_for_networks_trained_on_it():
     assert "refined by one Gaussian per tissue of the N4-corrected reference image" in refined
     assert "raised to the power 6 as the prior" in refined
     assert "skull-stripped" not in refined
-    assert "template [5] registered (affine, ANTs)" in refined
+    # the TIV is defined in the volumes JSON's words, which the TIV mask's sidecar uses too
+    assert f"(TIV) consists of {TIV_SOURCES['networks']} (template [5]" in html.unescape(refined)
     stripped = methods_html(networks="fine", skull_stripped=True, **kwargs)
     assert "every voxel the stripping did not set to 0 was taken as GM, WM or CSF" in stripped
-    assert "(TIV) consists of the voxels the skull stripping did not set to 0" in stripped
-    assert "template [5] registered" not in stripped
+    assert "(TIV) consists of every voxel the skull stripping left non-zero" in stripped
+    assert "template [5]" not in stripped

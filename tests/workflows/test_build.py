@@ -6,6 +6,7 @@ from helpers import bids_skeleton, random_weights
 from mixnet_bids.config import Settings
 from mixnet_bids.derivatives import dataset_description
 from mixnet_bids.templates import ensure_templateflow
+from mixnet_bids.volumes import TIV_SOURCES
 from mixnet_bids.workflows.base import init_mixnet_wf, init_single_subject_wf
 from mixnet_bids.workflows.preprocessing import choose_reference, init_preproc_wf
 
@@ -33,7 +34,8 @@ def test_preproc_registers_every_non_reference_modality(modalities, reference):
     masks = {(src.name, dst.name, tuple(data["connect"]))
              for src, dst, data in init_preproc_wf(modalities=modalities)._graph.edges(data=True)
              if src.name.startswith("n4_mask_") and dst.name.startswith("register_")}
-    assert masks == {(f"n4_mask_{reference}", f"register_{m}", (("out_file", "fixed_image_masks"),))
+    edge = (("out_file", "fixed_image_masks"),)
+    assert masks == {(f"n4_mask_{reference}", f"register_{m}", edge)
                      for m in modalities if m != reference}
 
 
@@ -103,6 +105,9 @@ def test_fine_networks_serve_the_asked_convention(tmp_path, task, tissue_dseg):
         for sink in ("ds_dseg", "ds_tiv", "ds_probseg_GM"):
             metadata = str(wf.get_node(f"outputs_wf.{sink}").inputs.metadata)
             assert ("in skull-stripped inputs" in metadata) is trust, sink
+        tiv = wf.get_node("outputs_wf.ds_tiv").inputs.metadata["Description"]
+        assert TIV_SOURCES["networks"] in tiv   # the volumes JSON's words
+        assert (TIV_SOURCES["skull-stripping"] in tiv) is trust
 
 
 def test_mixnet_wf_holds_every_subject(tmp_path):
