@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from mixnet_bids.evaluation.metrics import tissue_dice
 from mixnet_bids.inference.planes import PLANES
+from mixnet_bids.labels import TASK_CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))
@@ -448,3 +449,57 @@ def test_cv_refine_probe_scores_each_finished_fold_with_and_without_the_refineme
         [modalities, method, task] for modalities in ("T1w+IR+FLAIR", "T1w")
         for method in ("networks", "refined by T1w") for task in ("3label", "wholebrain")]
     assert all(len(row[4].split(" / ")) == 3 for row in rows)
+
+
+def test_cv_error_probe_sorts_errors_into_border_and_region_by_hand():
+    probe = load_script("cv_error_probe")
+    ref = np.zeros((6, 6, 2), np.uint8)
+    ref[:, :3] = 1                                      # GM | CSF, the border between y 2 and 3
+    ref[:, 3:] = 3
+    ref[0, 0, 1] = IGNORED                              # never scored
+    pred = ref.copy()
+    pred[0, 0, 1] = 2                                   # wrong, but ignored
+    pred[4, 2, 0] = 3                                   # GM -> CSF next to the CSF: border
+    pred[1, 0, 0] = pred[1, 0, 1] = 2                   # GM -> WM, no WM anywhere: a region
+    pred[5, 5, 1] = 0                                   # CSF -> background at the image edge
+    table = probe.error_table(pred, ref, voxel_ml=0.5)
+    assert table == {(1, 3): (0.5, 0.5), (1, 2): (1.0, 0.0), (3, 0): (0.5, 0.0)}
+
+
+def test_cv_error_probe_lists_each_networks_largest_errors(tmp_path):
+    probe = load_script("cv_error_probe")
+    subject = synthetic_subject()
+    cv = tmp_path / "cv"
+    for plane in PLANES:
+        random_weights(cv / subject.name / plane, "fine", planes=(plane,))
+    rows = probe.probe(subject, {"held out": probe.fold_weights(cv, subject.name)}, top=2)
+    assert rows[0][:2] == [subject.name, "held out"] and rows[0][3] == "all errors"
+    assert len(rows[0][2].split(" / ")) == 3 and 1 <= len(rows) <= 3
+    listed = [float(row[4]) for row in rows[1:]]
+    assert listed == sorted(listed, reverse=True) and sum(listed) <= float(rows[0][4]) + 0.1
+    for row in rows[1:]:   # what each error is made of: MRBrainS structures, fine classes
+        assert row[6].split()[0] in TASK_CLASSES["8label"], row
+        assert row[7].split()[0] in TASK_CLASSES["fine"], row
+        assert 1 / 4 <= float(row[8]) <= 1   # the predicted class is the most likely of four
+    shares = probe.composition(np.array([3, 3, 3, 0]), ("BG", "GM", "WM", "CSF"))
+    assert shares == "CSF 75%, BG 25%"
+
+
+def test_cv_error_probe_reads_a_dseg_against_its_reference(tmp_path, capsys):
+    probe = load_script("cv_error_probe")
+    ref = np.zeros((8, 8, 4), np.uint8)
+    ref[2:6, 2:6] = 3                                   # a CSF block in background
+    ref[3:5, 3:5] = 1                                   # around a GM core
+    pred = ref.copy()
+    pred[2, 2:6] = 0                                    # one CSF row called background
+    affine = np.diag([10.0, 10.0, 10.0, 1.0])           # 1 mL voxels
+    files = []
+    for name, data in (("pred", pred), ("ref", ref)):
+        files.append(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(data, affine), files[-1])
+    assert probe.main(["--dseg", *map(str, files)]) == 0
+    out = capsys.readouterr().out
+    assert "| pred.nii.gz |  | 1.000 / 1.000 / 0.800 | all errors | 16.0 | 100% |" in out
+    assert "| CSF -> background | 16.0 | 100% |" in out
+    with pytest.raises(SystemExit):
+        probe.main([])                                  # nothing to read
