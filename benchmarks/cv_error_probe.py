@@ -4,7 +4,8 @@ of the two.
 
 For each held-out subject whose fold has all three planes, the fold's networks predict the
 subject as the cross-validation scores it (``crossval.fused_probabilities``, all its
-modalities, the MRBrainS 3 labels). With ``--shipped``, the shipped networks predict it too:
+modalities, the MRBrainS 3 labels); with ``--each-plane``, each plane's network alone too.
+With ``--shipped``, the shipped networks predict it as well:
 MRBrainS subjects are among their training data, so the two side by side separate what the
 networks do not generalise from what they do not fit.
 
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a tissue segmentation and its reference (repeatable)")
     parser.add_argument("--shipped", action="store_true",
                         help="also predict with the shipped fine networks (trained on them)")
+    parser.add_argument("--each-plane", action="store_true",
+                        help="also each plane's network of the fold alone")
     parser.add_argument("--top", type=int, default=6, help="errors listed per prediction")
     args = parser.parse_args(argv)
     if args.subjects and not (args.cv and args.cache):
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: its fold has not finished every plane; skipped", flush=True)
             continue
         networks = {"held out (its fold)": weights}
+        if args.each_plane:
+            networks.update({f"{p} alone (its fold)": {p: weights[p]} for p in PLANES})
         if args.shipped:
             networks["trained on (shipped)"] = {p: weight_path("fine", p, "v3") for p in PLANES}
         rows += probe(load_cached(args.cache / "preproc" / f"{name}.npz"), networks, args.top)
