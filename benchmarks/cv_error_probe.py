@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cv_refine_probe import fold_weights, scores  # noqa: E402
+from cv_refine_probe import finished_folds, scores  # noqa: E402
 
 from mixnet_bids.conventions import convention_probabilities  # noqa: E402
 from mixnet_bids.evaluation.markdown import table as markdown_table  # noqa: E402
@@ -49,7 +49,6 @@ from mixnet_bids.evaluation.metrics import dice  # noqa: E402
 from mixnet_bids.inference.planes import PLANES, to_canonical  # noqa: E402
 from mixnet_bids.inference.weights import weight_path  # noqa: E402
 from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, map_labels  # noqa: E402
-from mixnet_bids.training.cache import load_cached  # noqa: E402
 from mixnet_bids.training.crossval import fused_probabilities  # noqa: E402
 
 CLASSES = ("background", "GM", "WM", "CSF")
@@ -155,18 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for pred_file, ref_file in args.dseg:
         rows += dseg_rows(pred_file, ref_file, args.top)
-    for label in args.subjects:
-        name = f"sub-{label.removeprefix('sub-')}"
-        weights = fold_weights(args.cv, name)
-        if weights is None:
-            print(f"{name}: its fold has not finished every plane; skipped", flush=True)
-            continue
+    for subject, weights in finished_folds(args.cv, args.cache, args.subjects):
         networks = {"held out (its fold)": weights}
         if args.each_plane:
             networks.update({f"{p} alone (its fold)": {p: weights[p]} for p in PLANES})
         if args.shipped:
             networks["trained on (shipped)"] = {p: weight_path("fine", p, "v3") for p in PLANES}
-        rows += probe(load_cached(args.cache / "preproc" / f"{name}.npz"), networks, args.top)
+        rows += probe(subject, networks, args.top)
     header = ["subject", "networks", "Dice GM / WM / CSF", "error (reference -> predicted)",
               "mL", "on the border", "in the reference", "networks' fine class",
               "median p(predicted)"]

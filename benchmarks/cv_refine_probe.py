@@ -41,6 +41,18 @@ def fold_weights(cv: Path, subject: str) -> dict[str, Path] | None:
     return files if all(f.is_file() for f in files.values()) else None
 
 
+def finished_folds(cv: Path, cache: Path, labels: list[str]):
+    """``(cached held-out subject, its fold's plane networks)`` for each of ``labels`` whose
+    fold has finished every plane; the others are named and skipped."""
+    for label in labels:
+        name = f"sub-{label.removeprefix('sub-')}"
+        weights = fold_weights(cv, name)
+        if weights is None:
+            print(f"{name}: its fold has not finished every plane; skipped", flush=True)
+            continue
+        yield load_cached(cache / "preproc" / f"{name}.npz"), weights
+
+
 def scores(pred: np.ndarray, labels: np.ndarray, task: str) -> tuple[float, ...]:
     """Dice of GM, WM, CSF (``task``'s classes 1-3) against raw MRBrainS labels."""
     ref = map_labels(labels, task)
@@ -73,13 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", nargs="+", required=True)
     args = parser.parse_args(argv)
     rows = []
-    for label in args.subjects:
-        name = f"sub-{label.removeprefix('sub-')}"
-        weights = fold_weights(args.cv, name)
-        if weights is None:
-            print(f"{name}: its fold has not finished every plane; skipped", flush=True)
-            continue
-        rows += probe(load_cached(args.cache / "preproc" / f"{name}.npz"), weights)
+    for subject, weights in finished_folds(args.cv, args.cache, args.subjects):
+        rows += probe(subject, weights)
     header = ["subject", "modalities", "method", "classes", "Dice GM / WM / CSF"]
     print(markdown_table(header, rows))
     return 0

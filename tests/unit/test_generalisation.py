@@ -437,12 +437,18 @@ def test_refine_probe_takes_the_stripped_brain_of_skull_stripped_cases(tmp_path)
     assert stripped["GM"] == pytest.approx(1.0)
 
 
+def finished_fold(cv: Path, name: str) -> Path:
+    """A cross-validation folder ``cv`` whose fold ``name`` has fine networks (random) for
+    every plane."""
+    for plane in PLANES:
+        random_weights(cv / name / plane, "fine", planes=(plane,))
+    return cv
+
+
 def test_cv_refine_probe_scores_each_finished_fold_with_and_without_the_refinement(tmp_path):
     probe = load_script("cv_refine_probe")
     subject = synthetic_subject()
-    cv = tmp_path / "cv"
-    for plane in PLANES:
-        random_weights(cv / subject.name / plane, "fine", planes=(plane,))
+    cv = finished_fold(tmp_path / "cv", subject.name)
     assert probe.fold_weights(cv, "sub-4") is None
     rows = probe.probe(subject, probe.fold_weights(cv, subject.name))
     assert [row[1:4] for row in rows] == [
@@ -469,10 +475,9 @@ def test_cv_error_probe_sorts_errors_into_border_and_region_by_hand():
 def test_cv_error_probe_lists_each_networks_largest_errors(tmp_path):
     probe = load_script("cv_error_probe")
     subject = synthetic_subject()
-    cv = tmp_path / "cv"
-    for plane in PLANES:
-        random_weights(cv / subject.name / plane, "fine", planes=(plane,))
-    rows = probe.probe(subject, {"held out": probe.fold_weights(cv, subject.name)}, top=2)
+    cv = finished_fold(tmp_path / "cv", subject.name)
+    weights = load_script("cv_refine_probe").fold_weights(cv, subject.name)
+    rows = probe.probe(subject, {"held out": weights}, top=2)
     assert rows[0][:2] == [subject.name, "held out"] and rows[0][3] == "all errors"
     assert len(rows[0][2].split(" / ")) == 3 and 1 <= len(rows) <= 3
     listed = [float(row[4]) for row in rows[1:]]
@@ -503,3 +508,19 @@ def test_cv_error_probe_reads_a_dseg_against_its_reference(tmp_path, capsys):
     assert "| CSF -> background | 16.0 | 100% |" in out
     with pytest.raises(SystemExit):
         probe.main([])                                  # nothing to read
+
+
+def test_the_cv_probes_read_the_finished_folds_only(tmp_path, capsys):
+    probe = load_script("cv_error_probe")
+    subject = synthetic_subject()                       # sub-1
+    cache = tmp_path / "cache"
+    (cache / "preproc").mkdir(parents=True)
+    np.savez(cache / "preproc" / "sub-1.npz", image=subject.image.astype(np.float16),
+             labels=subject.labels, affine=np.diag([*subject.zooms, 1.0]),
+             modalities=np.array(subject.modalities))
+    cv = finished_fold(tmp_path / "cv", subject.name)
+    args = ["--cv", str(cv), "--cache", str(cache), "--subjects", "1", "sub-4", "--top", "2"]
+    assert probe.main(args) == 0
+    out = capsys.readouterr().out
+    assert "sub-4: its fold has not finished every plane; skipped" in out
+    assert "| sub-1 | held out (its fold) |" in out and "sub-4 |" not in out
