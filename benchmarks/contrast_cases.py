@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import generalisation as bench   # beside this script: its folder is on sys.path
+import generalisation as bench  # beside this script: its folder is on sys.path
 
 from mixnet_bids.training import synth
 

@@ -14,10 +14,10 @@ import pandas as pd
 
 from mixnet_bids.conventions import STRUCTURES, class_table
 from mixnet_bids.inference.predict import mirrored_planes
-from mixnet_bids.refinement import PRIOR_EXPONENT
 from mixnet_bids.io import atomic_write_text
 from mixnet_bids.labels import CONVENTIONS, TISSUES
 from mixnet_bids.preprocessing import load_3d
+from mixnet_bids.refinement import PRIOR_EXPONENT
 from mixnet_bids.reports import figures
 from mixnet_bids.reports.html import esc, figure_html, page, scalar, table
 from mixnet_bids.reports.qc import (
