@@ -73,6 +73,16 @@ def error_table(pred: np.ndarray, ref: np.ndarray, voxel_ml: float,
     return out
 
 
+def ranked(pred: np.ndarray, ref: np.ndarray, voxel_ml: float,
+           ) -> tuple[list, list[str]]:
+    """The errors of ``error_table``, largest first, and the cells of their summary row:
+    all errors in mL and the share of them on a border."""
+    errors = sorted(error_table(pred, ref, voxel_ml).items(), key=lambda e: -e[1][0])
+    total = sum(ml for _, (ml, _) in errors)
+    border = sum(b for _, (_, b) in errors)
+    return errors, ["all errors", f"{total:.1f}", f"{border / total:.0%}" if total else "-"]
+
+
 def composition(values: np.ndarray, names: tuple[str, ...], most: int = 2) -> str:
     """The ``most`` commonest of ``values`` (indices into ``names``) with their shares."""
     counts = np.bincount(values, minlength=len(names))
@@ -96,10 +106,8 @@ def probe(subject, networks: dict[str, dict[str, Path]], top: int) -> list[list[
         pred = np.argmax(tissues, axis=-1)
         fine = np.argmax(fused, axis=-1)
         dices = " / ".join(f"{d:.3f}" for d in scores(pred, subject.labels, "3label"))
-        errors = sorted(error_table(pred, ref, voxel_ml).items(), key=lambda e: -e[1][0])
-        total = sum(ml for ml, _ in dict(errors).values())
-        rows.append([subject.name, name, dices, "all errors", f"{total:.1f}",
-                     f"{sum(b for _, b in dict(errors).values()) / total:.0%}", "", "", ""])
+        errors, summary = ranked(pred, ref, voxel_ml)
+        rows.append([subject.name, name, dices, *summary, "", "", ""])
         for (r, p), (ml, border) in errors[:top]:
             wrong = (ref == r) & (pred == p)
             rows.append(["", "", "", f"{CLASSES[r]} -> {CLASSES[p]}", f"{ml:.1f}",
@@ -123,10 +131,8 @@ def dseg_rows(pred_file: Path, ref_file: Path, top: int) -> list[list[str]]:
     scored = ref != IGNORE_INDEX
     dices = " / ".join(f"{dice((pred == k) & scored, ref == k):.3f}" for k in (1, 2, 3))
     voxel_ml = float(np.prod(images[0].header.get_zooms()[:3])) / 1000.0
-    errors = sorted(error_table(pred, ref, voxel_ml).items(), key=lambda e: -e[1][0])
-    total = sum(ml for ml, _ in dict(errors).values())
-    rows = [[pred_file.name, "", dices, "all errors", f"{total:.1f}",
-             f"{sum(b for _, b in dict(errors).values()) / total:.0%}", "", "", ""]]
+    errors, summary = ranked(pred, ref, voxel_ml)
+    rows = [[pred_file.name, "", dices, *summary, "", "", ""]]
     rows += [["", "", "", f"{CLASSES[r]} -> {CLASSES[p]}", f"{ml:.1f}", f"{border / ml:.0%}",
               "", "", ""] for (r, p), (ml, border) in errors[:top]]
     return rows

@@ -470,6 +470,10 @@ def test_cv_error_probe_sorts_errors_into_border_and_region_by_hand():
     pred[5, 5, 1] = 0                                   # CSF -> background at the image edge
     table = probe.error_table(pred, ref, voxel_ml=0.5)
     assert table == {(1, 3): (0.5, 0.5), (1, 2): (1.0, 0.0), (3, 0): (0.5, 0.0)}
+    errors, summary = probe.ranked(pred, ref, voxel_ml=0.5)
+    assert errors[0] == ((1, 2), (1.0, 0.0)) and len(errors) == 3      # largest first
+    assert summary == ["all errors", "2.0", "25%"]
+    assert probe.ranked(ref, ref, voxel_ml=0.5) == ([], ["all errors", "0.0", "-"])
 
 
 def test_cv_error_probe_lists_each_networks_largest_errors(tmp_path):
