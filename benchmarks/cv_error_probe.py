@@ -45,7 +45,7 @@ from cv_refine_probe import finished_folds, scores  # noqa: E402
 
 from mixnet_bids.conventions import convention_probabilities  # noqa: E402
 from mixnet_bids.evaluation.markdown import table as markdown_table  # noqa: E402
-from mixnet_bids.evaluation.metrics import dice  # noqa: E402
+from mixnet_bids.evaluation.metrics import tissue_dice  # noqa: E402
 from mixnet_bids.inference.planes import PLANES, to_canonical  # noqa: E402
 from mixnet_bids.inference.weights import weight_path  # noqa: E402
 from mixnet_bids.labels import IGNORE_INDEX, TASK_CLASSES, map_labels  # noqa: E402
@@ -128,8 +128,7 @@ def dseg_rows(pred_file: Path, ref_file: Path, top: int) -> list[list[str]]:
                                                   atol=1e-3):
         raise SystemExit(f"{pred_file} and {ref_file} are not on the same grid")
     ref = np.where(ref > 3, IGNORE_INDEX, ref)
-    scored = ref != IGNORE_INDEX
-    dices = " / ".join(f"{dice((pred == k) & scored, ref == k):.3f}" for k in (1, 2, 3))
+    dices = " / ".join(f"{d:.3f}" for d in tissue_dice(pred, ref).values())
     voxel_ml = float(np.prod(images[0].header.get_zooms()[:3])) / 1000.0
     errors, summary = ranked(pred, ref, voxel_ml)
     rows = [[pred_file.name, "", dices, *summary, "", "", ""]]
