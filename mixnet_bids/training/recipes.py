@@ -48,6 +48,10 @@ class Recipe:
     #: the InitUnit's 2x2 max pooling (the paper's)
     pool: bool = True
     class_weights: tuple[float, ...] | None = None
+    #: loss weight of the pixels within ``edge_width`` pixels of the brain/background
+    #: border, relative to the others (``losses.brain_edge``); 1: none
+    edge_weight: float = 1.0
+    edge_width: int = 0
     #: augmentation: extra probability of keeping T1w alone
     p_t1w_only: float = 0.25
     #: share of training samples synthesised from BrainWeb label maps (0: MRBrainS only)
@@ -146,6 +150,10 @@ _RECIPES = [
             synth={"target": "majority"},
             summary="probe: as wholebrain-tune-v1, each synthetic pixel labelled with the "
                     "tissue filling most of its acquisition box"),
+    # probe of the brain's outer edge, where most of the CSF errors are (docs/results.md)
+    replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-edge-v1", edge_weight=4.0, edge_width=3,
+            summary="probe: as wholebrain-tune-v1 with 4 times the loss weight within 3 "
+                    "pixels of the brain/background border"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.

@@ -72,6 +72,9 @@ class TrainConfig:
     momentum: float = 0.99
     weight_decay: float = 1e-3
     class_weights: list[float] | None = None
+    #: loss weight near the brain/background border (``recipes.Recipe.edge_weight``)
+    edge_weight: float = 1.0
+    edge_width: int = 0
     #: augmentation: extra probability of keeping T1w alone (see ``AugmentConfig``)
     p_t1w_only: float = 0.0
     #: share of samples synthesised from BrainWeb label maps (needs ``synth`` in train_plane)
@@ -109,6 +112,7 @@ class TrainConfig:
                    precision=recipe.precision, pool=recipe.pool, momentum=recipe.momentum,
                    weight_decay=recipe.weight_decay,
                    class_weights=list(recipe.class_weights) if recipe.class_weights else None,
+                   edge_weight=recipe.edge_weight, edge_width=recipe.edge_width,
                    p_t1w_only=recipe.p_t1w_only, synth_fraction=recipe.synth_fraction,
                    validate_every=recipe.validate_every, cooldown=recipe.cooldown,
                    synth=dict(recipe.synth), **machine)
@@ -205,10 +209,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def make_loss(cfg: TrainConfig) -> CoarseLabelLoss:
-    """Cross-entropy over the task's classes; for the fine task, over the targets' sets."""
+    """Cross-entropy over the task's classes (for the fine task, over the targets' sets),
+    with the recipe's class and brain-edge weights."""
     membership = (target_membership() if cfg.task == "fine"
                   else np.eye(n_classes(cfg.task), dtype=bool))
-    return CoarseLabelLoss(membership, cfg.class_weights)
+    return CoarseLabelLoss(membership, cfg.class_weights, cfg.edge_weight, cfg.edge_width)
 
 
 #: TrainConfig fields that may change between a run and its resumption

@@ -30,6 +30,7 @@ from mixnet_bids.training.train import (
     NonFiniteLoss,
     RecipeMismatch,
     TrainConfig,
+    make_loss,
     make_optimizer,
     make_scheduler,
     train_plane,
@@ -335,6 +336,15 @@ def test_a_recipes_synthesis_settings_reach_its_runs():
     assert SynthConfig(**probe.synth).target == "majority"
     # the shipped recipe synthesises with the defaults; its runs' configs say so
     assert TrainConfig.from_recipe(get_recipe(DEFAULT_RECIPE), "axial").synth == {}
+
+
+def test_a_recipes_edge_weight_reaches_its_loss():
+    probe = TrainConfig.from_recipe(get_recipe("wholebrain-tune-edge-v1"), "axial")
+    loss = make_loss(probe)
+    assert (loss.edge_weight, loss.edge_width) == (4.0, 3)
+    # the shipped recipe weights every pixel alike
+    shipped = TrainConfig.from_recipe(get_recipe(DEFAULT_RECIPE), "axial")
+    assert make_loss(shipped).edge_weight == 1
 
 
 def test_recipes_are_chosen_by_name_and_unknown_ones_are_refused(tmp_path, capsys):

@@ -29,7 +29,7 @@ from mixnet_bids.labels import (
     to_convention,
 )
 from mixnet_bids.training.gitstate import commit_state, last_commit_time
-from mixnet_bids.training.losses import CoarseLabelLoss
+from mixnet_bids.training.losses import CoarseLabelLoss, brain_edge
 from mixnet_bids.training.precision import choose_precision
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, RECIPES
 from mixnet_bids.training.train import TrainConfig, run_name, train_plane
@@ -158,6 +158,34 @@ def test_the_coarse_label_loss_sums_the_covered_probabilities():
     x, y = torch.randn(2, 4, 5, 6), torch.randint(0, 4, (2, 5, 6))
     torch.testing.assert_close(CoarseLabelLoss(np.eye(4, dtype=bool))(x, y),
                                nn.functional.cross_entropy(x, y))
+
+
+def test_the_brain_edge_is_both_sides_of_the_brain_background_border():
+    row = torch.tensor([[[0, 0, 0, 1, 5, 5, 3]]])
+    assert brain_edge(row, 1).tolist() == [[[False, False, True, True, False, False, False]]]
+    assert brain_edge(row, 2).tolist() == [[[False, True, True, True, True, False, False]]]
+    # an ignored pixel is inside the brain; the image's own edge is no border
+    assert brain_edge(torch.tensor([[[0, IGNORE_INDEX, 2]]]), 1).tolist() == [
+        [[True, True, False]]]
+    assert not brain_edge(torch.full((1, 4, 4), 2), 1).any()
+    # a square neighbourhood: the diagonal neighbour of a brain pixel is on the edge
+    square = torch.zeros(1, 3, 3, dtype=torch.int64)
+    square[0, 1, 1] = 1
+    assert brain_edge(square, 1).all()
+
+
+def test_the_edge_weight_multiplies_the_weight_of_the_pixels_near_the_border():
+    # four pixels with probabilities 0.5, 0.3, 0.2; targets 0 0 0 1, edge width 1: the
+    # last two pixels are near the border
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2])).reshape(1, 3, 1, 1).expand(1, 3, 1, 4)
+    targets = torch.tensor([[[0, 0, 0, 1]]])
+    a, b = -np.log(0.5), -np.log(0.3)
+    plain = CoarseLabelLoss(np.eye(3, dtype=bool))
+    assert plain(logits, targets).item() == pytest.approx((3 * a + b) / 4)
+    edged = CoarseLabelLoss(np.eye(3, dtype=bool), edge_weight=3.0, edge_width=1)
+    assert edged(logits, targets).item() == pytest.approx((a + a + 3 * a + 3 * b) / 8)
+    with pytest.raises(ValueError, match="edge width"):
+        CoarseLabelLoss(np.eye(3, dtype=bool), edge_weight=3.0)
 
 
 class _BrokenUnderBfloat16(nn.Module):
