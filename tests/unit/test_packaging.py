@@ -1,5 +1,5 @@
-"""The Dockerfile passes hadolint and installs the lock; the SLURM job-array recipe is written
-as documented."""
+"""The code passes ruff and the Dockerfile hadolint; the Dockerfile installs the lock; the
+SLURM job-array recipe is written as documented."""
 
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ def test_dockerfile_passes_hadolint():
     result = subprocess.run([hadolint, "--failure-threshold", "warning", "--ignore", "DL3008",
                              "--no-color", str(ROOT / "Dockerfile")], capture_output=True,
                             text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_code_passes_ruff():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff not installed (make install-test installs it)")
+    # the rules and line length of pyproject.toml; files git ignores are skipped
+    result = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", "."],
+                            cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
