@@ -154,6 +154,10 @@ _RECIPES = [
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-edge-v1", edge_weight=4.0, edge_width=3,
             summary="probe: as wholebrain-tune-v1 with 4 times the loss weight within 3 "
                     "pixels of the brain/background border"),
+    replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-csf2-v1",
+            class_weights=(1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 2, 1, 1),
+            summary="probe: as wholebrain-tune-v1 with twice the loss weight of the CSF "
+                    "targets (extracerebral CSF, ventricles, BrainWeb CSF)"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.

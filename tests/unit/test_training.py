@@ -11,7 +11,7 @@ from helpers import synthetic_subject
 
 from mixnet_bids.inference.predict import predict_plane
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
-from mixnet_bids.labels import IGNORE_INDEX
+from mixnet_bids.labels import IGNORE_INDEX, TARGETS
 from mixnet_bids.training.cli import main as train_main
 from mixnet_bids.training.crossval import (
     cross_validate,
@@ -338,10 +338,15 @@ def test_a_recipes_synthesis_settings_reach_its_runs():
     assert TrainConfig.from_recipe(get_recipe(DEFAULT_RECIPE), "axial").synth == {}
 
 
-def test_a_recipes_edge_weight_reaches_its_loss():
+def test_the_probe_recipes_loss_weights_reach_their_loss():
     probe = TrainConfig.from_recipe(get_recipe("wholebrain-tune-edge-v1"), "axial")
     loss = make_loss(probe)
     assert (loss.edge_weight, loss.edge_width) == (4.0, 3)
+    # twice the weight on exactly the targets made of CSF classes
+    csf = make_loss(TrainConfig.from_recipe(get_recipe("wholebrain-tune-csf2-v1"), "axial"))
+    doubled = {TARGETS[t] for t in np.flatnonzero(csf.weight.numpy() == 2)}
+    assert doubled == {t for t in TARGETS if set(t) <= {"eCSF", "VEN"}}
+    assert set(csf.weight.tolist()) == {1.0, 2.0}
     # the shipped recipe weights every pixel alike
     shipped = TrainConfig.from_recipe(get_recipe(DEFAULT_RECIPE), "axial")
     assert make_loss(shipped).edge_weight == 1
