@@ -158,6 +158,9 @@ _RECIPES = [
             class_weights=(1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 2, 1, 1),
             summary="probe: as wholebrain-tune-v1 with twice the loss weight of the CSF "
                     "targets (extracerebral CSF, ventricles, BrainWeb CSF)"),
+    replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-widecsf-v1", synth={"p_wide_csf": 0.5},
+            summary="probe: as wholebrain-tune-v1 with half of the synthetic samples' CSF "
+                    "widened into the cortex by 0.5-1.5 mm (atrophy)"),
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 #: What ``mixnet-bids-train`` trains without ``--recipe``: the shipped weights' recipe.

@@ -15,7 +15,8 @@ One sample (:meth:`SynthSampler.sample`):
 1. a volume, a slice (slices with brain are favoured) and a crop centred on a random head
    pixel of it; an acquisition resolution per volume axis: the slice thickness, thick (2D
    multi-slice, like MRBrainS' 3 mm axial slices) more often along S-I, and now and then
-   one coarse in-plane axis;
+   one coarse in-plane axis; optionally (``SynthConfig.p_wide_csf``) the slab's CSF widened
+   into the cortex beside it, as in atrophy;
 2. a mean and a within-tissue s.d. per label and channel: near a plausible contrast of the
    channel with jitter most of the time, fully random otherwise; a random non-empty subset
    of channels (T1w alone most often);
@@ -138,6 +139,11 @@ class SynthConfig:
     #: the air together) that fills most of the pixel's acquisition box, the convention of
     #: hard segmentations of partial-volume voxels
     target: str = "centre"
+    #: chance that a sample's CSF widens into the GM beside it, in-plane, by a distance
+    #: drawn from ``wide_csf_mm`` (atrophy: thinner cortex, wider sulci and outer CSF; the
+    #: z-scores keep the volume's own label fractions)
+    p_wide_csf: float = 0.0
+    wide_csf_mm: tuple[float, float] = (0.5, 1.5)
 
 
 @dataclass
@@ -265,7 +271,11 @@ class SynthSampler:
         position = int(rng.choice(len(volume.slice_p), p=volume.slice_p))
         centres = self._pixel_centres(volume, position)
         widths = self._draw_resolution()
-        block, *weights, labels = _area_weights(volume.labels, volume.zooms, centres, widths)
+        widen = 0.0
+        if cfg.p_wide_csf and rng.random() < cfg.p_wide_csf:
+            widen = float(rng.uniform(*cfg.wide_csf_mm))
+        block, *weights, labels = _area_weights(volume.labels, volume.zooms, centres, widths,
+                                                widen)
 
         stripped = rng.random() < cfg.p_skull_stripped
         mask = self._mask(labels, stripped)
@@ -471,27 +481,42 @@ def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
 
 
 def _area_weights(labels: np.ndarray, zooms: tuple[float, float, float],
-                  centres: list[np.ndarray], widths: list[float]
+                  centres: list[np.ndarray], widths: list[float], widen_csf_mm: float = 0.0
                   ) -> tuple[np.ndarray, np.ndarray, sparse.csr_array, sparse.csr_array,
                              np.ndarray]:
     """The label block under the boxes, its weights, and the labels at the pixel centres.
 
     ``labels`` (slice, rows, columns); ``centres`` and ``widths`` (mm) per axis. Returns
-    ``block`` (n_slab, n_rows, n_cols) uint8 (zeros outside the volume), the slab weights
-    ``(n_slab,)``, the row and column weights (``(h, n_rows)``, ``(w, n_cols)``) and the
-    ``(h, w)`` crisp labels at the output pixel centres of the slab's centre slice.
+    ``block`` (n_slab, n_rows, n_cols) uint8 (zeros outside the volume; its CSF widened by
+    ``widen_csf_mm``, see :func:`widen_csf`), the slab weights ``(n_slab,)``, the row and
+    column weights (``(h, n_rows)``, ``(w, n_cols)``) and the ``(h, w)`` crisp labels at the
+    output pixel centres of the slab's centre slice.
     """
     first = [int(np.floor((c[0] - width / 2) / zoom))
              for c, width, zoom in zip(centres, widths, zooms)]
     last = [int(np.floor((c[-1] + width / 2) / zoom)) + 1
             for c, width, zoom in zip(centres, widths, zooms)]
     block = _padded_block(labels, first, last)
+    if widen_csf_mm:
+        block = widen_csf(block, zooms[1:], widen_csf_mm)
     w_slab, w_rows, w_cols = (box_weights(c, width, a, b - a, zoom) for c, width, a, b, zoom
                               in zip(centres, widths, first, last, zooms))
     nearest = [np.floor(c / zoom).astype(np.int64) - a
                for c, zoom, a in zip(centres, zooms, first)]
     crisp = block[nearest[0][0]][np.ix_(nearest[1], nearest[2])]
     return block, w_slab.toarray()[0], w_rows, w_cols, crisp
+
+
+def widen_csf(block: np.ndarray, spacing: tuple[float, float], mm: float) -> np.ndarray:
+    """A copy of ``block`` (slices, rows, columns of BrainWeb labels) whose GM (2) within
+    ``mm`` of CSF (1), in each slice's plane (pixel ``spacing`` in mm), is CSF."""
+    out = block.copy()
+    for section, result in zip(block, out):
+        csf = section == 1
+        if csf.any():
+            near = ndimage.distance_transform_edt(~csf, sampling=spacing) <= mm
+            result[near & (section == 2)] = 1
+    return out
 
 
 def _padded_block(labels: np.ndarray, first: list[int], last: list[int]) -> np.ndarray:

@@ -26,6 +26,7 @@ from mixnet_bids.training.synth import (
     majority_labels,
     render_volume,
     volume_moments,
+    widen_csf,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +145,32 @@ def test_majority_labels_hand_computed():
     centre = np.array([[2, 2, 3, 0, 7]], np.uint8)
     # where the rest wins, a brain label at the centre becomes 0; other labels stay
     assert majority_labels(block, weights, centre).tolist() == [[1, 0, 0, 3, 7]]
+
+
+def test_widen_csf_turns_the_gm_near_csf_into_csf_in_each_slice():
+    block = np.array([[[1, 2, 2, 2, 2, 3]], [[2, 2, 2, 2, 3, 3]]], np.uint8)
+    # 0.5 mm pixels: the GM at 0.5 and 1.0 mm from the CSF becomes CSF; WM never does;
+    # the slice without CSF stays as it was
+    assert widen_csf(block, (0.5, 0.5), 1.0).tolist() == [
+        [[1, 1, 1, 2, 2, 3]], [[2, 2, 2, 2, 3, 3]]]
+    assert np.array_equal(widen_csf(block, (0.5, 0.5), 0.4), block)
+
+
+def test_wider_csf_moves_labels_and_image_together(phantom):
+    """The same draws with and without the widening: the labels differ only where GM became
+    CSF, and there every channel is darker, as CSF is in the plausible contrasts."""
+    cfg = replace(CLEAN, p_wide_csf=1.0, wide_csf_mm=(0.0, 0.0))
+    plain = SynthSampler([phantom], "axial", CROPS["axial"], cfg, seed=5)
+    wide = SynthSampler([phantom], "axial", CROPS["axial"],
+                        replace(cfg, wide_csf_mm=(1.5, 1.5)), seed=5)
+    changed = 0
+    for _ in range(5):
+        (image, labels), (image_w, labels_w) = plain.sample(), wide.sample()
+        moved = labels != labels_w
+        assert np.all(labels[moved] == 2) and np.all(labels_w[moved] == 1)
+        assert np.all(image_w[:, moved] < image[:, moved])
+        changed += moved.sum()
+    assert changed > 0
 
 
 def test_majority_labels_follow_the_slab_not_its_centre_slice():
