@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from mixnet_bids.labels import TARGETS
+
 #: BrainWeb anatomies never trained on: the validation curves and the generalisation
 #: benchmark are scored on them.
 BRAINWEB_HELD_OUT: tuple[str, ...] = ("sub-05", "sub-38", "sub-53")
@@ -155,7 +157,7 @@ _RECIPES = [
             summary="probe: as wholebrain-tune-v1 with 4 times the loss weight within 3 "
                     "pixels of the brain/background border"),
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-csf2-v1",
-            class_weights=(1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 2, 1, 1),
+            class_weights=tuple(2.0 if set(t) <= {"eCSF", "VEN"} else 1.0 for t in TARGETS),
             summary="probe: as wholebrain-tune-v1 with twice the loss weight of the CSF "
                     "targets (extracerebral CSF, ventricles, BrainWeb CSF)"),
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-widecsf-v1", synth={"p_wide_csf": 0.5},
