@@ -32,13 +32,16 @@ class CoarseLabelLoss(nn.Module):
     whose target is ``IGNORE_INDEX`` do not count; ``weights`` (one per target) weight each
     pixel's term, and the mean is taken over the weights, as ``nn.CrossEntropyLoss`` does.
     ``edge_weight`` multiplies the weight of the pixels within ``edge_width`` pixels of the
-    brain/background border (``brain_edge``); 1: no such weighting.
+    brain/background border (``brain_edge``); 1: no such weighting. ``edge_targets`` (one
+    boolean per target) limits it to the pixels of those targets, e.g. only the CSF on the
+    brain's side of the border; None: every pixel near the border, on both sides.
 
     ``forward(logits (N, C, H, W), targets (N, H, W) int64) -> scalar``.
     """
 
     def __init__(self, membership: np.ndarray, weights: list[float] | None = None,
-                 edge_weight: float = 1.0, edge_width: int = 0) -> None:
+                 edge_weight: float = 1.0, edge_width: int = 0,
+                 edge_targets: list[bool] | None = None) -> None:
         super().__init__()
         member = torch.as_tensor(np.asarray(membership, dtype=bool))
         # log(1) = 0 for a covered class, -inf for the others
@@ -52,6 +55,10 @@ class CoarseLabelLoss(nn.Module):
             raise ValueError(f"an edge weight ({edge_weight}) needs an edge width of at "
                              f"least 1 pixel, not {edge_width}")
         self.edge_weight, self.edge_width = edge_weight, edge_width
+        edge_of = torch.tensor([True] * len(member) if edge_targets is None else edge_targets)
+        if edge_of.shape != (len(member),):
+            raise ValueError(f"{len(edge_of)} edge targets for {len(member)} targets")
+        self.register_buffer("edge_of", edge_of)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         valid = targets != IGNORE_INDEX
@@ -61,6 +68,6 @@ class CoarseLabelLoss(nn.Module):
         covered = torch.logsumexp(log_probs + self.log_member[codes], dim=1)
         weight = self.weight[codes]
         if self.edge_weight != 1.0:
-            near = brain_edge(targets, self.edge_width)[valid]
+            near = brain_edge(targets, self.edge_width)[valid] & self.edge_of[codes]
             weight = torch.where(near, weight * self.edge_weight, weight)
         return -(weight * covered).sum() / weight.sum().clamp_min(1e-12)

@@ -54,6 +54,9 @@ class Recipe:
     #: border, relative to the others (``losses.brain_edge``); 1: none
     edge_weight: float = 1.0
     edge_width: int = 0
+    #: the targets (one boolean per ``labels.TARGETS``) whose pixels take that edge weight;
+    #: None: every pixel near the border, background included
+    edge_targets: tuple[bool, ...] | None = None
     #: augmentation: extra probability of keeping T1w alone
     p_t1w_only: float = 0.25
     #: share of training samples synthesised from BrainWeb label maps (0: MRBrainS only)
@@ -156,6 +159,11 @@ _RECIPES = [
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-edge-v1", edge_weight=4.0, edge_width=3,
             summary="probe: as wholebrain-tune-v1 with 4 times the loss weight within 3 "
                     "pixels of the brain/background border"),
+    replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-outercsf-v1", edge_weight=4.0,
+            edge_width=3, edge_targets=tuple(set(t) <= {"eCSF", "VEN"} for t in TARGETS),
+            summary="probe: as wholebrain-tune-v1 with 4 times the loss weight of the CSF "
+                    "within 3 pixels of the brain/background border (the outer CSF alone: "
+                    "the GM/CSF borders keep their weight)"),
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-csf2-v1",
             class_weights=tuple(2.0 if set(t) <= {"eCSF", "VEN"} else 1.0 for t in TARGETS),
             summary="probe: as wholebrain-tune-v1 with twice the loss weight of the CSF "

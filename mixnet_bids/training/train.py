@@ -75,6 +75,7 @@ class TrainConfig:
     #: loss weight near the brain/background border (``recipes.Recipe.edge_weight``)
     edge_weight: float = 1.0
     edge_width: int = 0
+    edge_targets: list[bool] | None = None
     #: augmentation: extra probability of keeping T1w alone (see ``AugmentConfig``)
     p_t1w_only: float = 0.0
     #: share of samples synthesised from BrainWeb label maps (needs ``synth`` in train_plane)
@@ -113,6 +114,8 @@ class TrainConfig:
                    weight_decay=recipe.weight_decay,
                    class_weights=list(recipe.class_weights) if recipe.class_weights else None,
                    edge_weight=recipe.edge_weight, edge_width=recipe.edge_width,
+                   edge_targets=(list(recipe.edge_targets) if recipe.edge_targets is not None
+                                 else None),
                    p_t1w_only=recipe.p_t1w_only, synth_fraction=recipe.synth_fraction,
                    validate_every=recipe.validate_every, cooldown=recipe.cooldown,
                    synth=dict(recipe.synth), **machine)
@@ -213,7 +216,8 @@ def make_loss(cfg: TrainConfig) -> CoarseLabelLoss:
     with the recipe's class and brain-edge weights."""
     membership = (target_membership() if cfg.task == "fine"
                   else np.eye(n_classes(cfg.task), dtype=bool))
-    return CoarseLabelLoss(membership, cfg.class_weights, cfg.edge_weight, cfg.edge_width)
+    return CoarseLabelLoss(membership, cfg.class_weights, cfg.edge_weight, cfg.edge_width,
+                           cfg.edge_targets)
 
 
 #: TrainConfig fields that may change between a run and its resumption

@@ -347,9 +347,16 @@ def test_the_probe_recipes_loss_weights_reach_their_loss():
     doubled = {TARGETS[t] for t in np.flatnonzero(csf.weight.numpy() == 2)}
     assert doubled == {t for t in TARGETS if set(t) <= {"eCSF", "VEN"}}
     assert set(csf.weight.tolist()) == {1.0, 2.0}
+    # the outer-CSF probe: the edge weight on the CSF targets alone, background excluded
+    outer = make_loss(TrainConfig.from_recipe(get_recipe("wholebrain-tune-outercsf-v1"),
+                                              "axial"))
+    assert (outer.edge_weight, outer.edge_width) == (4.0, 3)
+    assert {TARGETS[t] for t in np.flatnonzero(outer.edge_of.numpy())} == \
+        {t for t in TARGETS if set(t) <= {"eCSF", "VEN"}}
+    assert not outer.edge_of[0] and set(outer.weight.tolist()) == {1.0}
     # the shipped recipe weights every pixel alike
     shipped = TrainConfig.from_recipe(get_recipe(DEFAULT_RECIPE), "axial")
-    assert make_loss(shipped).edge_weight == 1
+    assert make_loss(shipped).edge_weight == 1 and make_loss(shipped).edge_of.all()
 
 
 def test_recipes_are_chosen_by_name_and_unknown_ones_are_refused(tmp_path, capsys):

@@ -186,6 +186,13 @@ def test_the_edge_weight_multiplies_the_weight_of_the_pixels_near_the_border():
     assert edged(logits, targets).item() == pytest.approx((a + a + 3 * a + 3 * b) / 8)
     with pytest.raises(ValueError, match="edge width"):
         CoarseLabelLoss(np.eye(3, dtype=bool), edge_weight=3.0)
+    # limited to target 1: the background pixel next to the border keeps its weight
+    inner = CoarseLabelLoss(np.eye(3, dtype=bool), edge_weight=3.0, edge_width=1,
+                            edge_targets=[False, True, False])
+    assert inner(logits, targets).item() == pytest.approx((3 * a + 3 * b) / 6)
+    with pytest.raises(ValueError, match="2 edge targets for 3 targets"):
+        CoarseLabelLoss(np.eye(3, dtype=bool), edge_weight=3.0, edge_width=1,
+                        edge_targets=[True, False])
 
 
 class _BrokenUnderBfloat16(nn.Module):
