@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS
+from mixnet_bids.inference.weights import default_convention
 
 
 @dataclass
@@ -19,7 +20,9 @@ class Settings:
     work_dir: Path
     participant_label: list[str] = field(default_factory=list)
     session_label: list[str] = field(default_factory=list)
-    task: str = "3label"
+    #: output convention; "": the app's default, wholebrain when fine networks are
+    #: installed for ``planes`` (in ``weights_dir`` or the package), else 3label
+    task: str = ""
     model_version: str = "v3"
     planes: list[str] = field(default_factory=lambda: list(PLANES))
     plane_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PLANE_WEIGHTS))
@@ -52,6 +55,10 @@ class Settings:
     #: Nipype execution plugin and its arguments (e.g. SLURM with sbatch_args)
     plugin: str = "MultiProc"
     plugin_args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.task:
+            self.task = default_convention(self.planes, self.model_version, self.weights_dir)
 
     def to_json(self) -> str:
         def default(obj):

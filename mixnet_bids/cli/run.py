@@ -21,11 +21,9 @@ LOGGER = logging.getLogger("mixnet_bids")
 def _settings_from_args(args):
     from mixnet_bids import __version__
     from mixnet_bids.config import Settings
-    from mixnet_bids.inference.weights import default_convention
 
     planes = list(dict.fromkeys(args.planes))
     weights_dir = args.weights_dir.absolute() if args.weights_dir else None
-    task = args.task or default_convention(planes, args.model_version, weights_dir)
     if args.plane_weights is None:
         from mixnet_bids.inference.predict import DEFAULT_PLANE_WEIGHTS
         weights = {p: DEFAULT_PLANE_WEIGHTS[p] for p in planes}
@@ -39,7 +37,7 @@ def _settings_from_args(args):
         bids_dir=args.bids_dir.absolute(), output_dir=args.output_dir.absolute(),
         work_dir=(args.work_dir or Path("work_dir")).absolute(),
         participant_label=args.participant_label, session_label=args.session_label,
-        task=task, model_version=args.model_version, planes=planes,
+        task=args.task or "", model_version=args.model_version, planes=planes,
         plane_weights=weights, device=args.device, weights_dir=weights_dir,
         mirror=not args.no_mirror, refine=not args.no_refine,
         trust_stripping=not args.ignore_stripping,

@@ -9,6 +9,7 @@ from helpers import bids_skeleton, random_weights
 
 from mixnet_bids.cli.parser import build_parser
 from mixnet_bids.cli.run import _settings_from_args, main
+from mixnet_bids.config import Settings
 from mixnet_bids.conventions import (
     convention_probabilities,
     segment,
@@ -81,6 +82,14 @@ def test_the_default_task_follows_the_installed_networks(tmp_path):
     args = build_parser().parse_args([str(tmp_path), str(tmp_path / "o"), "participant",
                                       "--weights-dir", str(fine)])
     assert _settings_from_args(args).task == "wholebrain"
+    # the same default for a run built in Python, and an explicit task stays
+    legacy = random_weights(tmp_path / "legacy")
+    assert Settings(tmp_path, tmp_path / "o", tmp_path / "w", weights_dir=fine).task == \
+        "wholebrain"
+    assert Settings(tmp_path, tmp_path / "o", tmp_path / "w", weights_dir=legacy).task == \
+        "3label"
+    assert Settings(tmp_path, tmp_path / "o", tmp_path / "w", weights_dir=fine,
+                    task="8label").task == "8label"
 
 
 def test_wholebrain_without_fine_networks_is_one_line_and_exit_2(tmp_path, capsys):
