@@ -92,6 +92,10 @@ WHOLEBRAIN_SYNTH_V1 = Recipe(
     task="fine", iterations={"axial": 40000, "coronal": 16000, "sagittal": 16000},
     precision="auto", synth_fraction=0.5, validate_every=1000)
 
+#: which of ``labels.TARGETS`` are made of CSF classes (extracerebral CSF, ventricles,
+#: BrainWeb CSF): the targets the CSF probes weight
+_CSF_TARGETS = tuple(set(t) <= {"eCSF", "VEN"} for t in TARGETS)
+
 WHOLEBRAIN_TUNE_V1 = replace(
     WHOLEBRAIN_SYNTH_V1, name="wholebrain-tune-v1", init_from="wholebrain-synth-v2", lr=2e-4,
     summary="probe control: wholebrain-synth-v2's networks trained on with its own data and "
@@ -160,12 +164,12 @@ _RECIPES = [
             summary="probe: as wholebrain-tune-v1 with 4 times the loss weight within 3 "
                     "pixels of the brain/background border"),
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-outercsf-v1", edge_weight=4.0,
-            edge_width=3, edge_targets=tuple(set(t) <= {"eCSF", "VEN"} for t in TARGETS),
+            edge_width=3, edge_targets=_CSF_TARGETS,
             summary="probe: as wholebrain-tune-v1 with 4 times the loss weight of the CSF "
                     "within 3 pixels of the brain/background border (the outer CSF alone: "
                     "the GM/CSF borders keep their weight)"),
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-csf2-v1",
-            class_weights=tuple(2.0 if set(t) <= {"eCSF", "VEN"} else 1.0 for t in TARGETS),
+            class_weights=tuple(2.0 if csf else 1.0 for csf in _CSF_TARGETS),
             summary="probe: as wholebrain-tune-v1 with twice the loss weight of the CSF "
                     "targets (extracerebral CSF, ventricles, BrainWeb CSF)"),
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-widecsf-v1", synth={"p_wide_csf": 0.5},
