@@ -1,10 +1,11 @@
 """``mixnet-bids-eval``: score segmentations against manual labels (MRBrainS18 metrics).
 
-Pairs a derivatives folder's ``*_dseg.nii.gz`` of the chosen task with the manual
+Pairs a derivatives folder's ``*_desc-<task>_dseg.nii.gz`` with the manual
 ``*_dseg.nii.gz`` of the same subject (and session) in a labels folder, writes one TSV row
-per subject and label, and prints the mean per label.
+per subject and label, and prints the mean per label. The task is the one the app's outputs
+are of (the app writes one per run); ``--task`` chooses when a folder holds several.
 
-    mixnet-bids-eval OUTPUT_DIR LABELS_DIR --task 3label --out metrics.tsv
+    mixnet-bids-eval OUTPUT_DIR LABELS_DIR --out metrics.tsv
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def score_pair(pred_file: Path, ref_file: Path, task: str) -> list[dict]:
     return evaluate(pred, ref, task, canonical_zooms(affine), axial_axis=2)
 
 
+def tasks_in(derivatives: Path) -> list[str]:
+    """The scored tasks of which ``derivatives`` holds ``*_desc-<task>_dseg.nii*`` files."""
+    return [task for task in sorted(SCORED_CLASSES)
+            if any(derivatives.rglob(f"*_desc-{task}_dseg.nii*"))]
+
+
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and s.d. per label."""
     return table.groupby("label", sort=False)[["dice", "hd95_mm", "vs"]].agg(["mean", "std"])
@@ -49,12 +56,22 @@ def main(argv: list[str] | None = None) -> int:
                                      allow_abbrev=False)
     parser.add_argument("derivatives", type=Path, help="mixnet-bids output folder")
     parser.add_argument("labels", type=Path, help="folder with manual *_dseg.nii.gz")
-    parser.add_argument("--task", choices=sorted(SCORED_CLASSES), default="3label",
+    parser.add_argument("--task", choices=sorted(SCORED_CLASSES),
                         help="classes of the segmentations to score: the app's --task of "
-                             "the run (default 3label; wholebrain leaves MRBrainS' "
-                             "cerebellum and brainstem unscored, it does not split them)")
+                             "the run (default: the one task whose dseg files the folder "
+                             "holds; wholebrain leaves MRBrainS' cerebellum and brainstem "
+                             "unscored, it does not split them)")
     parser.add_argument("--out", type=Path, help="TSV to write (default: print only)")
     args = parser.parse_args(argv)
+    if args.task is None:
+        found = tasks_in(args.derivatives)
+        if len(found) != 1:
+            held = (f"dseg files of {', '.join(found)}" if found
+                    else "no *_desc-<task>_dseg.nii[.gz] files")
+            print(f"mixnet-bids-eval: {args.derivatives} holds {held}; pass --task (one of "
+                  f"{', '.join(sorted(SCORED_CLASSES))})", file=sys.stderr)
+            return 1
+        args.task = found[0]
     refs = {_key(p): p for p in args.labels.rglob("*_dseg.nii*")}
     preds = [p for p in args.derivatives.rglob(f"*_desc-{args.task}_dseg.nii*")]
     rows = []
@@ -66,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"subject": key, **row})
     if not rows:
         print(f"mixnet-bids-eval: no {args.task} dseg in {args.derivatives} matches a manual "
-              f"label file in {args.labels}; pass the --task the app ran with (its default "
-              f"is wholebrain)", file=sys.stderr)
+              f"label file in {args.labels} (the manual labels are *_dseg.nii[.gz] files named "
+              f"by sub-<label>[_ses-<label>])", file=sys.stderr)
         return 1
     table = pd.DataFrame(rows)
     if args.out:

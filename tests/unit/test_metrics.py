@@ -93,9 +93,10 @@ def test_ten_class_cross_validation_is_scored_in_every_convention():
 
 
 def test_eval_cli_scores_the_task_the_app_ran_with(tmp_path, capsys):
-    """``mixnet-bids-eval`` on NIfTI files: a whole-brain dseg (the app's default) is found
-    and scored with ``--task wholebrain``; with the default ``--task 3label`` it says which
-    --task to pass."""
+    """``mixnet-bids-eval`` on NIfTI files: without ``--task`` it scores the one task whose
+    dseg files the folder holds (here wholebrain, the app's default), as ``--task
+    wholebrain`` does; a task without files, or a folder with two tasks and no ``--task``,
+    is refused with a message that says what to pass."""
     ref = np.zeros((12, 12, 4), np.uint8)
     ref[1:5, 1:5], ref[6:10, 1:5], ref[1:5, 6:10] = 1, 3, 7
     pred = np.zeros_like(ref)
@@ -108,12 +109,16 @@ def test_eval_cli_scores_the_task_the_app_ran_with(tmp_path, capsys):
     nib.save(nib.Nifti1Image(ref, affine),
              tmp_path / "labels" / "sub-1" / "anat" / "sub-1_desc-manual_dseg.nii.gz")
     table = tmp_path / "metrics.tsv"
-    assert eval_main([str(tmp_path / "out"), str(tmp_path / "labels"), "--task", "wholebrain",
-                      "--out", str(table)]) == 0
-    rows = table.read_text().splitlines()
-    assert rows[0].startswith("subject\tlabel\tindex\tdice")
-    assert [r.split("\t")[:4] for r in rows[1:3]] == [["sub-1", "GM", "1", "1.0000"],
-                                                        ["sub-1", "WM", "2", "1.0000"]]
-    assert eval_main([str(tmp_path / "out"), str(tmp_path / "labels")]) == 1
-    assert "pass the --task the app ran with (its default is wholebrain)" in \
-        capsys.readouterr().err
+    folders = [str(tmp_path / "out"), str(tmp_path / "labels")]
+    for task_args in ([], ["--task", "wholebrain"]):
+        assert eval_main(folders + task_args + ["--out", str(table)]) == 0
+        rows = table.read_text().splitlines()
+        assert rows[0].startswith("subject\tlabel\tindex\tdice")
+        assert [r.split("\t")[:4] for r in rows[1:3]] == [["sub-1", "GM", "1", "1.0000"],
+                                                            ["sub-1", "WM", "2", "1.0000"]]
+    assert eval_main(folders + ["--task", "3label"]) == 1
+    assert "no 3label dseg in" in capsys.readouterr().err
+    nib.save(nib.Nifti1Image(pred, affine),
+             tmp_path / "out" / "sub-1" / "anat" / "sub-1_desc-3label_dseg.nii.gz")
+    assert eval_main(folders) == 1
+    assert "holds dseg files of 3label, wholebrain; pass --task" in capsys.readouterr().err
