@@ -19,12 +19,13 @@ from skimage.filters import threshold_otsu
 ZSCORE_CLIP = 6.0
 
 
-def head_mask(data: np.ndarray) -> np.ndarray:
+def head_mask(data: np.ndarray, threshold=threshold_otsu) -> np.ndarray:
     """Boolean head mask of a 3D image, robust to a non-zero background.
 
     The background level is the median of the outermost voxels (IR images have a bright
     background, T1w/FLAIR a dark one); the head is where the intensity departs from it by
-    more than an Otsu threshold, closed, hole-filled per slice and in 3D, keeping the
+    more than ``threshold(deviations)`` (Otsu's; other rules are probed in
+    ``benchmarks/head_mask_probe.py``), closed, hole-filled per slice and in 3D, keeping the
     largest connected component.
     """
     data = np.asarray(data, dtype=np.float32)
@@ -36,7 +37,7 @@ def head_mask(data: np.ndarray) -> np.ndarray:
     deviation = np.abs(data - np.median(border))
     if not np.any(deviation > 0):
         return np.zeros(data.shape, dtype=bool)
-    mask = deviation > threshold_otsu(deviation)
+    mask = deviation > threshold(deviation)
     mask = ndimage.binary_opening(mask, iterations=1)
     labels, n = ndimage.label(mask)
     if n > 1:
