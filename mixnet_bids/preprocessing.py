@@ -170,6 +170,21 @@ def stripped_signal(signal: np.ndarray, zooms: tuple[float, float, float]) -> bo
                 and volume_ml <= SKULL_STRIPPED_MAX_ML)
 
 
+def normalisation_mask(data: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarray:
+    """The voxels of a 3D image that N4 fits and the z-score is taken in.
+
+    A skull-stripped image (``stripped_signal``) gives every voxel its stripping tool kept:
+    the training synthesis z-scores its stripped images inside their whole brain mask, and
+    Otsu's threshold of ``head_mask`` falls inside a stripped brain's intensities and leaves
+    out its darkest CSF (6-12 % of skull-stripped BrainWeb renders, ``docs/results.md``).
+    Any other image gives its ``head_mask``.
+    """
+    signal = signal_mask(data)
+    if stripped_signal(signal, zooms):
+        return signal
+    return head_mask(data)
+
+
 def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Z-score ``data`` with the mean and s.d. of the voxels inside ``mask``.
 

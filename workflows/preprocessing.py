@@ -21,8 +21,9 @@ def choose_reference(modalities: list[str]) -> str:
 def init_preproc_wf(*, modalities: list[str], name: str = "preproc_wf") -> pe.Workflow:
     """Bias-correct, co-register and z-score the available modalities.
 
-    Each modality gets a head mask in its own space (background-level aware, see
-    ``preprocessing.head_mask``) that guides N4 (run on the mask's bounding box alone,
+    Each modality gets a head mask in its own space (background-level aware; a
+    skull-stripped image's whole signal, see ``preprocessing.normalisation_mask``) that
+    guides N4 (run on the mask's bounding box alone,
     ``HeadCrop``/``PasteCrop``) and, moved with the registration, bounds the z-scoring on
     the reference grid; and a signal mask (all but its zero background,
     see ``preprocessing.signal_mask``), moved the same way. Every ANTs step runs with

@@ -19,9 +19,9 @@ from mixnet_bids.model import MODALITIES
 from mixnet_bids.preprocessing import (
     crop_box,
     head_crop,
-    head_mask,
     load_3d,
     looks_skull_stripped,
+    normalisation_mask,
     signal_mask,
     write_like,
     zscore,
@@ -55,12 +55,13 @@ class _MaskInterface(SimpleInterface):
 
 
 class HeadMask(_MaskInterface):
-    """Head mask robust to the background level (see ``preprocessing.head_mask``)."""
+    """Head mask robust to the background level, or a skull-stripped image's signal (see
+    ``preprocessing.normalisation_mask``)."""
 
     suffix = "_mask"
 
     def _mask(self, img) -> np.ndarray:
-        return head_mask(img.get_fdata(dtype=np.float32))
+        return normalisation_mask(img.get_fdata(dtype=np.float32), img.header.get_zooms()[:3])
 
 
 class SignalMask(_MaskInterface):

@@ -9,6 +9,7 @@ from mixnet_bids.preprocessing import (
     head_box,
     head_mask,
     n4_interface,
+    normalisation_mask,
     rigid_registration_interface,
     write_like,
     zscore,
@@ -41,6 +42,41 @@ def test_head_mask_refuses_4d_and_handles_constant():
     with pytest.raises(ValueError, match="3D"):
         head_mask(np.zeros((4, 4, 4, 2)))
     assert not head_mask(np.ones((8, 8, 8))).any()
+
+
+def stripped_phantom(shape=(48, 56, 40)):
+    """A skull-stripped 'brain': bright tissue inside a rim of dark CSF (intensity about 15,
+    the noise keeping it above 0), exactly 0 outside."""
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2
+    r = np.sqrt((((grid - centre[:, None, None, None]) /
+                  (0.4 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+    noise = np.abs(np.random.default_rng(0).normal(0, 3, shape))
+    data = np.select([r < 0.5, r < 0.8, r < 1.0], [450.0, 600.0, 15.0], 0.0) + noise
+    data[r >= 1.0] = 0.0
+    return data.astype(np.float32), r < 1.0
+
+
+def test_normalisation_mask_of_a_stripped_image_is_its_whole_signal(tmp_path):
+    """Otsu's head mask leaves out the dark CSF rim of a stripped brain; the mask N4 and the
+    z-score use holds every voxel the stripping kept, as the training synthesis does. A whole
+    head keeps its head mask."""
+    from mixnet_bids.interfaces.preproc import HeadMask
+
+    data, brain = stripped_phantom()
+    rim = brain & ~head_mask(data)
+    assert rim.sum() > 0.1 * brain.sum()
+    mask = normalisation_mask(data, (1.0, 1.0, 1.0))
+    assert np.array_equal(mask, brain)
+    src = tmp_path / "sub-1_desc-brain_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(src))
+    out = HeadMask(in_file=str(src)).run(cwd=tmp_path).outputs.out_file
+    assert np.array_equal(np.asarray(nib.load(out).dataobj) > 0, brain)
+    z = zscore(data, mask)
+    csf = brain & (data < 100)
+    assert z[csf].max() < -0.5  # the dark rim is the darkest tissue, not background (0)
+    head = phantom()
+    assert np.array_equal(normalisation_mask(head, (1.0, 1.0, 1.0)), head_mask(head))
 
 
 def test_zscore_inside_mask_and_background_zero():
