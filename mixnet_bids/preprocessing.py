@@ -17,6 +17,11 @@ from skimage.filters import threshold_otsu
 
 #: z-scores are clipped to this range; voxels outside the head mask are set to 0.
 ZSCORE_CLIP = 6.0
+#: Version of what this module and ``workflows.preprocessing`` make of a scan. Raise it with
+#: any change that alters a scan's z-scores: the training cache (``training.cache``) stores
+#: it and rebuilds the files another version made. 1: every image z-scored inside Otsu's
+#: head mask; 2: a skull-stripped image inside its signal (``normalisation_mask``).
+PREPROCESSING_VERSION = 2
 
 
 def head_mask(data: np.ndarray, threshold=threshold_otsu) -> np.ndarray:

@@ -3,7 +3,9 @@
 Each labelled subject of a BIDS dataset goes through ``init_preproc_wf`` (N4, rigid
 co-registration to the reference modality, z-scored channel stack) exactly as in the
 app; the z-scores and the manual labels (on the reference grid) are stored, reoriented to
-RAS+, in ``<cache>/sub-<id>[_ses-<id>].npz``.
+RAS+, in ``<cache>/sub-<id>[_ses-<id>].npz``, with the ``PREPROCESSING_VERSION`` that made
+them: a file of another version (or of none, made before versions were stored) is made again,
+so that a network never trains on z-scores the app no longer computes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from nibabel.processing import resample_from_to
 from mixnet_bids.bids import DEFAULT_QUERIES, collect_modalities, subject_key
 from mixnet_bids.inference.planes import canonical_zooms, to_canonical
 from mixnet_bids.io import atomic_write
-from mixnet_bids.preprocessing import load_3d
+from mixnet_bids.preprocessing import PREPROCESSING_VERSION, load_3d
 
 LOGGER = logging.getLogger(__name__)
 
@@ -91,21 +93,37 @@ def build_cache(bids_dir: str | Path, labels_dir: str | Path, cache_dir: str | P
         key = subject_key(sub, ses)
         target = cache_dir / f"{key}.npz"
         written.append(target)
-        if target.exists():
+        made_by = cache_version(target)
+        if made_by == PREPROCESSING_VERSION:
             continue
+        if made_by is not None:
+            LOGGER.warning("%s: made by preprocessing version %s, this code is version %d; "
+                           "preprocessing it again", target, made_by or "unrecorded",
+                           PREPROCESSING_VERSION)
         images = collect_modalities(layout, sub, ses, DEFAULT_QUERIES)
         if not images:
             raise ValueError(f"{dseg.path}: no T1w, IR or FLAIR image for {key}")
         LOGGER.info("preprocessing %s (%s)", key, ", ".join(images))
-        outputs = run_preproc(images, work_dir, name=f"preproc_{key.replace('-', '_')}")
+        # the version in the graph's name keeps Nipype from reusing another version's nodes
+        outputs = run_preproc(images, work_dir, name=f"preproc_{key.replace('-', '_')}"
+                                                     f"_v{PREPROCESSING_VERSION}")
         stack = nib.load(outputs["zstack"])
         labels = labels_on_grid(dseg.path, stack.slicer[..., 0])
         image, affine = to_canonical(stack.get_fdata(dtype=np.float32), stack.affine)
         labels, _ = to_canonical(labels, stack.affine)
         atomic_write(target, lambda tmp: np.savez(
             tmp, image=image.astype(np.float16), labels=labels, affine=affine,
-            modalities=np.array(list(images))))
+            modalities=np.array(list(images)), preprocessing=PREPROCESSING_VERSION))
     return written
+
+
+def cache_version(path: Path) -> int | None:
+    """The ``PREPROCESSING_VERSION`` that made a cache file: ``None`` when there is no file,
+    0 when the file records none."""
+    if not path.exists():
+        return None
+    with np.load(path) as npz:
+        return int(npz["preprocessing"]) if "preprocessing" in npz.files else 0
 
 
 def load_cached(path: str | Path) -> CachedSubject:

@@ -380,7 +380,8 @@ def test_the_training_cache_runs_the_apps_preprocessing_graph(tmp_path):
     cache file: the z-scored channels in RAS+, the labels on the same grid."""
     import nibabel as nib
 
-    from mixnet_bids.training.cache import build_cache, load_cached
+    from mixnet_bids.preprocessing import PREPROCESSING_VERSION
+    from mixnet_bids.training.cache import build_cache, cache_version, load_cached
 
     shape = (40, 48, 36)
     grid = np.indices(shape, dtype=np.float32)
@@ -421,3 +422,13 @@ def test_the_training_cache_runs_the_apps_preprocessing_graph(tmp_path):
     stamp = files[0].stat().st_mtime_ns
     assert build_cache(bids, manual, tmp_path / "cache", tmp_path / "work") == files
     assert files[0].stat().st_mtime_ns == stamp
+    assert cache_version(files[0]) == PREPROCESSING_VERSION
+    # a file another preprocessing made (here one recording no version) is made again
+    with np.load(files[0]) as npz:
+        old = {k: npz[k] for k in npz.files if k != "preprocessing"}
+    old["image"] = np.zeros_like(old["image"])
+    np.savez(files[0], **old)
+    assert cache_version(files[0]) == 0
+    assert build_cache(bids, manual, tmp_path / "cache", tmp_path / "work") == files
+    assert cache_version(files[0]) == PREPROCESSING_VERSION
+    np.testing.assert_array_equal(load_cached(files[0]).image, subject.image)
