@@ -16,12 +16,17 @@ from mixnet_bids.preprocessing import (
 )
 
 
-def phantom(shape=(48, 56, 40), background=0.0):
-    """An ellipsoid 'head' with a brighter inner 'brain' and a darker core."""
+def ellipsoid_radius(shape):
+    """Each voxel's radius in an ellipsoid centred in the grid, 1 at 40 % of each axis."""
     grid = np.indices(shape, dtype=np.float32)
     centre = (np.array(shape, dtype=np.float32) - 1) / 2
-    r = np.sqrt((((grid - centre[:, None, None, None]) /
-                  (0.4 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+    return np.sqrt((((grid - centre[:, None, None, None]) /
+                     (0.4 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+
+
+def phantom(shape=(48, 56, 40), background=0.0):
+    """An ellipsoid 'head' with a brighter inner 'brain' and a darker core."""
+    r = ellipsoid_radius(shape)
     data = np.full(shape, background, np.float32)
     data[r < 1.0] = 300.0
     data[r < 0.75] = 600.0
@@ -47,10 +52,7 @@ def test_head_mask_refuses_4d_and_handles_constant():
 def stripped_phantom(shape=(48, 56, 40)):
     """A skull-stripped 'brain': bright tissue inside a rim of dark CSF (intensity about 15,
     the noise keeping it above 0), exactly 0 outside."""
-    grid = np.indices(shape, dtype=np.float32)
-    centre = (np.array(shape, dtype=np.float32) - 1) / 2
-    r = np.sqrt((((grid - centre[:, None, None, None]) /
-                  (0.4 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+    r = ellipsoid_radius(shape)
     noise = np.abs(np.random.default_rng(0).normal(0, 3, shape))
     data = np.select([r < 0.5, r < 0.8, r < 1.0], [450.0, 600.0, 15.0], 0.0) + noise
     data[r >= 1.0] = 0.0
