@@ -62,6 +62,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.processing import resample_from_to, resample_to_output
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 from mixnet_bids.evaluation.markdown import table as markdown_table
 from mixnet_bids.evaluation.metrics import dice, tissue_dice
@@ -189,7 +190,9 @@ def condition_volume(condition: str, subject: str, mrbrains: Path, brainweb: Pat
         if condition == "mrbrains-stripped":
             data = skull_strip(data, mask, STRIP_DILATION_MM)
         elif condition == "mrbrains-bias":
-            data = bias_and_gamma(data, head_mask(data),
+            # Otsu's head mask: the rule the condition was defined with, kept so that its
+            # images stay the same whatever the app's head mask
+            data = bias_and_gamma(data, head_mask(data, threshold_otsu),
                                   np.random.default_rng(subject_seed(condition, subject)))
         return (nib.Nifti1Image(data, image.affine), tissue_codes(labels, MRBRAINS_TISSUE),
                 mask)

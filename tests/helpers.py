@@ -109,3 +109,21 @@ def mni_dataset(root: Path, subjects: tuple[str, ...] = ("01",), voxel_mm: float
     (root / "dataset_description.json").write_text(json.dumps(
         {"Name": "MNI152 heads", "BIDSVersion": "1.9.0", "DatasetType": "raw"}))
     return root
+
+
+def scalp_phantom(stripped: bool, shape=(56, 64, 48)) -> tuple[np.ndarray, np.ndarray]:
+    """A head as a T1w scan shows it: bright scalp fat (dimmer along one side, far from the
+    coil), dark skull, dark CSF and a brain inside; with ``stripped``, only the brain and
+    its CSF, on exact zeros. Returns the image and the brain-and-CSF mask."""
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2
+    r = np.sqrt((((grid - centre[:, None, None, None]) /
+                  (0.45 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+    data = np.select([r < 0.7, r < 0.8, r < 0.9, r < 1.0], [250.0, 40.0, 10.0, 900.0], 0.0)
+    data[(r >= 0.9) & (r < 1.0) & (grid[1] < 12)] = 60.0
+    inside = r < 0.8
+    noise = np.abs(np.random.default_rng(0).normal(0, 3, shape))
+    if stripped:
+        data[~inside] = 0.0
+        noise[~inside] = 0.0
+    return (data + noise).astype(np.float32), inside

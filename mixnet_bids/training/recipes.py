@@ -125,6 +125,14 @@ _RECIPES = [
                     "the learning rate falls linearly to 0 over 2000 iterations and the "
                     "network is exported; its axial network continues v1's axial state (v1 "
                     "had no stop rule, every other setting is the same)"),
+    replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-synth-v3", init_from="wholebrain-synth-v2",
+            lr=2e-4, cooldown=2000,
+            iterations={"axial": 8000, "coronal": 4000, "sagittal": 4000},
+            summary="wholebrain-synth-v2's networks trained on with its data and synthesis "
+                    "on preprocessing version 3 (the head mask at Otsu's level of the log "
+                    "deviations keeps the dark CSF that version 2 set to 0 in the real "
+                    "images): AdamW from 2e-4, cosine over 8000 axial / 4000 coronal and "
+                    "sagittal iterations, with v2's stop rule"),
     # probes of the synthetic share (short runs with --iterations; docs/results.md)
     replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-real-v1", synth_fraction=0.0,
             summary="probe: as wholebrain-synth-v1 without synthetic images (MRBrainS only)"),

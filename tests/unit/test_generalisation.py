@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import random_weights, synthetic_subject
+from helpers import random_weights, scalp_phantom, synthetic_subject
 from scipy import ndimage
 
 from mixnet_bids.evaluation.metrics import tissue_dice
@@ -531,39 +531,19 @@ def test_the_cv_probes_read_the_finished_folds_only(tmp_path, capsys):
     assert "| sub-1 | held out (its fold) |" in out and "sub-4 |" not in out
 
 
-def scalp_phantom(stripped: bool, shape=(56, 64, 48)) -> tuple[np.ndarray, np.ndarray]:
-    """A head as a T1w scan shows it: bright scalp fat (dimmer along one side, far from the
-    coil), dark skull, dark CSF and a brain inside; with ``stripped``, only the brain and
-    its CSF, on exact zeros. Returns the image and the brain-and-CSF mask."""
-    grid = np.indices(shape, dtype=np.float32)
-    centre = (np.array(shape, dtype=np.float32) - 1) / 2
-    r = np.sqrt((((grid - centre[:, None, None, None]) /
-                  (0.45 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
-    data = np.select([r < 0.7, r < 0.8, r < 0.9, r < 1.0], [250.0, 40.0, 10.0, 900.0], 0.0)
-    data[(r >= 0.9) & (r < 1.0) & (grid[1] < 12)] = 60.0
-    inside = r < 0.8
-    noise = np.abs(np.random.default_rng(0).normal(0, 3, shape))
-    if stripped:
-        data[~inside] = 0.0
-        noise[~inside] = 0.0
-    return (data + noise).astype(np.float32), inside
-
-
 @pytest.mark.parametrize("stripped", [False, True])
 def test_head_mask_probe_compares_the_thresholds_on_a_dark_csf(stripped):
-    """The probe's log-Otsu threshold lies between air and the darkest tissue, so the head
-    mask keeps the dark CSF under a bright scalp (and, stripped, the whole brain); Otsu's
-    threshold of the intensities lies above the CSF, and the probe counts what it leaves
-    out."""
+    """The probe puts the two thresholds side by side: Otsu's threshold of the intensities
+    lies above the dark CSF under a bright scalp, and the probe counts what it leaves out;
+    the log threshold (the app's) lies between air and the darkest tissue and keeps it."""
     from skimage.filters import threshold_otsu
 
-    from mixnet_bids.preprocessing import head_mask
+    from mixnet_bids.preprocessing import head_mask, log_otsu
 
     probe = load_script("head_mask_probe")
     data, inside = scalp_phantom(stripped)
-    assert probe.log_otsu(data) < 40.0 < threshold_otsu(data)
-    assert (inside & ~head_mask(data, probe.log_otsu)).sum() <= 0.001 * inside.sum()
+    assert log_otsu(data) < 40.0 < threshold_otsu(data)
     otsu_cell, log_cell = probe.cells(data, inside, 0.001)
     left_out = int(otsu_cell.split()[0])
-    assert left_out == int((inside & ~head_mask(data)).sum()) > 0.01 * inside.sum()
+    assert left_out == int((inside & ~head_mask(data, threshold_otsu)).sum()) > 0.01 * inside.sum()
     assert int(log_cell.split()[0]) <= 0.001 * inside.sum()
