@@ -111,16 +111,22 @@ def mni_dataset(root: Path, subjects: tuple[str, ...] = ("01",), voxel_mm: float
     return root
 
 
+def ellipsoid_radius(shape, half_axis: float = 0.4) -> np.ndarray:
+    """Each voxel's radius in an ellipsoid centred in the grid, 1 at ``half_axis`` of each
+    axis."""
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2
+    return np.sqrt((((grid - centre[:, None, None, None]) /
+                     (half_axis * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+
+
 def scalp_phantom(stripped: bool, shape=(56, 64, 48)) -> tuple[np.ndarray, np.ndarray]:
     """A head as a T1w scan shows it: bright scalp fat (dimmer along one side, far from the
     coil), dark skull, dark CSF and a brain inside; with ``stripped``, only the brain and
     its CSF, on exact zeros. Returns the image and the brain-and-CSF mask."""
-    grid = np.indices(shape, dtype=np.float32)
-    centre = (np.array(shape, dtype=np.float32) - 1) / 2
-    r = np.sqrt((((grid - centre[:, None, None, None]) /
-                  (0.45 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
+    r = ellipsoid_radius(shape, 0.45)
     data = np.select([r < 0.7, r < 0.8, r < 0.9, r < 1.0], [250.0, 40.0, 10.0, 900.0], 0.0)
-    data[(r >= 0.9) & (r < 1.0) & (grid[1] < 12)] = 60.0
+    data[(r >= 0.9) & (r < 1.0) & (np.arange(shape[1]) < 12)[None, :, None]] = 60.0
     inside = r < 0.8
     noise = np.abs(np.random.default_rng(0).normal(0, 3, shape))
     if stripped:

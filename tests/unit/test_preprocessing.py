@@ -3,7 +3,7 @@
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import scalp_phantom
+from helpers import ellipsoid_radius, scalp_phantom
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
@@ -16,14 +16,6 @@ from mixnet_bids.preprocessing import (
     write_like,
     zscore,
 )
-
-
-def ellipsoid_radius(shape):
-    """Each voxel's radius in an ellipsoid centred in the grid, 1 at 40 % of each axis."""
-    grid = np.indices(shape, dtype=np.float32)
-    centre = (np.array(shape, dtype=np.float32) - 1) / 2
-    return np.sqrt((((grid - centre[:, None, None, None]) /
-                     (0.4 * np.array(shape))[:, None, None, None]) ** 2).sum(0))
 
 
 def phantom(shape=(48, 56, 40), background=0.0):
