@@ -40,10 +40,15 @@ def score_pair(pred_file: Path, ref_file: Path, task: str) -> list[dict]:
     return evaluate(pred, ref, task, canonical_zooms(affine), axial_axis=2)
 
 
-def tasks_in(derivatives: Path) -> list[str]:
-    """The scored tasks of which ``derivatives`` holds ``*_desc-<task>_dseg.nii*`` files."""
-    return [task for task in sorted(SCORED_CLASSES)
-            if any(derivatives.rglob(f"*_desc-{task}_dseg.nii*"))]
+def dseg_files(derivatives: Path) -> dict[str, list[Path]]:
+    """The ``*_desc-<task>_dseg.nii*`` files below ``derivatives`` by scored task (one walk
+    of the folder)."""
+    found: dict[str, list[Path]] = {}
+    for path in derivatives.rglob("*_dseg.nii*"):
+        for task in SCORED_CLASSES:
+            if f"_desc-{task}_dseg.nii" in path.name:
+                found.setdefault(task, []).append(path)
+    return {task: sorted(found[task]) for task in sorted(found)}
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -63,19 +68,18 @@ def main(argv: list[str] | None = None) -> int:
                              "unscored, it does not split them)")
     parser.add_argument("--out", type=Path, help="TSV to write (default: print only)")
     args = parser.parse_args(argv)
+    found = dseg_files(args.derivatives)
     if args.task is None:
-        found = tasks_in(args.derivatives)
         if len(found) != 1:
             held = (f"dseg files of {', '.join(found)}" if found
                     else "no *_desc-<task>_dseg.nii[.gz] files")
             print(f"mixnet-bids-eval: {args.derivatives} holds {held}; pass --task (one of "
                   f"{', '.join(sorted(SCORED_CLASSES))})", file=sys.stderr)
             return 1
-        args.task = found[0]
+        (args.task,) = found
     refs = {_key(p): p for p in args.labels.rglob("*_dseg.nii*")}
-    preds = [p for p in args.derivatives.rglob(f"*_desc-{args.task}_dseg.nii*")]
     rows = []
-    for pred in sorted(preds):
+    for pred in found.get(args.task, []):
         key = _key(pred)
         if key not in refs:
             continue
