@@ -48,6 +48,7 @@ def collect_inputs(settings):
         raise InputProblems(problems + [f"{bids_dir}: pybids cannot index it ({err}); fix "
                                         "the dataset or use --skip-bids-validation"]) from None
     run_problems, problems = problems, []
+    network_warnings = [] if run_problems else weight_warnings(settings)
     available = layout.get_subjects()
     wanted = settings.participant_label or sorted(available)
     runs = []
@@ -72,7 +73,7 @@ def collect_inputs(settings):
                                 f"{bids_dir / ('sub-' + subject)}; add one or adjust "
                                 "--bids-filter-file")
                 continue
-            run = Run(subject, session, images)
+            run = Run(subject, session, images, warnings=list(network_warnings))
             found = check_run(run)
             if found:
                 problems.extend(found)
@@ -107,3 +108,24 @@ def weight_problems(settings) -> list[str]:
             problems.append(f"{path.with_suffix('.json')}: says task {meta.get('task')!r}, "
                             f"but the file name says {networks!r}; retrain or rename it")
     return problems
+
+
+def weight_warnings(settings) -> list[str]:
+    """One line per network that trained on images of another ``PREPROCESSING_VERSION``
+    than this version makes (its sidecar's ``preprocessing_version``; a sidecar without
+    one is not judged): it still runs, but its accuracy is not the one measured."""
+    from mixnet_bids.inference.weights import networks_for, read_metadata
+    from mixnet_bids.preprocessing import PREPROCESSING_VERSION
+
+    _, files = networks_for(settings.task, settings.planes, settings.model_version,
+                            settings.weights_dir)
+    warnings = []
+    for path in files.values():
+        trained_on = read_metadata(path).get("preprocessing_version")
+        if trained_on is not None and trained_on != PREPROCESSING_VERSION:
+            warnings.append(f"{path.name}: trained on images of preprocessing version "
+                            f"{trained_on}, but this mixnet-bids makes version "
+                            f"{PREPROCESSING_VERSION}; its accuracy may be lower than "
+                            "measured (retrain it with mixnet-bids-train, or use the "
+                            "shipped networks)")
+    return warnings

@@ -30,6 +30,7 @@ from mixnet_bids.inference.weights import load_model, save_weights, weight_path
 from mixnet_bids.io import atomic_write, atomic_write_text
 from mixnet_bids.labels import TASK_CLASSES, n_classes, target_membership
 from mixnet_bids.model import MODALITIES, build_mixnet
+from mixnet_bids.preprocessing import PREPROCESSING_VERSION
 from mixnet_bids.training.augment import AugmentConfig
 from mixnet_bids.training.cache import CachedSubject
 from mixnet_bids.training.dataset import MixedSampler, SliceSampler
@@ -518,6 +519,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         "modalities": list(MODALITIES),
         "normalisation": "per-modality z-score inside its head mask, clipped to +-6, "
                          "background 0; absent modality = zero channel",
+        "preprocessing_version": PREPROCESSING_VERSION,
         "input_spacing_mm": list(TRAINING_SPACING),
         "training_data": cfg.subjects,
         "recipe": cfg.recipe,

@@ -223,3 +223,33 @@ def test_each_console_script_runs(command):
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"usage: {command}" in result.stdout
+
+
+def test_networks_of_another_preprocessing_version_warn_by_name(tmp_path):
+    """A network trained on images another preprocessing made still runs, with a warning
+    naming its file; a sidecar recording no version is not judged."""
+    import json
+
+    from mixnet_bids.cli.run import _settings_from_args
+    from mixnet_bids.inference.weights import weight_path
+    from mixnet_bids.inputs import collect_inputs
+    from mixnet_bids.preprocessing import PREPROCESSING_VERSION
+
+    bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
+    weights = random_weights(tmp_path / "w", task="fine")
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                      "--skip-bids-validation", "--weights-dir", str(weights)])
+    runs, problems = collect_inputs(_settings_from_args(args))
+    assert not problems and runs[0].warnings == []
+    sidecar = weight_path("fine", "coronal", "v3", weights).with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "preprocessing_version": PREPROCESSING_VERSION}))
+    assert collect_inputs(_settings_from_args(args))[0][0].warnings == []
+    sidecar.write_text(json.dumps({**meta, "preprocessing_version": PREPROCESSING_VERSION - 1}))
+    runs, problems = collect_inputs(_settings_from_args(args))
+    assert not problems
+    assert runs[0].warnings == [
+        f"mixnet_v3_fine_coronal.pt: trained on images of preprocessing version "
+        f"{PREPROCESSING_VERSION - 1}, but this mixnet-bids makes version "
+        f"{PREPROCESSING_VERSION}; its accuracy may be lower than measured (retrain it "
+        "with mixnet-bids-train, or use the shipped networks)"]

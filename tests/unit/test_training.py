@@ -12,6 +12,7 @@ from helpers import synthetic_subject
 from mixnet_bids.inference.predict import predict_plane
 from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import IGNORE_INDEX, TARGETS
+from mixnet_bids.preprocessing import PREPROCESSING_VERSION
 from mixnet_bids.training.cli import main as train_main
 from mixnet_bids.training.crossval import (
     cross_validate,
@@ -67,6 +68,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert meta["iterations"] == 6 and meta["task"] == "3label"
+    assert meta["preprocessing_version"] == PREPROCESSING_VERSION  # of the images it trained on
     log = (tmp_path / "b" / "log.tsv").read_text().splitlines()
     assert log[0].startswith("iteration") and log[-1].startswith("6\t")
     assert json.loads((tmp_path / "b" / "config.json").read_text())["subjects"] == ["sub-1"]
