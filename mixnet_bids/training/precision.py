@@ -50,8 +50,9 @@ class Precision:
         return f"{'bfloat16' if self.bf16 else 'float32'} {self.layout}"
 
 
-def _gradients(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
-               targets: torch.Tensor, precision: Precision) -> torch.Tensor:
+def gradients(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
+              targets: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """All parameter gradients of one forward and backward pass, as one float32 vector."""
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.bf16):
         logits = model(images.to(memory_format=precision.memory_format))
@@ -70,15 +71,15 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
     if precision not in CANDIDATES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(CANDIDATES)}")
     reference = copy.deepcopy(model).train()
-    ref = _gradients(reference, loss_fn, images, targets, Precision(False, "default"))
+    ref = gradients(reference, loss_fn, images, targets, Precision(False, "default"))
     report, best = {}, None
     for bf16, layout in CANDIDATES[precision]:
         candidate = Precision(bf16, layout)
         net = copy.deepcopy(model).to(memory_format=candidate.memory_format).train()
-        grads = _gradients(net, loss_fn, images, targets, candidate)  # warm-up
+        grads = gradients(net, loss_fn, images, targets, candidate)  # warm-up
         t0 = time.perf_counter()
         for _ in range(steps):
-            grads = _gradients(net, loss_fn, images, targets, candidate)
+            grads = gradients(net, loss_fn, images, targets, candidate)
         seconds = (time.perf_counter() - t0) / steps
         difference = float((grads - ref).norm() / ref.norm().clamp_min(1e-30))
         ok = bool(torch.isfinite(grads).all()) and difference <= GRADIENT_TOLERANCE

@@ -274,15 +274,27 @@ def check_finite(loss: torch.Tensor, model: nn.Module, cfg: TrainConfig, iterati
             "learning rate or train in float32 (another recipe), with a new --out")
 
 
-def host_precision(model: nn.Module, criterion: nn.Module, cfg: TrainConfig,
-                   crop: tuple[int, int], previous: str | None = None) -> tuple[Precision, dict]:
+def host_precision(criterion: nn.Module, cfg: TrainConfig, crop: tuple[int, int],
+                   previous: str | None = None) -> tuple[Precision, dict]:
     """The precision and layout this run trains in on this host (see precision.py); a fixed
     ``<precision>-<layout>`` is taken as it is. ``previous`` (the run's last choice) is kept
-    when it passes this host's check, so restarts on one host do not switch."""
+    when it passes this host's check, so restarts on one host do not switch.
+
+    The check runs a freshly initialised network of the recipe's architecture, whatever the
+    run starts from or resumes: it tests this host's kernels, and gives one answer for a
+    run that starts from trained weights and for the same run resumed. The gradients of a
+    trained network are small sums of large, cancelling terms: on them even float32 in
+    channels-last differs from the default layout by up to 7 %, and bfloat16 by 3-15 %,
+    against 94-179 % between one batch's gradient and the next's
+    (``benchmarks/precision_probe.py``, docs/training.md)."""
     if "-" in cfg.precision:
         name, layout = cfg.precision.split("-", 1)
         return Precision(name == "bfloat16", layout), {}
-    # a random batch from a generator of its own: the run's random streams stay untouched
+    # a network and a random batch from a generator of their own: the run's random streams
+    # stay untouched
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator)
     targets = torch.randint(0, n_classes(cfg.task), (cfg.batch_size, *crop),
@@ -404,7 +416,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
 
     sampler = make_sampler(subjects, cfg, synth)
     criterion = make_loss(cfg)
-    precision, report = host_precision(model, criterion, cfg, sampler.crop,
+    precision, report = host_precision(criterion, cfg, sampler.crop,
                                        last_precision(out_dir / "hosts.jsonl"))
     model = model.to(memory_format=precision.memory_format)
     optimizer = make_optimizer(model, cfg)

@@ -32,7 +32,7 @@ from mixnet_bids.training.gitstate import commit_state, last_commit_time
 from mixnet_bids.training.losses import CoarseLabelLoss, brain_edge
 from mixnet_bids.training.precision import choose_precision
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, RECIPES
-from mixnet_bids.training.train import TrainConfig, run_name, train_plane
+from mixnet_bids.training.train import TrainConfig, host_precision, run_name, train_plane
 
 TESTS = Path(__file__).resolve().parents[1]
 #: a tiny AdamW run of the fine task, as a separate process (so that it can be killed)
@@ -216,6 +216,21 @@ def test_the_precision_check_rejects_candidates_whose_gradients_are_wrong():
     assert not report["bfloat16 default"]["ok"] and report["float32 default"]["ok"]
     with pytest.raises(FloatingPointError, match="no bfloat16 candidate"):
         choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "bfloat16")
+
+
+def test_the_host_check_tests_a_fresh_network_and_leaves_the_runs_random_streams():
+    """One answer for a run that starts from trained weights and for the same run resumed:
+    the check does not see the run's network, and draws nothing from its random stream."""
+    cfg = TrainConfig(plane="axial", batch_size=2, threads=1, precision="float32")
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    chosen, report = host_precision(nn.CrossEntropyLoss(), cfg, (32, 32))
+    assert torch.equal(torch.get_rng_state(), state)
+    again = host_precision(nn.CrossEntropyLoss(), cfg, (32, 32), previous=chosen.describe())
+    assert again[0] == chosen
+    assert {k: v["gradient_difference"] for k, v in again[1].items()} == \
+        {k: v["gradient_difference"] for k, v in report.items()}
+    assert set(report) == {"float32 default", "float32 channels_last"}
 
 
 def _git(repo, *args):
