@@ -2,8 +2,8 @@
 the networks see (``preprocessing.zscore``).
 
 Two thresholds of the deviation from the background level side by side: Otsu's on the
-deviations (the app's head mask until preprocessing version 3) and Otsu's on their logarithm
-(``preprocessing.log_otsu``, the app's since). On every
+deviations (the app's head mask) and Otsu's on their logarithm (``log_otsu``; the app's in
+preprocessing version 3, withdrawn: docs/results.md). On every
 MRBrainS subject and modality, as the files come (the preprocessing masks them before N4):
 labelled voxels (labels 1-8) outside the mask, and the mask's volume. On the BrainWeb
 anatomies kept out of training, rendered by ``synth.render_volume`` (1 mm, each contrast,
@@ -24,7 +24,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from mixnet_bids.evaluation.markdown import table as markdown_table
-from mixnet_bids.preprocessing import head_mask, log_otsu
+from mixnet_bids.preprocessing import head_mask
 from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT
 from mixnet_bids.training.synth import (
     RENDER_INTENSITIES,
@@ -32,6 +32,28 @@ from mixnet_bids.training.synth import (
     load_label_volumes,
     render_volume,
 )
+
+#: ``log_otsu`` adds this share of the largest deviations (99.9th percentile) to every
+#: deviation before the logarithm, so that exact zeros (a resampled or zero-filled
+#: background) stay finite and below any tissue.
+LOG_FLOOR = 1e-3
+
+
+def log_otsu(deviation: np.ndarray) -> float:
+    """Otsu's threshold of the logarithm of the deviations from the background level.
+
+    Air and tissue differ by a factor rather than an offset: air is noise near 0, tissue
+    spans a few-fold range. Otsu's threshold of the deviations themselves is drawn up by the
+    brightest tissue (scalp fat in a T1w head is two to three times as bright as the brain)
+    and leaves dark CSF, and in IR nulled tissue, outside the head. The logarithm also
+    spreads the background noise: where a bias field and a contrast change lift it, the
+    threshold falls into it.
+    """
+    # an image almost entirely at the background level: the largest deviation instead
+    top = float(np.percentile(deviation, 99.9)) or float(deviation.max())
+    floor = LOG_FLOOR * top
+    return float(np.exp(threshold_otsu(np.log(deviation + floor)))) - floor
+
 
 THRESHOLDS = {"Otsu": threshold_otsu, "Otsu of the log": log_otsu}
 MRBRAINS_FILES = {"T1w": "reg_T1", "IR": "IR", "FLAIR": "FLAIR"}

@@ -19,37 +19,22 @@ from skimage.filters import threshold_otsu
 ZSCORE_CLIP = 6.0
 #: Version of what this module and ``workflows.preprocessing`` make of a scan. Raise it with
 #: any change that alters a scan's z-scores: the training cache (``training.cache``) stores
-#: it and rebuilds the files another version made. 1: every image z-scored inside Otsu's
-#: head mask; 2: a skull-stripped image inside its signal (``normalisation_mask``); 3: the
-#: head mask thresholds the log deviations (``log_otsu``).
-PREPROCESSING_VERSION = 3
-#: ``log_otsu`` adds this share of the largest deviations (99.9th percentile) to every
-#: deviation before the logarithm, so that exact zeros (a resampled or zero-filled
-#: background) stay finite and below any tissue.
-LOG_FLOOR = 1e-3
+#: it and rebuilds the files another version made, and ``mixnet-bids-train`` writes it into
+#: every weight sidecar. 1: every image z-scored inside Otsu's head mask; 2: a skull-stripped
+#: image inside its signal (``normalisation_mask``). Version 3 (the head mask at Otsu's
+#: level of the log deviations, 2026-12-07) was withdrawn the same day: under a strong bias
+#: field and a contrast change its mask reached 15-23 mm into the background noise, and the
+#: shipped networks lost 0.10 GM Dice on such scans (docs/results.md); the version is 2
+#: again.
+PREPROCESSING_VERSION = 2
 
 
-def log_otsu(deviation: np.ndarray) -> float:
-    """Otsu's threshold of the logarithm of the deviations from the background level.
-
-    Air and tissue differ by a factor rather than an offset: air is noise near 0, tissue
-    spans a few-fold range. Otsu's threshold of the deviations themselves is drawn up by the
-    brightest tissue (scalp fat in a T1w head is two to three times as bright as the brain)
-    and leaves dark CSF, and in IR nulled tissue, outside the head (3-10 % of the labelled
-    voxels of MRBrainS T1w and IR images; ``benchmarks/head_mask_probe.py``).
-    """
-    # an image almost entirely at the background level: the largest deviation instead
-    top = float(np.percentile(deviation, 99.9)) or float(deviation.max())
-    floor = LOG_FLOOR * top
-    return float(np.exp(threshold_otsu(np.log(deviation + floor)))) - floor
-
-
-def head_mask(data: np.ndarray, threshold=log_otsu) -> np.ndarray:
+def head_mask(data: np.ndarray, threshold=threshold_otsu) -> np.ndarray:
     """Boolean head mask of a 3D image, robust to a non-zero background.
 
     The background level is the median of the outermost voxels (IR images have a bright
     background, T1w/FLAIR a dark one); the head is where the intensity departs from it by
-    more than ``threshold(deviations)`` (``log_otsu``; rules are compared in
+    more than ``threshold(deviations)`` (Otsu's; rules are compared in
     ``benchmarks/head_mask_probe.py``), closed, hole-filled per slice and in 3D, keeping the
     largest connected component.
     """
@@ -200,7 +185,7 @@ def normalisation_mask(data: np.ndarray, zooms: tuple[float, float, float]) -> n
 
     A skull-stripped image (``stripped_signal``) gives every voxel its stripping tool kept,
     as the training synthesis z-scores its stripped images inside their whole brain mask
-    (an intensity threshold, even ``log_otsu``, may leave out some of the darkest CSF;
+    (an intensity threshold may leave out some of the darkest CSF;
     Otsu's of the intensities left out 6-12 % of skull-stripped BrainWeb renders,
     ``docs/results.md``). Any other image gives its ``head_mask``.
     """

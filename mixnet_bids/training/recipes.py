@@ -130,9 +130,9 @@ _RECIPES = [
             iterations={"axial": 8000, "coronal": 4000, "sagittal": 4000},
             summary="wholebrain-synth-v2's networks trained on with its data and synthesis "
                     "on preprocessing version 3 (the head mask at Otsu's level of the log "
-                    "deviations keeps the dark CSF that version 2 set to 0 in the real "
-                    "images): AdamW from 2e-4, cosine over 8000 axial / 4000 coronal and "
-                    "sagittal iterations, with v2's stop rule"),
+                    "deviations), withdrawn on 2026-12-07: its state in checkpoints/ is of "
+                    "version-3 images, not shipped; AdamW from 2e-4, cosine over 8000 axial "
+                    "/ 4000 coronal and sagittal iterations, with v2's stop rule"),
     # probes of the synthetic share (short runs with --iterations; docs/results.md)
     replace(WHOLEBRAIN_SYNTH_V1, name="wholebrain-real-v1", synth_fraction=0.0,
             summary="probe: as wholebrain-synth-v1 without synthetic images (MRBrainS only)"),

@@ -534,16 +534,16 @@ def test_the_cv_probes_read_the_finished_folds_only(tmp_path, capsys):
 @pytest.mark.parametrize("stripped", [False, True])
 def test_head_mask_probe_compares_the_thresholds_on_a_dark_csf(stripped):
     """The probe puts the two thresholds side by side: Otsu's threshold of the intensities
-    lies above the dark CSF under a bright scalp, and the probe counts what it leaves out;
-    the log threshold (the app's) lies between air and the darkest tissue and keeps it."""
+    (the app's) lies above the dark CSF under a bright scalp, and the probe counts what it
+    leaves out; the log threshold lies between air and the darkest tissue and keeps it."""
     from skimage.filters import threshold_otsu
 
-    from mixnet_bids.preprocessing import head_mask, log_otsu
+    from mixnet_bids.preprocessing import head_mask
 
     probe = load_script("head_mask_probe")
     data, inside = scalp_phantom(stripped)
-    assert log_otsu(data) < 40.0 < threshold_otsu(data)
+    assert probe.log_otsu(data) < 40.0 < threshold_otsu(data)
     otsu_cell, log_cell = probe.cells(data, inside, 0.001)
     left_out = int(otsu_cell.split()[0])
-    assert left_out == int((inside & ~head_mask(data, threshold_otsu)).sum()) > 0.01 * inside.sum()
+    assert left_out == int((inside & ~head_mask(data)).sum()) > 0.01 * inside.sum()
     assert int(log_cell.split()[0]) <= 0.001 * inside.sum()
