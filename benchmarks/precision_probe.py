@@ -3,7 +3,8 @@ how far one batch's gradient is from another's.
 
 The training start-up check (``training.precision.choose_precision``) accepts a candidate
 whose gradients differ from float32 by at most 10 % (relative L2). This probe measures that
-difference for each plane on a freshly initialised network and on trained weights, on the
+difference for each plane on the network the check runs (``train.check_network``: freshly
+initialised from seed 0) and on trained weights, on the
 check's random batch and on real batches of the training cache; beside it, the relative
 difference between the float32 gradients of two real batches, the noise every training step
 already has. Writes ``<out>/precision_probe.json``.
@@ -23,12 +24,12 @@ import torch
 
 from mixnet_bids.inference.weights import WEIGHTS_DIR, load_model
 from mixnet_bids.labels import n_classes
-from mixnet_bids.model import MODALITIES, build_mixnet
+from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.dataset import DEFAULT_CROPS, SliceSampler
 from mixnet_bids.training.precision import Precision, gradients
 from mixnet_bids.training.recipes import RECIPES
-from mixnet_bids.training.train import TrainConfig, make_loss
+from mixnet_bids.training.train import TrainConfig, check_network, make_loss
 
 FLOAT32 = Precision(False, "default")
 COMPARED = (Precision(False, "channels_last"), Precision(True, "default"),
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         check_batch = (torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator),
                        torch.randint(0, n_classes(recipe.task), (cfg.batch_size, *crop),
                                      generator=generator))
-        networks = {"fresh": build_mixnet(recipe.version, n_classes(recipe.task)),
+        networks = {"fresh": check_network(cfg),
                     "trained": trained_network(args.weights_dir, plane)}
         report[plane] = {}
         for name, net in networks.items():

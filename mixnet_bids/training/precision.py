@@ -4,9 +4,9 @@ Which combination is fastest, and which is correct, depends on the CPU: on an In
 AMX, bfloat16 in channels-last was the fastest; on an AMD EPYC with AVX-512 BF16 (torch
 2.13.0), the weight gradients of MixNetv3's grouped dilated convolutions were NaN in
 channels-last under bfloat16. So instead of a fixed rule, each candidate runs a few training
-steps of the real network on a random batch: its gradients must be finite and agree with
-float32 in the default layout, and the fastest that does is used. The choice and the times
-go to the log and the sidecar.
+steps of the recipe's network, freshly initialised (``train.check_network``), on a random
+batch: its gradients must be finite and agree with float32 in the default layout, and the
+fastest that does is used. The choice and the times go to the log and the sidecar.
 """
 
 from __future__ import annotations

@@ -249,6 +249,22 @@ def check_same_recipe(config_file: Path, cfg: TrainConfig) -> None:
                              "to start over")
 
 
+def check_same_preprocessing(checkpoint: Path) -> None:
+    """Refuse to resume a checkpoint trained on images of another ``PREPROCESSING_VERSION``
+    (checkpoints written before it was recorded are not judged): its sidecar would name one
+    version for a network trained on two."""
+    if not checkpoint.exists():
+        return
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    trained_on = state.get("preprocessing_version")
+    if trained_on is not None and trained_on != PREPROCESSING_VERSION:
+        raise RecipeMismatch(f"{checkpoint}: trained on images of preprocessing version "
+                             f"{trained_on}, but this code makes version "
+                             f"{PREPROCESSING_VERSION}; continue it as a new recipe "
+                             "(init_from) with a new --out, or delete the folder to start "
+                             "over")
+
+
 def step_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor,
               targets: torch.Tensor, bf16: bool) -> torch.Tensor:
     """Forward pass (under bfloat16 autocast if asked) and the float32 loss of one batch."""
@@ -274,6 +290,14 @@ def check_finite(loss: torch.Tensor, model: nn.Module, cfg: TrainConfig, iterati
             "learning rate or train in float32 (another recipe), with a new --out")
 
 
+def check_network(cfg: TrainConfig) -> nn.Module:
+    """The network the host check runs: the recipe's architecture, initialised from seed 0
+    with random draws of its own (the run's random stream is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
+
+
 def host_precision(criterion: nn.Module, cfg: TrainConfig, crop: tuple[int, int],
                    previous: str | None = None) -> tuple[Precision, dict]:
     """The precision and layout this run trains in on this host (see precision.py); a fixed
@@ -292,9 +316,7 @@ def host_precision(criterion: nn.Module, cfg: TrainConfig, crop: tuple[int, int]
         return Precision(name == "bfloat16", layout), {}
     # a network and a random batch from a generator of their own: the run's random streams
     # stay untouched
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
+    model = check_network(cfg)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator)
     targets = torch.randint(0, n_classes(cfg.task), (cfg.batch_size, *crop),
@@ -406,6 +428,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     cfg.subjects = [s.name for s in subjects] + (synth.names if synth else [])
     if checkpoint.exists():
         check_same_recipe(out_dir / "config.json", cfg)
+        check_same_preprocessing(checkpoint)
         export = weight_path(cfg.task, cfg.plane, cfg.version, out_dir)
         if export.exists() and _finished(checkpoint, cfg):
             # exporting again would re-estimate its statistics with today's code and change
@@ -504,7 +527,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
             "model": model.state_dict(), "optimizer": compact,
             "scheduler": scheduler.state_dict(), "iteration": done, "elapsed": elapsed,
             "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-            "cooldown": cooldown}, tmp))
+            "cooldown": cooldown, "preprocessing_version": PREPROCESSING_VERSION}, tmp))
         # go on from what was saved, so that a resumed run is this run
         optimizer.load_state_dict(compact)
         t0 = time.monotonic()

@@ -24,15 +24,25 @@ from mixnet_bids.labels import (
     TARGETS,
     TASK_CLASSES,
     convention_matrix,
+    n_classes,
     target_codes,
     target_membership,
     to_convention,
 )
+from mixnet_bids.model import build_mixnet
+from mixnet_bids.preprocessing import PREPROCESSING_VERSION
 from mixnet_bids.training.gitstate import commit_state, last_commit_time
 from mixnet_bids.training.losses import CoarseLabelLoss, brain_edge
 from mixnet_bids.training.precision import choose_precision
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, RECIPES
-from mixnet_bids.training.train import TrainConfig, host_precision, run_name, train_plane
+from mixnet_bids.training.train import (
+    RecipeMismatch,
+    TrainConfig,
+    check_same_preprocessing,
+    host_precision,
+    run_name,
+    train_plane,
+)
 
 TESTS = Path(__file__).resolve().parents[1]
 #: a tiny AdamW run of the fine task, as a separate process (so that it can be killed)
@@ -218,19 +228,53 @@ def test_the_precision_check_rejects_candidates_whose_gradients_are_wrong():
         choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "bfloat16")
 
 
-def test_the_host_check_tests_a_fresh_network_and_leaves_the_runs_random_streams():
+def test_the_host_check_tests_a_fresh_network_and_leaves_the_runs_random_streams(
+        monkeypatch):
     """One answer for a run that starts from trained weights and for the same run resumed:
-    the check does not see the run's network, and draws nothing from its random stream."""
-    cfg = TrainConfig(plane="axial", batch_size=2, threads=1, precision="float32")
-    torch.manual_seed(7)
-    state = torch.get_rng_state()
-    chosen, report = host_precision(nn.CrossEntropyLoss(), cfg, (32, 32))
-    assert torch.equal(torch.get_rng_state(), state)
-    again = host_precision(nn.CrossEntropyLoss(), cfg, (32, 32), previous=chosen.describe())
-    assert again[0] == chosen
-    assert {k: v["gradient_difference"] for k, v in again[1].items()} == \
-        {k: v["gradient_difference"] for k, v in report.items()}
-    assert set(report) == {"float32 default", "float32 channels_last"}
+    the check runs the recipe's network initialised from seed 0, whatever the run's random
+    stream holds, and draws nothing from that stream."""
+    import mixnet_bids.training.train as train_module
+
+    checked = []
+
+    def capture(model, *args, **kwargs):
+        checked.append({k: v.clone() for k, v in model.state_dict().items()})
+        return choose_precision(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "choose_precision", capture)
+    cfg = TrainConfig(plane="axial", batch_size=2, threads=1, precision="float32", pool=False)
+    for seed in (7, 8):
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        host_precision(nn.CrossEntropyLoss(), cfg, (32, 32))
+        assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(0)
+    expected = build_mixnet(cfg.version, n_classes(cfg.task), pool=False).state_dict()
+    for weights in checked:
+        assert weights.keys() == expected.keys()
+        assert all(torch.equal(weights[k], expected[k]) for k in expected)
+
+
+def test_a_checkpoint_of_another_preprocessing_version_is_not_resumed(tmp_path):
+    """A run's checkpoint records the preprocessing version of its images; resuming it
+    under another version is refused before anything is written (one recorded before the
+    version was stored is not judged)."""
+    cfg = TrainConfig(plane="axial", iterations=4, batch_size=2, crop=(32, 32), threads=1,
+                      checkpoint_every=2, precision="float32", stop_after=2)
+    checkpoint = train_plane([synthetic_subject()], cfg, tmp_path, command="test")
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["preprocessing_version"] == PREPROCESSING_VERSION
+    check_same_preprocessing(checkpoint)
+    torch.save({**state, "preprocessing_version": PREPROCESSING_VERSION + 1}, checkpoint)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RecipeMismatch, match=f"preprocessing version "
+                                             f"{PREPROCESSING_VERSION + 1}, but this code "
+                                             f"makes version {PREPROCESSING_VERSION}"):
+        train_plane([synthetic_subject()], cfg, tmp_path, command="again")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    del state["preprocessing_version"]
+    torch.save(state, checkpoint)
+    check_same_preprocessing(checkpoint)
 
 
 def _git(repo, *args):

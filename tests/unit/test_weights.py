@@ -9,6 +9,7 @@ import torch
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.inference.weights import WEIGHTS_DIR, WeightsError, load_model, sha256, weight_path
 from mixnet_bids.labels import TASK_CLASSES
+from mixnet_bids.preprocessing import PREPROCESSING_VERSION
 from mixnet_bids.training.recipes import BRAINWEB_HELD_OUT
 
 
@@ -32,6 +33,8 @@ def test_shipped_weights_load_and_describe_themselves(task, plane):
     assert meta["plane"] == plane and meta["task"] == task
     assert meta["labels"] == list(TASK_CLASSES[task])
     assert meta["modalities"] == ["T1w", "IR", "FLAIR"]
+    # trained on the images this version makes (a preprocessing change needs new networks)
+    assert meta["preprocessing_version"] == PREPROCESSING_VERSION
     assert meta["iterations"] > 0 and meta["wall_time_s"] > 0 and meta["command"]
     # the seven MRBrainS subjects; fine networks also the 16 BrainWeb anatomies but the 3
     # held out for validation
