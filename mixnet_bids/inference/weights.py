@@ -81,7 +81,11 @@ def read_metadata(path: Path) -> dict:
     sidecar = Path(path).with_suffix(".json")
     if not sidecar.is_file():
         raise WeightsError(f"{sidecar}: weight metadata missing; reinstall mixnet-bids")
-    return json.loads(sidecar.read_text())
+    try:
+        return json.loads(sidecar.read_text())
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{sidecar}: weight metadata is not valid JSON ({err}); "
+                           "reinstall mixnet-bids or export the weights again") from None
 
 
 def load_model(path: Path) -> tuple[MixNet, dict]:

@@ -169,6 +169,19 @@ def test_4d_and_corrupt_images_are_refused_by_name(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_weight_sidecar_that_is_not_json_is_one_line_naming_it(tmp_path, capsys):
+    bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
+    weights = random_weights(tmp_path / "w", task="fine")
+    sidecar = weights / "mixnet_v3_fine_axial.json"
+    sidecar.write_text('{"task": "fine", ')
+    code = main([str(bids), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "--weights-dir", str(weights)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{sidecar}: weight metadata is not valid JSON" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_group_level_without_participant_results(tmp_path, capsys):
     bids = bids_skeleton(tmp_path / "bids", {"01": ["T1w"]})
     assert main([str(bids), str(tmp_path / "out"), "group"]) == 2
