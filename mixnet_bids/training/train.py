@@ -308,8 +308,8 @@ def host_precision(criterion: nn.Module, cfg: TrainConfig, crop: tuple[int, int]
     run starts from or resumes: it tests this host's kernels, and gives one answer for a
     run that starts from trained weights and for the same run resumed. The gradients of a
     trained network are small sums of large, cancelling terms: on them even float32 in
-    channels-last differs from the default layout by up to 7 %, and bfloat16 by 3-15 %,
-    against 94-179 % between one batch's gradient and the next's
+    channels-last differs from the default layout by up to 5 %, and bfloat16 by 4-24 %,
+    against 95-287 % between one batch's gradient and the next's
     (``benchmarks/precision_probe.py``, docs/training.md)."""
     if "-" in cfg.precision:
         name, layout = cfg.precision.split("-", 1)
