@@ -249,13 +249,10 @@ def check_same_recipe(config_file: Path, cfg: TrainConfig) -> None:
                              "to start over")
 
 
-def check_same_preprocessing(checkpoint: Path) -> None:
-    """Refuse to resume a checkpoint trained on images of another ``PREPROCESSING_VERSION``
-    (checkpoints written before it was recorded are not judged): its sidecar would name one
-    version for a network trained on two."""
-    if not checkpoint.exists():
-        return
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def check_same_preprocessing(state: dict, checkpoint: Path) -> None:
+    """Refuse to resume a checkpoint (``state``, loaded from ``checkpoint``) trained on images
+    of another ``PREPROCESSING_VERSION`` (checkpoints written before it was recorded are not
+    judged): its sidecar would name one version for a network trained on two."""
     trained_on = state.get("preprocessing_version")
     if trained_on is not None and trained_on != PREPROCESSING_VERSION:
         raise RecipeMismatch(f"{checkpoint}: trained on images of preprocessing version "
@@ -372,9 +369,8 @@ def save_state(out_dir: Path, message: str, curves_dir: Path | None) -> None:
     commit_state(paths, message)
 
 
-def _finished(checkpoint: Path, cfg: TrainConfig) -> bool:
-    """Whether ``checkpoint`` is at the end of its schedule, or of its cooldown."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def _finished(state: dict, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's ``state`` is at the end of its schedule, or of its cooldown."""
     cooldown = state.get("cooldown")
     return int(state["iteration"]) >= (cooldown["to"] if cooldown else cfg.iterations)
 
@@ -426,15 +422,17 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
         start_from(model, Path(cfg.init_weights), cfg)   # before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.subjects = [s.name for s in subjects] + (synth.names if synth else [])
-    if checkpoint.exists():
+    state = (torch.load(checkpoint, map_location="cpu", weights_only=True)
+             if checkpoint.exists() else None)
+    if state is not None:
         check_same_recipe(out_dir / "config.json", cfg)
-        check_same_preprocessing(checkpoint)
         export = weight_path(cfg.task, cfg.plane, cfg.version, out_dir)
-        if export.exists() and _finished(checkpoint, cfg):
+        if export.exists() and _finished(state, cfg):
             # exporting again would re-estimate its statistics with today's code and change
             # the weights that were validated and committed
             LOGGER.info("%s %s: finished earlier, keeping %s", cfg.plane, cfg.task, export)
             return export
+        check_same_preprocessing(state, checkpoint)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     sampler = make_sampler(subjects, cfg, synth)
@@ -446,8 +444,7 @@ def train_plane(subjects: list[CachedSubject], cfg: TrainConfig, out_dir: Path,
     scheduler = make_scheduler(optimizer, cfg)
 
     start, elapsed, cooldown = 0, 0.0, None
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
