@@ -9,8 +9,7 @@ check's random batch and on real batches of the training cache; beside it, the r
 difference between the float32 gradients of two real batches, the noise every training step
 already has. Writes ``<out>/precision_probe.json``.
 
-    python benchmarks/precision_probe.py --cache cache \\
-        --weights-dir checkpoints/wholebrain-synth-v3 --out runs/precision-probe
+    python benchmarks/precision_probe.py --cache cache --out runs/precision-probe
 """
 
 from __future__ import annotations
