@@ -22,13 +22,11 @@ from pathlib import Path
 import torch
 
 from mixnet_bids.inference.weights import WEIGHTS_DIR, load_model
-from mixnet_bids.labels import n_classes
-from mixnet_bids.model import MODALITIES
 from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.dataset import DEFAULT_CROPS, SliceSampler
 from mixnet_bids.training.precision import Precision, gradients
 from mixnet_bids.training.recipes import RECIPES
-from mixnet_bids.training.train import TrainConfig, check_network, make_loss
+from mixnet_bids.training.train import TrainConfig, check_batch, check_network, make_loss
 
 FLOAT32 = Precision(False, "default")
 COMPARED = (Precision(False, "channels_last"), Precision(True, "default"),
@@ -39,9 +37,9 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return round(float((a - b).norm() / b.norm().clamp_min(1e-30)), 4)
 
 
-def differences(net, criterion, images, targets) -> dict[str, float]:
-    """Each compared candidate's relative L2 difference from float32, default layout."""
-    reference = gradients(copy.deepcopy(net), criterion, images, targets, FLOAT32)
+def differences(net, criterion, images, targets, reference) -> dict[str, float]:
+    """Each compared candidate's relative L2 difference from ``reference``, the float32
+    gradient in the default layout."""
     return {c.describe(): relative(gradients(copy.deepcopy(net).to(memory_format=c.memory_format),
                                              criterion, images, targets, c), reference)
             for c in COMPARED}
@@ -80,22 +78,24 @@ def main(argv: list[str] | None = None) -> int:
         criterion = make_loss(cfg)
         sampler = SliceSampler(subjects, plane, recipe.task, crop)
         real = [sampler.batch(cfg.batch_size) for _ in range(args.batches + 1)]
-        generator = torch.Generator().manual_seed(0)
-        check_batch = (torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator),
-                       torch.randint(0, n_classes(recipe.task), (cfg.batch_size, *crop),
-                                     generator=generator))
+        random_batch = check_batch(cfg, crop)
         networks = {"fresh": check_network(cfg),
                     "trained": trained_network(args.weights_dir, plane)}
         report[plane] = {}
         for name, net in networks.items():
             net.train()
-            row = {"random batch": differences(net, criterion, *check_batch)}
+
+            def float32(batch):
+                return gradients(copy.deepcopy(net), criterion, *batch, FLOAT32)
+
+            row = {"random batch": differences(net, criterion, *random_batch,
+                                               float32(random_batch))}
+            references = [float32(batch) for batch in real]
             for i, batch in enumerate(real[:-1]):
-                row[f"real batch {i}"] = differences(net, criterion, *batch)
+                row[f"real batch {i}"] = differences(net, criterion, *batch, references[i])
                 # the next batch's float32 gradient, against this one's
-                row[f"real batch {i}"]["next batch, float32"] = relative(
-                    gradients(net, criterion, *real[i + 1], FLOAT32),
-                    gradients(net, criterion, *batch, FLOAT32))
+                row[f"real batch {i}"]["next batch, float32"] = relative(references[i + 1],
+                                                                         references[i])
             report[plane][name] = row
             print(plane, name, json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ def collect_inputs(settings):
         problem = writable_folder_problem(folder, what)
         if problem:
             problems.append(problem)
-    problems.extend(weight_problems(settings))
+    weight_found, network_warnings = check_weights(settings)
+    problems.extend(weight_found)
     try:
         queries = load_filters(settings.bids_filter_file)
     except BIDSInputError as err:
@@ -48,7 +49,6 @@ def collect_inputs(settings):
         raise InputProblems(problems + [f"{bids_dir}: pybids cannot index it ({err}); fix "
                                         "the dataset or use --skip-bids-validation"]) from None
     run_problems, problems = problems, []
-    network_warnings = [] if run_problems else weight_warnings(settings)
     available = layout.get_subjects()
     wanted = settings.participant_label or sorted(available)
     runs = []
@@ -85,16 +85,20 @@ def collect_inputs(settings):
     return runs, problems
 
 
-def weight_problems(settings) -> list[str]:
-    """One line per problem with the networks that serve ``settings.task``."""
+def check_weights(settings) -> tuple[list[str], list[str]]:
+    """The networks that serve ``settings.task``: one line per problem that stops the run,
+    and one warning per network that trained on images of another ``PREPROCESSING_VERSION``
+    than this version makes (its sidecar's ``preprocessing_version``; a sidecar without one
+    is not judged): such a network still runs, but its accuracy is not the one measured."""
     from mixnet_bids.inference.weights import WeightsError, networks_for, read_metadata
+    from mixnet_bids.preprocessing import PREPROCESSING_VERSION
 
     try:
         networks, files = networks_for(settings.task, settings.planes,
                                        settings.model_version, settings.weights_dir)
     except WeightsError as err:
-        return [str(err)]
-    problems = []
+        return [str(err)], []
+    problems, warnings = [], []
     for plane, path in files.items():
         try:
             meta = read_metadata(path)
@@ -107,25 +111,11 @@ def weight_problems(settings) -> list[str]:
         if meta.get("task") != networks:
             problems.append(f"{path.with_suffix('.json')}: says task {meta.get('task')!r}, "
                             f"but the file name says {networks!r}; retrain or rename it")
-    return problems
-
-
-def weight_warnings(settings) -> list[str]:
-    """One line per network that trained on images of another ``PREPROCESSING_VERSION``
-    than this version makes (its sidecar's ``preprocessing_version``; a sidecar without
-    one is not judged): it still runs, but its accuracy is not the one measured."""
-    from mixnet_bids.inference.weights import networks_for, read_metadata
-    from mixnet_bids.preprocessing import PREPROCESSING_VERSION
-
-    _, files = networks_for(settings.task, settings.planes, settings.model_version,
-                            settings.weights_dir)
-    warnings = []
-    for path in files.values():
-        trained_on = read_metadata(path).get("preprocessing_version")
+        trained_on = meta.get("preprocessing_version")
         if trained_on is not None and trained_on != PREPROCESSING_VERSION:
             warnings.append(f"{path.name}: trained on images of preprocessing version "
                             f"{trained_on}, but this mixnet-bids makes version "
                             f"{PREPROCESSING_VERSION}; its accuracy may be lower than "
                             "measured (retrain it with mixnet-bids-train, or use the "
                             "shipped networks)")
-    return warnings
+    return problems, warnings

@@ -295,6 +295,16 @@ def check_network(cfg: TrainConfig) -> nn.Module:
         return build_mixnet(cfg.version, n_classes(cfg.task), pool=cfg.pool)
 
 
+def check_batch(cfg: TrainConfig, crop: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random batch the host check runs, from a generator of its own (the run's random
+    streams are left as they were)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator)
+    targets = torch.randint(0, n_classes(cfg.task), (cfg.batch_size, *crop),
+                            generator=generator)
+    return images, targets
+
+
 def host_precision(criterion: nn.Module, cfg: TrainConfig, crop: tuple[int, int],
                    previous: str | None = None) -> tuple[Precision, dict]:
     """The precision and layout this run trains in on this host (see precision.py); a fixed
@@ -311,14 +321,9 @@ def host_precision(criterion: nn.Module, cfg: TrainConfig, crop: tuple[int, int]
     if "-" in cfg.precision:
         name, layout = cfg.precision.split("-", 1)
         return Precision(name == "bfloat16", layout), {}
-    # a network and a random batch from a generator of their own: the run's random streams
-    # stay untouched
-    model = check_network(cfg)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn((cfg.batch_size, len(MODALITIES), *crop), generator=generator)
-    targets = torch.randint(0, n_classes(cfg.task), (cfg.batch_size, *crop),
-                            generator=generator)
-    return choose_precision(model, criterion, images, targets, cfg.precision, prefer=previous)
+    images, targets = check_batch(cfg, crop)
+    return choose_precision(check_network(cfg), criterion, images, targets, cfg.precision,
+                            prefer=previous)
 
 
 def last_precision(hosts_file: Path) -> str | None:
