@@ -8,7 +8,7 @@ MRBRAINS ?= $(SHARED)/data/mrbrains18
 CACHE ?= cache
 export NIPYPE_NO_ET := 1
 
-.PHONY: install install-test lock system-test-deps demo test bench bench-generalisation bench-cohort bench-train image weights train-background curves cv cv-background accuracy-shipped clean
+.PHONY: install install-test lock system-test-deps demo test bench bench-generalisation bench-cohort bench-train bench-train-processes image weights train-background curves cv cv-background accuracy-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
@@ -98,6 +98,12 @@ COHORT_ARGS ?=
 bench-cohort: install
 	$(BIN)/python benchmarks/cohort.py --out benchmarks/results $(COHORT_ARGS)
 
+# How the long run should use the cores: one trainer on every core against one single-thread
+# trainer per core, side by side (total iterations per second).
+bench-train-processes: install
+	$(BIN)/python benchmarks/train_processes.py --mrbrains $(MRBRAINS) --brainweb $(BRAINWEB) \
+	  --cache $(CACHE) --out benchmarks/results
+
 # One training iteration of the long run's recipe: real and synthetic batch sampling vs the
 # network step in every precision and layout that passes the gradient check (ratios).
 bench-train: install
@@ -131,20 +137,27 @@ curves: install
 # checkpoints/<recipe>/cv), then its tables. CV_SUBJECTS runs only those folds (e.g. 1 4 5 14,
 # the subjects with all modalities).
 CV_SUBJECTS ?=
+CV_TRAIN = $(BIN)/mixnet-bids-cv --recipe $(RECIPE) --mrbrains $(MRBRAINS) \
+  --brainweb $(BRAINWEB) --cache $(CACHE) $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS))
 cv: install
-	$(BIN)/mixnet-bids-cv --recipe $(RECIPE) --mrbrains $(MRBRAINS) --brainweb $(BRAINWEB) \
-	  --cache $(CACHE) $(if $(CV_SUBJECTS),--subjects $(CV_SUBJECTS)) $(TRAIN_ARGS)
+	$(CV_TRAIN) $(TRAIN_ARGS)
 	$(BIN)/mixnet-bids-cv --recipe $(RECIPE) --report
 
 # The same in the background at low priority, committing each fold's state to git hourly;
-# its log goes to logs/cv-<recipe>.log. E.g. make cv-background RECIPE=wholebrain-synth-v2
-# CV_SUBJECTS="1 4 5 14" TRAIN_ARGS="--threads 1".
+# its log goes to logs/cv-<recipe>.log. CV_JOBS=N runs N processes that share the folds'
+# planes (each trains the next plane no other holds; logs/cv-<recipe>-<k>.log): with
+# TRAIN_ARGS="--threads 1", one per core trains more per hour than one on every core
+# (make bench-train-processes). E.g. make cv-background RECIPE=wholebrain-synth-v2
+# CV_SUBJECTS="7 070 148" CV_JOBS=2 TRAIN_ARGS="--threads 1".
+CV_JOBS ?= 1
 cv-background: install
 	mkdir -p logs
-	nohup nice -n 19 $(MAKE) --no-print-directory cv RECIPE=$(RECIPE) \
-	  CV_SUBJECTS="$(CV_SUBJECTS)" TRAIN_ARGS="--commit-every 3600 $(TRAIN_ARGS)" \
-	  >> logs/cv-$(RECIPE).log 2>&1 &
-	@echo "cross-validating $(RECIPE) in the background: tail -f logs/cv-$(RECIPE).log"
+	for job in $$(seq $(CV_JOBS)); do \
+	  log=logs/cv-$(RECIPE)$(if $(filter-out 1,$(CV_JOBS)),-$$job).log; \
+	  nohup nice -n 19 sh -c '$(CV_TRAIN) --commit-every 3600 $(TRAIN_ARGS) \
+	    && $(BIN)/mixnet-bids-cv --recipe $(RECIPE) --report' >> $$log 2>&1 & \
+	  echo "cross-validating $(RECIPE) in the background: tail -f $$log"; \
+	done
 
 # Shipped weights scored on the (training) subjects, per modality subset -> runs/shipped.
 accuracy-shipped: install

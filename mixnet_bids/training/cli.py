@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # this process trains: reuse its memory from step to step
     from mixnet_bids.inference.weights import weight_path
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
+    from mixnet_bids.training.locks import Busy, hold
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
     from mixnet_bids.training.train import NonFiniteLoss, RecipeMismatch, TrainConfig, train_plane
     from mixnet_bids.training.validation import mrbrains_case
@@ -157,16 +158,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"mixnet-bids-train: {recipe.name} starts from the networks of "
                            f"{recipe.init_from}, not trained yet: {', '.join(missing)} "
                            f"(train them: mixnet-bids-train --recipe {recipe.init_from})\n")
-    if args.mrbrains:
-        bids_dir = args.cache / "mrbrains_bids"
-        mrbrains_to_bids(args.mrbrains, bids_dir)
-        labels_dir = bids_dir / "derivatives" / "manual"
-    else:
-        if args.labels is None:
-            parser.error("--bids needs --labels (a derivatives folder of *_dseg)")
-        bids_dir, labels_dir = args.bids, args.labels
+    if not args.mrbrains and args.labels is None:
+        parser.error("--bids needs --labels (a derivatives folder of *_dseg)")
     volumes, cases = load_brainweb(args.brainweb, recipe, parser)
-    files = build_cache(bids_dir, labels_dir, args.cache / "preproc", args.cache / "work")
+    with hold(args.cache, wait=True):  # another process may be building it
+        if args.mrbrains:
+            bids_dir = args.cache / "mrbrains_bids"
+            mrbrains_to_bids(args.mrbrains, bids_dir)
+            labels_dir = bids_dir / "derivatives" / "manual"
+        else:
+            bids_dir, labels_dir = args.bids, args.labels
+        files = build_cache(bids_dir, labels_dir, args.cache / "preproc", args.cache / "work")
     excluded = subject_names(args.exclude)
     cached = [load_cached(f) for f in files]
     subjects = [s for s in cached if s.name not in excluded]
@@ -189,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
             from mixnet_bids.training.synth import SynthConfig, SynthSampler
             synth = SynthSampler(volumes, plane, DEFAULT_CROPS[plane], SynthConfig(**cfg.synth),
                                  seed=args.seed)
+        run_dir = out / f"{recipe.task}_{recipe.version}_{plane}"
         try:
-            path = train_plane(subjects, cfg, out / f"{recipe.task}_{recipe.version}_{plane}",
-                               command=command, synth=synth, validation=cases,
-                               curves_dir=args.curves_dir)
-        except RecipeMismatch as err:
+            with hold(run_dir):
+                path = train_plane(subjects, cfg, run_dir, command=command, synth=synth,
+                                   validation=cases, curves_dir=args.curves_dir)
+        except (RecipeMismatch, Busy) as err:
             parser.exit(2, f"mixnet-bids-train: {err}\n")
         except NonFiniteLoss as err:
             parser.exit(1, f"mixnet-bids-train: {err}\n")

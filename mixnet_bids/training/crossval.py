@@ -47,6 +47,7 @@ from mixnet_bids.training.cli import (
     recipe_listing,
 )
 from mixnet_bids.training.dataset import DEFAULT_BATCH, DEFAULT_CROPS
+from mixnet_bids.training.locks import Busy, hold
 from mixnet_bids.training.recipes import get_recipe
 from mixnet_bids.training.train import (
     NonFiniteLoss,
@@ -107,9 +108,11 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
              synth_volumes: list | None = None,
              batch: dict[str, int] = DEFAULT_BATCH,
              cooldown_from: dict[str, int | None] | None = None,
-             init_root: Path | None = None) -> dict[str, list[dict]]:
+             init_root: Path | None = None) -> dict[str, list[dict]] | None:
     """Train the three planes without ``held_out`` and score it in the classes of
-    ``scored_tasks`` (rows per task).
+    ``scored_tasks`` (rows per task). A plane that another process is training (its folder
+    held, ``locks.hold``) is left to it: None when one is still training at the end, so
+    that the process that finishes the fold's last plane scores it.
 
     ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
     takes its ``iterations`` and ``batch`` (the recipe's, per plane). ``synth_volumes``:
@@ -120,22 +123,40 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
 
     train = [s for s in subjects if s.name != held_out.name]
     validation = [mrbrains_case(held_out)] if recipe.validate_every else None
-    weight_files = {}
-    for plane, (run_dir, cfg) in fold_plans(subjects, held_out, recipe, iterations, out,
-                                            synth_volumes, batch, cooldown_from,
-                                            init_root).items():
+    plans = fold_plans(subjects, held_out, recipe, iterations, out, synth_volumes, batch,
+                       cooldown_from, init_root)
+    weight_files, busy = {}, []
+    for plane, (run_dir, cfg) in plans.items():
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
-        if path.exists():
-            check_same_recipe(run_dir / "config.json", cfg)
-        else:
-            synth = None
-            if cfg.synth_fraction > 0:
-                from mixnet_bids.training.synth import SynthConfig, SynthSampler
-                synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
-                                     SynthConfig(**cfg.synth), seed=cfg.seed)
-            path = train_plane(train, cfg, run_dir, command=command, synth=synth,
-                               validation=validation)
-        weight_files[plane] = path
+        try:
+            with hold(run_dir):
+                if path.exists():
+                    check_same_recipe(run_dir / "config.json", cfg)
+                    weight_files[plane] = path
+                    continue
+                synth = None
+                if cfg.synth_fraction > 0:
+                    from mixnet_bids.training.synth import SynthConfig, SynthSampler
+                    synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
+                                         SynthConfig(**cfg.synth), seed=cfg.seed)
+                weight_files[plane] = train_plane(train, cfg, run_dir, command=command,
+                                                  synth=synth, validation=validation)
+        except Busy:
+            busy.append(plane)
+    for plane in busy:  # planes another process may have finished meanwhile
+        run_dir, cfg = plans[plane]
+        path = weight_path(cfg.task, plane, cfg.version, run_dir)
+        try:
+            with hold(run_dir):
+                if path.exists():
+                    weight_files[plane] = path
+        except Busy:
+            pass
+    if len(weight_files) < len(plans):
+        # the process that finishes the fold's last plane scores it
+        LOGGER.info("fold %s: %s left to another process", held_out.name,
+                    ", ".join(sorted(set(plans) - set(weight_files))))
+        return None
     return score_subject(held_out, weight_files, scored_tasks(recipe.task))
 
 
@@ -224,7 +245,8 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
     starting from the networks in ``init_root``, see ``fold_plans``), appended to
     ``<out>/cv_<task>_<version>.tsv`` for each of ``scored_tasks``; a subject already in
     every table is skipped (its planes' recipe checked), one missing from a table is scored
-    with its fold's finished planes."""
+    with its fold's finished planes. Several processes may run at once: each trains the
+    planes no other one holds, and the tables are appended to under a lock."""
     tasks = scored_tasks(recipe.task)
     tables = {task: out / f"cv_{task}_{recipe.version}.tsv" for task in tasks}
     done = {task: pd.read_csv(t, sep="\t") if t.exists() else pd.DataFrame()
@@ -241,11 +263,18 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
             continue
         rows = run_fold(subjects, subject, recipe, iterations, out, command, synth_volumes,
                         batch, cooldown_from, init_root)
+        if rows is None:
+            continue
         LOGGER.info("fold %s %s done in %.0f s", recipe.version, subject.name,
                     time.monotonic() - t0)
-        for task in todo:
-            done[task] = pd.concat([done[task], pd.DataFrame(rows[task])], ignore_index=True)
-            write_atomically(done[task], tables[task])
+        with hold(out, wait=True):  # other processes may append their folds
+            for task in todo:
+                table = (pd.read_csv(tables[task], sep="\t") if tables[task].exists()
+                         else pd.DataFrame())
+                if len(table) and subject.name in set(table["subject"]):
+                    continue
+                table = pd.concat([table, pd.DataFrame(rows[task])], ignore_index=True)
+                write_atomically(table, tables[task])
 
 
 def write_atomically(table: pd.DataFrame, path: Path) -> None:
@@ -317,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
 
     bids_dir = args.cache / "mrbrains_bids"
-    found = subject_names(mrbrains_to_bids(args.mrbrains, bids_dir))
+    with hold(args.cache, wait=True):  # another process may be building it
+        found = subject_names(mrbrains_to_bids(args.mrbrains, bids_dir))
     wanted = subject_names(args.subjects or [])
     unknown = sorted(wanted - found)
     if unknown:
@@ -333,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(tasks) > 1 or tasks - scorable:
             parser.error(f"--weights: networks of task {' and '.join(sorted(tasks))} cannot "
                          f"be scored as {task} (use --task)")
-    files = build_cache(bids_dir, bids_dir / "derivatives" / "manual", args.cache / "preproc",
-                        args.cache / "work")
+    with hold(args.cache, wait=True):
+        files = build_cache(bids_dir, bids_dir / "derivatives" / "manual",
+                            args.cache / "preproc", args.cache / "work")
     subjects = [load_cached(f) for f in files]
     if args.shipped or args.weights:
         if args.shipped:

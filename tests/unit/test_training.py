@@ -25,6 +25,7 @@ from mixnet_bids.training.crossval import (
 )
 from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.dataset import SliceSampler
+from mixnet_bids.training.locks import LOCK_NAME, Busy, hold
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, get_recipe
 from mixnet_bids.training.synth import SynthConfig
 from mixnet_bids.training.train import (
@@ -194,6 +195,39 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
     with pytest.raises(RecipeMismatch, match=r"iterations=1\b"):
         run_fold(subjects, subjects[1], recipe, {"axial": 2, "coronal": 1, "sagittal": 1},
                  out=tmp_path, command="test", batch=batch)
+
+
+def test_a_folder_is_held_by_one_holder_at_a_time(tmp_path):
+    with hold(tmp_path / "run"):
+        with pytest.raises(Busy, match=r"run: another process is training it"):
+            with hold(tmp_path / "run"):
+                pass
+    with hold(tmp_path / "run", wait=True):  # let go when the first block ended
+        pass
+    assert (tmp_path / "run" / LOCK_NAME).is_file()
+
+
+def test_processes_share_a_cross_validation_and_the_last_one_scores_the_fold(tmp_path):
+    """A plane another process holds is left to it; the fold is scored once, by the process
+    that finds all three planes finished."""
+    subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
+    subjects[1].modalities = ("T1w",)
+    subjects[1].image[..., 1:] = 0
+    recipe = TrainConfig(plane="axial", threads=1, precision="bfloat16-default")
+    iterations = {"axial": 1, "coronal": 1, "sagittal": 1}
+    fold = tmp_path / "3label_v3" / "sub-2"
+    with hold(fold / "coronal"):  # another process trains the coronal plane
+        cross_validate(subjects, subjects[1:], recipe, iterations, tmp_path, "test")
+        assert not (fold / "coronal" / "checkpoint.pt").exists()
+        assert weight_path("3label", "axial", "v3", fold / "axial").is_file()
+        assert not (tmp_path / "cv_3label_v3.tsv").exists()
+        # it finishes its plane; this process finds it finished and scores the fold
+        coronal = fold_plans(subjects, subjects[1], recipe, iterations, tmp_path)["coronal"][1]
+        train_plane(subjects[:1], coronal, fold / "coronal", command="test")
+    cross_validate(subjects, subjects[1:], recipe, iterations, tmp_path, "test")
+    table = pd.read_csv(tmp_path / "cv_3label_v3.tsv", sep="\t")
+    assert list(table["label"]) == ["GM", "WM", "CSF"]
+    assert set(table["subject"]) == {"sub-2"}
 
 
 def test_cross_validation_folds_cool_down_where_the_shipped_networks_did(tmp_path):
