@@ -547,3 +547,19 @@ def test_head_mask_probe_compares_the_thresholds_on_a_dark_csf(stripped):
     left_out = int(otsu_cell.split()[0])
     assert left_out == int((inside & ~head_mask(data)).sum()) > 0.01 * inside.sum()
     assert int(log_cell.split()[0]) <= 0.001 * inside.sum()
+
+
+def test_train_processes_times_the_trainer_between_its_first_and_last_checkpoint():
+    probe = load_script("train_processes")
+    log = "\n".join([
+        "2026-12-07 10:56:01,000 mixnet_bids.training.train coronal fine: training in bfloat16",
+        "2026-12-07 10:56:10,000 mixnet_bids.training.train coronal fine it 50/400 loss 1.0 (9 s)",
+        "2026-12-07 10:56:20,000 mixnet_bids.training.train coronal fine it 100/400 loss 0.9 "
+        "(19 s)",
+        "2026-12-07 10:56:35,000 mixnet_bids.training.train coronal fine it 150/400 loss 0.8 "
+        "(34 s) GM 0.7 WM 0.8 CSF 0.6",
+        "2026-12-07 10:56:36,000 mixnet_bids.training.train stopped at iteration 150 of 400"])
+    # 100 iterations from 10:56:10 to 10:56:35; start-up before the first checkpoint left out
+    assert probe.iterations_per_second(log) == pytest.approx(4.0)
+    with pytest.raises(RuntimeError, match="fewer than two checkpoint lines"):
+        probe.iterations_per_second(log.splitlines()[1])
