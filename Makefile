@@ -151,6 +151,9 @@ cv: install
 # CV_SUBJECTS="7 070 148" CV_JOBS=2 TRAIN_ARGS="--threads 1".
 CV_JOBS ?= 1
 cv-background: install
+	@if [ "$(CV_JOBS)" -gt 1 ] && ! echo "$(TRAIN_ARGS)" | grep -q -- '--threads'; then \
+	  echo "make cv-background: CV_JOBS=$(CV_JOBS) jobs would each use every core; give" \
+	       "each its share, e.g. TRAIN_ARGS=\"--threads 1\"" >&2; exit 2; fi
 	mkdir -p logs
 	for job in $$(seq $(CV_JOBS)); do \
 	  log=logs/cv-$(RECIPE)$(if $(filter-out 1,$(CV_JOBS)),-$$job).log; \

@@ -5,8 +5,9 @@ The sampling of a batch (real slices, augmentation, synthesis) runs on one threa
 one process samples, its other threads wait. This runs the real trainer (``mixnet-bids-train``)
 on a short scratch budget in both layouts, alternating blocks so that a host whose speed drifts
 slows both alike, and counts training iterations per second summed over the processes. Each
-process's rate is read from its log's timestamps between the first and the last logged
-checkpoint, so start-up (loading, the precision check) is left out.
+process's rate is read from its log's timestamps, between the checkpoints that fall in the
+time all the block's processes trained at once: start-up (loading, the precision check) and
+a staggered start or end are left out.
 Writes ``<out>/train_processes_<recipe>_<plane>.json``.
 
     python benchmarks/train_processes.py --mrbrains ../shared/data/mrbrains18 \\
@@ -33,12 +34,20 @@ from mixnet_bids.versions import cpu_name
 CHECKPOINT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .* it (\d+)/\d+ loss ")
 
 
-def iterations_per_second(log: str) -> float:
-    """Iterations per second between the first and the last checkpoint line of a log."""
-    points = [(datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f"), int(m[2]))
-              for m in map(CHECKPOINT_LINE.match, log.splitlines()) if m]
+def checkpoints(log: str) -> list[tuple[datetime, int]]:
+    """``(time, iteration)`` of each checkpoint line of a trainer's log."""
+    return [(datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f"), int(m[2]))
+            for m in map(CHECKPOINT_LINE.match, log.splitlines()) if m]
+
+
+def iterations_per_second(points: list[tuple[datetime, int]], start: datetime | None = None,
+                          end: datetime | None = None) -> float:
+    """Iterations per second between the first and the last checkpoint in ``[start, end]``."""
+    points = [(t, i) for t, i in points
+              if (start is None or t >= start) and (end is None or t <= end)]
     if len(points) < 2:
-        raise RuntimeError(f"fewer than two checkpoint lines in the trainer's log:\n{log}")
+        raise RuntimeError(f"fewer than two checkpoints between {start} and {end}: "
+                           "train longer (--iterations)")
     (t0, i0), (t1, i1) = points[0], points[-1]
     return (i1 - i0) / (t1 - t0).total_seconds()
 
@@ -62,7 +71,10 @@ def run_block(args, processes: int, threads: int, scratch: Path) -> list[float]:
     for job, log in zip(jobs, logs):
         if job.returncode:
             raise RuntimeError(f"the trainer failed ({job.returncode}):\n{log}")
-    return [iterations_per_second(log) for log in logs]
+    points = [checkpoints(log) for log in logs]
+    # the time all of them trained at once: their start-ups and ends may be staggered
+    start, end = max(p[0][0] for p in points), min(p[-1][0] for p in points)
+    return [iterations_per_second(p, start, end) for p in points]
 
 
 def main(argv: list[str] | None = None) -> int:

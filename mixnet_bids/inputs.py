@@ -33,8 +33,8 @@ def collect_inputs(settings):
         problem = writable_folder_problem(folder, what)
         if problem:
             problems.append(problem)
-    weight_found, network_warnings = check_weights(settings)
-    problems.extend(weight_found)
+    unusable, network_warnings = check_weights(settings)
+    problems.extend(unusable)
     try:
         queries = load_filters(settings.bids_filter_file)
     except BIDSInputError as err:

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # this process trains: reuse its memory from step to step
     from mixnet_bids.inference.weights import weight_path
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
-    from mixnet_bids.training.locks import Busy, hold
+    from mixnet_bids.training.locks import SUFFIX, Busy, hold, hold_run
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
     from mixnet_bids.training.train import NonFiniteLoss, RecipeMismatch, TrainConfig, train_plane
     from mixnet_bids.training.validation import mrbrains_case
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.mrbrains and args.labels is None:
         parser.error("--bids needs --labels (a derivatives folder of *_dseg)")
     volumes, cases = load_brainweb(args.brainweb, recipe, parser)
-    with hold(args.cache, wait=True):  # another process may be building it
+    with hold(args.cache / f"cache{SUFFIX}", wait=True):  # another process may build it
         if args.mrbrains:
             bids_dir = args.cache / "mrbrains_bids"
             mrbrains_to_bids(args.mrbrains, bids_dir)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                                  seed=args.seed)
         run_dir = out / f"{recipe.task}_{recipe.version}_{plane}"
         try:
-            with hold(run_dir):
+            with hold_run(run_dir):
                 path = train_plane(subjects, cfg, run_dir, command=command, synth=synth,
                                    validation=cases, curves_dir=args.curves_dir)
         except (RecipeMismatch, Busy) as err:

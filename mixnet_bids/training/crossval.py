@@ -47,7 +47,7 @@ from mixnet_bids.training.cli import (
     recipe_listing,
 )
 from mixnet_bids.training.dataset import DEFAULT_BATCH, DEFAULT_CROPS
-from mixnet_bids.training.locks import Busy, hold
+from mixnet_bids.training.locks import SUFFIX, Busy, hold, hold_run
 from mixnet_bids.training.recipes import get_recipe
 from mixnet_bids.training.train import (
     NonFiniteLoss,
@@ -110,9 +110,10 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
              cooldown_from: dict[str, int | None] | None = None,
              init_root: Path | None = None) -> dict[str, list[dict]] | None:
     """Train the three planes without ``held_out`` and score it in the classes of
-    ``scored_tasks`` (rows per task). A plane that another process is training (its folder
-    held, ``locks.hold``) is left to it: None when one is still training at the end, so
-    that the process that finishes the fold's last plane scores it.
+    ``scored_tasks`` (rows per task). A plane that another process is training (it holds
+    ``locks.run_lock``) is left to it: None when one is still unfinished at the end (a
+    plane is finished once its weights' sidecar, written last, exists). The process that
+    finishes a fold's last plane finds the others finished and scores the fold.
 
     ``recipe`` gives task, version, optimiser, augmentation, seed and threads; each plane
     takes its ``iterations`` and ``batch`` (the recipe's, per plane). ``synth_volumes``:
@@ -128,17 +129,17 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     weight_files, busy = {}, []
     for plane, (run_dir, cfg) in plans.items():
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
+        if path.with_suffix(".json").exists():  # the sidecar is written last
+            check_same_recipe(run_dir / "config.json", cfg)
+            weight_files[plane] = path
+            continue
+        synth = None
+        if cfg.synth_fraction > 0:
+            from mixnet_bids.training.synth import SynthConfig, SynthSampler
+            synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
+                                 SynthConfig(**cfg.synth), seed=cfg.seed)
         try:
-            with hold(run_dir):
-                if path.exists():
-                    check_same_recipe(run_dir / "config.json", cfg)
-                    weight_files[plane] = path
-                    continue
-                synth = None
-                if cfg.synth_fraction > 0:
-                    from mixnet_bids.training.synth import SynthConfig, SynthSampler
-                    synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
-                                         SynthConfig(**cfg.synth), seed=cfg.seed)
+            with hold_run(run_dir):
                 weight_files[plane] = train_plane(train, cfg, run_dir, command=command,
                                                   synth=synth, validation=validation)
         except Busy:
@@ -146,12 +147,9 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     for plane in busy:  # planes another process may have finished meanwhile
         run_dir, cfg = plans[plane]
         path = weight_path(cfg.task, plane, cfg.version, run_dir)
-        try:
-            with hold(run_dir):
-                if path.exists():
-                    weight_files[plane] = path
-        except Busy:
-            pass
+        if path.with_suffix(".json").exists():
+            check_same_recipe(run_dir / "config.json", cfg)
+            weight_files[plane] = path
     if len(weight_files) < len(plans):
         # the process that finishes the fold's last plane scores it
         LOGGER.info("fold %s: %s left to another process", held_out.name,
@@ -249,12 +247,10 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
     planes no other one holds, and the tables are appended to under a lock."""
     tasks = scored_tasks(recipe.task)
     tables = {task: out / f"cv_{task}_{recipe.version}.tsv" for task in tasks}
-    done = {task: pd.read_csv(t, sep="\t") if t.exists() else pd.DataFrame()
-            for task, t in tables.items()}
     for subject in held_out:
         t0 = time.monotonic()
-        todo = [task for task in tasks
-                if not len(done[task]) or subject.name not in set(done[task]["subject"])]
+        # read again for each fold: another process may have scored it meanwhile
+        todo = [task for task in tasks if not has_subject(tables[task], subject.name)]
         if not todo:
             for run_dir, cfg in fold_plans(subjects, subject, recipe, iterations, out,
                                            synth_volumes, batch, cooldown_from,
@@ -267,14 +263,19 @@ def cross_validate(subjects: list[CachedSubject], held_out: list[CachedSubject],
             continue
         LOGGER.info("fold %s %s done in %.0f s", recipe.version, subject.name,
                     time.monotonic() - t0)
-        with hold(out, wait=True):  # other processes may append their folds
+        with hold(out / f"tables{SUFFIX}", wait=True):  # other processes append theirs
             for task in todo:
+                if has_subject(tables[task], subject.name):  # scored by another meanwhile
+                    continue
                 table = (pd.read_csv(tables[task], sep="\t") if tables[task].exists()
                          else pd.DataFrame())
-                if len(table) and subject.name in set(table["subject"]):
-                    continue
                 table = pd.concat([table, pd.DataFrame(rows[task])], ignore_index=True)
                 write_atomically(table, tables[task])
+
+
+def has_subject(table: Path, subject: str) -> bool:
+    """Whether the table ``table`` (TSV, may not exist yet) has rows of ``subject``."""
+    return table.exists() and subject in set(pd.read_csv(table, sep="\t")["subject"])
 
 
 def write_atomically(table: pd.DataFrame, path: Path) -> None:
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
 
     bids_dir = args.cache / "mrbrains_bids"
-    with hold(args.cache, wait=True):  # another process may be building it
+    with hold(args.cache / f"cache{SUFFIX}", wait=True):  # another process may build it
         found = subject_names(mrbrains_to_bids(args.mrbrains, bids_dir))
     wanted = subject_names(args.subjects or [])
     unknown = sorted(wanted - found)
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(tasks) > 1 or tasks - scorable:
             parser.error(f"--weights: networks of task {' and '.join(sorted(tasks))} cannot "
                          f"be scored as {task} (use --task)")
-    with hold(args.cache, wait=True):
+    with hold(args.cache / f"cache{SUFFIX}", wait=True):
         files = build_cache(bids_dir, bids_dir / "derivatives" / "manual",
                             args.cache / "preproc", args.cache / "work")
     subjects = [load_cached(f) for f in files]

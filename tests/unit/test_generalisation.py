@@ -549,17 +549,22 @@ def test_head_mask_probe_compares_the_thresholds_on_a_dark_csf(stripped):
     assert int(log_cell.split()[0]) <= 0.001 * inside.sum()
 
 
-def test_train_processes_times_the_trainer_between_its_first_and_last_checkpoint():
+def test_train_processes_times_the_trainers_while_they_all_train():
     probe = load_script("train_processes")
-    log = "\n".join([
-        "2026-12-07 10:56:01,000 mixnet_bids.training.train coronal fine: training in bfloat16",
-        "2026-12-07 10:56:10,000 mixnet_bids.training.train coronal fine it 50/400 loss 1.0 (9 s)",
-        "2026-12-07 10:56:20,000 mixnet_bids.training.train coronal fine it 100/400 loss 0.9 "
-        "(19 s)",
-        "2026-12-07 10:56:35,000 mixnet_bids.training.train coronal fine it 150/400 loss 0.8 "
-        "(34 s) GM 0.7 WM 0.8 CSF 0.6",
-        "2026-12-07 10:56:36,000 mixnet_bids.training.train stopped at iteration 150 of 400"])
+    line = "2026-12-07 10:56:{:02d},000 mixnet_bids.training.train coronal fine it {}/400 loss 1.0"
+    first = "\n".join(["2026-12-07 10:56:01,000 mixnet_bids.training.train coronal fine: "
+                       "training in bfloat16"]
+                      + [line.format(s, i) for s, i in ((10, 50), (20, 100), (35, 150))]
+                      + ["2026-12-07 10:56:36,000 mixnet_bids.training.train stopped"])
+    points = probe.checkpoints(first)
+    assert [i for _, i in points] == [50, 100, 150]
     # 100 iterations from 10:56:10 to 10:56:35; start-up before the first checkpoint left out
-    assert probe.iterations_per_second(log) == pytest.approx(4.0)
-    with pytest.raises(RuntimeError, match="fewer than two checkpoint lines"):
-        probe.iterations_per_second(log.splitlines()[1])
+    assert probe.iterations_per_second(points) == pytest.approx(4.0)
+    # a second process that started later: only the time both trained counts
+    second = probe.checkpoints("\n".join(line.format(s, i) for s, i in
+                                         ((18, 50), (28, 100), (38, 150))))
+    start, end = second[0][0], points[-1][0]
+    assert probe.iterations_per_second(points, start, end) == pytest.approx(50 / 15)
+    assert probe.iterations_per_second(second, start, end) == pytest.approx(5.0)
+    with pytest.raises(RuntimeError, match="fewer than two checkpoints"):
+        probe.iterations_per_second(points[:1])

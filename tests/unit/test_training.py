@@ -25,7 +25,7 @@ from mixnet_bids.training.crossval import (
 )
 from mixnet_bids.training.crossval import main as cv_main
 from mixnet_bids.training.dataset import SliceSampler
-from mixnet_bids.training.locks import LOCK_NAME, Busy, hold
+from mixnet_bids.training.locks import Busy, hold, hold_run
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, get_recipe
 from mixnet_bids.training.synth import SynthConfig
 from mixnet_bids.training.train import (
@@ -197,37 +197,65 @@ def test_run_fold_trains_three_planes_with_the_fold_recipe_and_scores_the_held_o
                  out=tmp_path, command="test", batch=batch)
 
 
-def test_a_folder_is_held_by_one_holder_at_a_time(tmp_path):
-    with hold(tmp_path / "run"):
-        with pytest.raises(Busy, match=r"run: another process is training it"):
-            with hold(tmp_path / "run"):
+def test_a_lock_is_held_by_one_holder_at_a_time(tmp_path):
+    lock = tmp_path / "run" / "x.training.lock"
+    with hold(lock):
+        with pytest.raises(Busy, match=r"x.training.lock: another process holds it"):
+            with hold(lock):
                 pass
-    with hold(tmp_path / "run", wait=True):  # let go when the first block ended
+    with hold(lock, wait=True):  # let go when the first block ended
         pass
-    assert (tmp_path / "run" / LOCK_NAME).is_file()
+    # a plane's lock lies beside its folder, which stays unwritten until the run starts
+    with hold_run(tmp_path / "fold" / "axial"):
+        with pytest.raises(Busy, match=r"axial: another process is training it"):
+            with hold_run(tmp_path / "fold" / "axial"):
+                pass
+    assert not (tmp_path / "fold" / "axial").exists()
 
 
-def test_processes_share_a_cross_validation_and_the_last_one_scores_the_fold(tmp_path):
-    """A plane another process holds is left to it; the fold is scored once, by the process
-    that finds all three planes finished."""
+def test_processes_share_a_cross_validation_and_the_last_one_scores_the_fold(tmp_path,
+                                                                             monkeypatch):
+    """A plane another process holds is left to it; the process that finds all three planes
+    finished scores the fold, once."""
+    import mixnet_bids.training.crossval as crossval
+
     subjects = [synthetic_subject("sub-1", seed=0), synthetic_subject("sub-2", seed=1)]
     subjects[1].modalities = ("T1w",)
     subjects[1].image[..., 1:] = 0
     recipe = TrainConfig(plane="axial", threads=1, precision="bfloat16-default")
     iterations = {"axial": 1, "coronal": 1, "sagittal": 1}
     fold = tmp_path / "3label_v3" / "sub-2"
-    with hold(fold / "coronal"):  # another process trains the coronal plane
+    table = tmp_path / "cv_3label_v3.tsv"
+    plans = fold_plans(subjects, subjects[1], recipe, iterations, tmp_path)
+    assert list(plans) == ["sagittal", "coronal", "axial"]
+    with hold_run(fold / "coronal"):  # another process trains the coronal plane ...
         cross_validate(subjects, subjects[1:], recipe, iterations, tmp_path, "test")
-        assert not (fold / "coronal" / "checkpoint.pt").exists()
+        assert not (fold / "coronal").exists()
         assert weight_path("3label", "axial", "v3", fold / "axial").is_file()
-        assert not (tmp_path / "cv_3label_v3.tsv").exists()
-        # it finishes its plane; this process finds it finished and scores the fold
-        coronal = fold_plans(subjects, subjects[1], recipe, iterations, tmp_path)["coronal"][1]
-        train_plane(subjects[:1], coronal, fold / "coronal", command="test")
+        assert not table.exists()  # ... so this one leaves the fold unscored
+
+        # this time the other process finishes coronal while this one trains axial
+        for plane in ("sagittal", "axial"):
+            for path in (fold / plane).iterdir():
+                path.unlink()
+        trained = []
+
+        def train_and_meanwhile(train, cfg, run_dir, **kw):
+            if cfg.plane == "axial":
+                train_plane(subjects[:1], plans["coronal"][1], fold / "coronal",
+                            command="test")
+            trained.append(cfg.plane)
+            return train_plane(train, cfg, run_dir, **kw)
+
+        monkeypatch.setattr(crossval, "train_plane", train_and_meanwhile)
+        cross_validate(subjects, subjects[1:], recipe, iterations, tmp_path, "test")
+    assert trained == ["sagittal", "axial"]
+    scores = pd.read_csv(table, sep="\t")
+    assert list(scores["label"]) == ["GM", "WM", "CSF"] and set(scores["subject"]) == {"sub-2"}
+    # a fold already in the table is not scored again
+    monkeypatch.setattr(crossval, "score_subject", None)
     cross_validate(subjects, subjects[1:], recipe, iterations, tmp_path, "test")
-    table = pd.read_csv(tmp_path / "cv_3label_v3.tsv", sep="\t")
-    assert list(table["label"]) == ["GM", "WM", "CSF"]
-    assert set(table["subject"]) == {"sub-2"}
+    assert pd.read_csv(table, sep="\t").equals(scores)
 
 
 def test_cross_validation_folds_cool_down_where_the_shipped_networks_did(tmp_path):
