@@ -213,6 +213,20 @@ def test_a_lock_is_held_by_one_holder_at_a_time(tmp_path):
     assert not (tmp_path / "fold" / "axial").exists()
 
 
+def test_without_file_locks_a_run_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with hold(tmp_path / "x.training.lock"):
+        ran.append(True)
+    assert ran and "does not lock files" in caplog.text
+
+
 def test_processes_share_a_cross_validation_and_the_last_one_scores_the_fold(tmp_path,
                                                                              monkeypatch):
     """A plane another process holds is left to it; the process that finds all three planes
