@@ -111,7 +111,7 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
              init_root: Path | None = None) -> dict[str, list[dict]] | None:
     """Train the three planes without ``held_out`` and score it in the classes of
     ``scored_tasks`` (rows per task). A plane that another process is training (it holds
-    ``locks.run_lock``) is left to it: None when one is still unfinished at the end (a
+    ``locks.hold_run``) is left to it: None when one is still unfinished at the end (a
     plane is finished once its weights' sidecar, written last, exists). The process that
     finishes a fold's last plane finds the others finished and scores the fold.
 
@@ -133,13 +133,13 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
             check_same_recipe(run_dir / "config.json", cfg)
             weight_files[plane] = path
             continue
-        synth = None
-        if cfg.synth_fraction > 0:
-            from mixnet_bids.training.synth import SynthConfig, SynthSampler
-            synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
-                                 SynthConfig(**cfg.synth), seed=cfg.seed)
         try:
             with hold_run(run_dir):
+                synth = None
+                if cfg.synth_fraction > 0:
+                    from mixnet_bids.training.synth import SynthConfig, SynthSampler
+                    synth = SynthSampler(synth_volumes or [], plane, DEFAULT_CROPS[plane],
+                                         SynthConfig(**cfg.synth), seed=cfg.seed)
                 weight_files[plane] = train_plane(train, cfg, run_dir, command=command,
                                                   synth=synth, validation=validation)
         except Busy:

@@ -14,7 +14,7 @@ import errno
 import fcntl
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class Busy(RuntimeError):
     """Another process holds the lock."""
 
 
-def hold_run(run_dir: Path):
+def hold_run(run_dir: Path) -> AbstractContextManager[None]:
     """Hold a plane's run folder while it trains (``Busy`` if another process does). Its
     lock is a file beside the folder, so that a run refused before it writes anything (e.g.
     a missing starting network) leaves no folder behind."""
