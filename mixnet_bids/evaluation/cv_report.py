@@ -120,8 +120,9 @@ def version_markdown(table: pd.DataFrame, version: str, budget: pd.DataFrame,
         parts.append(
             f"Compute: {len(per_fold)} fold{'s' * (len(per_fold) != 1)}; iterations per plane "
             + ", ".join(f"{plane} {its}" for plane, its in sorted(iterations.items()))
-            + f"; training {per_fold.sum() / 3600:.1f} h of the 2-core CPU in all "
-            f"({per_fold.median() / 60:.0f} min median per fold).")
+            + f"; training {per_fold.sum() / 3600:.1f} h in all, each plane's own time "
+            f"summed (planes trained at once in parallel processes count each; "
+            f"{per_fold.median() / 60:.0f} min median per fold).")
     return "\n\n".join(parts)
 
 
