@@ -126,11 +126,19 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
     validation = [mrbrains_case(held_out)] if recipe.validate_every else None
     plans = fold_plans(subjects, held_out, recipe, iterations, out, synth_volumes, batch,
                        cooldown_from, init_root)
+
+    def finished(plane: str) -> Path | None:
+        """The plane's weights once its sidecar (written last) exists, its recipe checked."""
+        run_dir, cfg = plans[plane]
+        path = weight_path(cfg.task, plane, cfg.version, run_dir)
+        if not path.with_suffix(".json").exists():
+            return None
+        check_same_recipe(run_dir / "config.json", cfg)
+        return path
+
     weight_files, busy = {}, []
     for plane, (run_dir, cfg) in plans.items():
-        path = weight_path(cfg.task, plane, cfg.version, run_dir)
-        if path.with_suffix(".json").exists():  # the sidecar is written last
-            check_same_recipe(run_dir / "config.json", cfg)
+        if path := finished(plane):
             weight_files[plane] = path
             continue
         try:
@@ -145,10 +153,7 @@ def run_fold(subjects: list[CachedSubject], held_out: CachedSubject, recipe: Tra
         except Busy:
             busy.append(plane)
     for plane in busy:  # planes another process may have finished meanwhile
-        run_dir, cfg = plans[plane]
-        path = weight_path(cfg.task, plane, cfg.version, run_dir)
-        if path.with_suffix(".json").exists():
-            check_same_recipe(run_dir / "config.json", cfg)
+        if path := finished(plane):
             weight_files[plane] = path
     if len(weight_files) < len(plans):
         # the process that finishes the fold's last plane scores it
