@@ -157,8 +157,9 @@ cv-background: install
 	mkdir -p logs
 	for job in $$(seq $(CV_JOBS)); do \
 	  log=logs/cv-$(RECIPE)$(if $(filter-out 1,$(CV_JOBS)),-$$job).log; \
-	  nohup nice -n 19 sh -c '$(CV_TRAIN) --commit-every 3600 $(TRAIN_ARGS) \
-	    && $(BIN)/mixnet-bids-cv --recipe $(RECIPE) --report' >> $$log 2>&1 & \
+	  ( trap '' HUP; nice -n 19 $(CV_TRAIN) --commit-every 3600 $(TRAIN_ARGS) \
+	    && nice -n 19 $(BIN)/mixnet-bids-cv --recipe $(RECIPE) --report ) \
+	    >> $$log 2>&1 < /dev/null & \
 	  echo "cross-validating $(RECIPE) in the background: tail -f $$log"; \
 	done
 
