@@ -5,14 +5,17 @@ networks).
 
 For each held-out subject whose fold has all three planes, the fold's networks predict the
 subject as the cross-validation scores it (``crossval.fused_probabilities``: the cached,
-N4-corrected, z-scored images), with all its modalities and with T1w alone. The fused
-probabilities are scored as they are and refined by the T1w (what the app does), in the
-MRBrainS 3 labels and the whole-brain tissues. Dice only. (A refinement by every modality
-given, one Gaussian per tissue over the co-registered images, was probed at ``bd3c53f``
-and dropped: ``docs/results.md``.)
+N4-corrected, z-scored images), with all its modalities and with T1w alone (``--inputs``
+names other subsets, e.g. ``IR+FLAIR FLAIR``; a subset the subject lacks is skipped). The
+fused probabilities are scored as they are and refined as the app refines them: by its
+reference image, the T1w when the inputs have one, else the FLAIR, else the IR
+(``workflows.preprocessing.choose_reference``); in the MRBrainS 3 labels and the
+whole-brain tissues. Dice only. (A refinement by every modality given, one Gaussian per
+tissue over the co-registered images, was probed at ``bd3c53f`` and dropped:
+``docs/results.md``.)
 
     python benchmarks/cv_refine_probe.py --cv checkpoints/wholebrain-synth-v2/cv/fine_v3 \\
-        --cache cache --subjects 1 4
+        --cache cache --subjects 1 4 [--inputs IR+FLAIR FLAIR]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from mixnet_bids.model import MODALITIES
 from mixnet_bids.refinement import refine
 from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.crossval import fused_probabilities, labels_in
+from workflows.preprocessing import choose_reference
 
 TASKS = ("3label", "wholebrain")
 
@@ -60,14 +64,29 @@ def scores(pred: np.ndarray, labels: np.ndarray, task: str) -> tuple[float, ...]
     return tuple(dice((pred == k) & keep, (ref == k) & keep) for k in (1, 2, 3))
 
 
-def probe(subject, weights: dict[str, Path]) -> list[list[str]]:
+def subsets(subject, inputs: list[str] | None) -> list[tuple[str, ...]]:
+    """The modality subsets to probe: ``inputs`` (``"IR+FLAIR"`` and so on) that the subject
+    has, in the order of ``MODALITIES``; by default all its modalities, and T1w alone."""
+    wanted = inputs or ["+".join(subject.modalities), "T1w"]
+    out = []
+    for names in wanted:
+        keep = tuple(m for m in MODALITIES if m in names.split("+"))
+        if set(names.split("+")) <= set(subject.modalities) and keep not in out:
+            out.append(keep)
+    return out
+
+
+def probe(subject, weights: dict[str, Path], inputs: list[str] | None = None
+          ) -> list[list[str]]:
     """Rows ``[subject, modalities, method, task, Dice]`` of one held-out subject."""
     rows = []
     groups = refinement_grouping("fine")
-    t1w = subject.image[..., MODALITIES.index("T1w")]
-    for keep in (subject.modalities, ("T1w",)):
+    for keep in subsets(subject, inputs):
+        reference = choose_reference(list(keep))
+        image = subject.image[..., MODALITIES.index(reference)]
         fused, net_task = fused_probabilities(subject, weights, keep)
-        methods = {"networks": fused, "refined by T1w": refine(fused.copy(), t1w, groups)[0]}
+        methods = {"networks": fused,
+                   f"refined by {reference}": refine(fused.copy(), image, groups)[0]}
         for method, probs in methods.items():
             for task in TASKS:
                 dices = scores(labels_in(probs, net_task, task), subject.labels, task)
@@ -83,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="a recipe's cross-validation folder (one folder per subject)")
     parser.add_argument("--cache", type=Path, required=True, help="the preprocessing cache")
     parser.add_argument("--subjects", nargs="+", required=True)
+    parser.add_argument("--inputs", nargs="+", metavar="MODALITIES",
+                        help="modality subsets such as IR+FLAIR or FLAIR (default: all the "
+                             "subject's modalities, and T1w alone)")
     args = parser.parse_args(argv)
     rows = []
     for subject, weights in finished_folds(args.cv, args.cache, args.subjects):
-        rows += probe(subject, weights)
+        rows += probe(subject, weights, args.inputs)
     header = ["subject", "modalities", "method", "classes", "Dice GM / WM / CSF"]
     print(markdown_table(header, rows))
     return 0

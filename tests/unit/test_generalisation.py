@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -455,6 +456,14 @@ def test_cv_refine_probe_scores_each_finished_fold_with_and_without_the_refineme
         [modalities, method, task] for modalities in ("T1w+IR+FLAIR", "T1w")
         for method in ("networks", "refined by T1w") for task in ("3label", "wholebrain")]
     assert all(len(row[4].split(" / ")) == 3 for row in rows)
+    # without a T1w the app refines by the FLAIR, else the IR; a subset it lacks is skipped
+    partial = replace(subject, modalities=("IR", "FLAIR"))
+    assert probe.subsets(partial, ["T1w+IR", "FLAIR+IR", "IR", "FLAIR"]) == [
+        ("IR", "FLAIR"), ("IR",), ("FLAIR",)]
+    rows = probe.probe(subject, probe.fold_weights(cv, subject.name), ["IR+FLAIR", "IR"])
+    assert sorted({tuple(row[1:3]) for row in rows}) == [
+        ("IR", "networks"), ("IR", "refined by IR"),
+        ("IR+FLAIR", "networks"), ("IR+FLAIR", "refined by FLAIR")]
 
 
 def test_cv_error_probe_sorts_errors_into_border_and_region_by_hand():
