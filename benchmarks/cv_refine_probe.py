@@ -34,7 +34,7 @@ from mixnet_bids.model import MODALITIES
 from mixnet_bids.refinement import refine
 from mixnet_bids.training.cache import load_cached
 from mixnet_bids.training.crossval import fused_probabilities, labels_in
-from workflows.preprocessing import choose_reference
+from mixnet_bids.workflows.preprocessing import choose_reference
 
 TASKS = ("3label", "wholebrain")
 
