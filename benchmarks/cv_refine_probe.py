@@ -65,8 +65,9 @@ def scores(pred: np.ndarray, labels: np.ndarray, task: str) -> tuple[float, ...]
 
 
 def subsets(subject, inputs: list[str] | None) -> list[tuple[str, ...]]:
-    """The modality subsets to probe: ``inputs`` (``"IR+FLAIR"`` and so on) that the subject
-    has, in the order of ``MODALITIES``; by default all its modalities, and T1w alone."""
+    """The modality subsets to probe: those of ``inputs`` (``"IR+FLAIR"`` and so on) that
+    the subject has, in the order given, repeats dropped, each subset's modalities in the
+    order of ``MODALITIES``; by default all its modalities, and T1w alone."""
     wanted = inputs or ["+".join(subject.modalities), "T1w"]
     out = []
     for names in wanted:
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="modality subsets such as IR+FLAIR or FLAIR (default: all the "
                              "subject's modalities, and T1w alone)")
     args = parser.parse_args(argv)
+    unknown = {m for names in args.inputs or [] for m in names.split("+")} - set(MODALITIES)
+    if unknown:
+        parser.error(f"--inputs: unknown modality {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(MODALITIES)}, joined by +")
     rows = []
     for subject, weights in finished_folds(args.cv, args.cache, args.subjects):
         rows += probe(subject, weights, args.inputs)

@@ -183,8 +183,8 @@ _RECIPES = [
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-widecsf-v1", synth={"p_wide_csf": 0.5},
             summary="probe: as wholebrain-tune-v1 with half of the synthetic samples' CSF "
                     "widened into the cortex by 0.5-1.5 mm (atrophy)"),
-    # probes of the synthetic share at the long run's budget: what the synthetic half
-    # costs on MRBrainS once the networks have trained it (docs/results.md)
+    # probes of the synthetic share once the networks have trained at the long run's
+    # budget: what the synthetic half costs on MRBrainS then (continued fold networks)
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-synth20-v1", synth_fraction=0.2,
             summary="probe: as wholebrain-tune-v1 with 20 % synthetic samples (not 50 %)"),
     replace(WHOLEBRAIN_TUNE_V1, name="wholebrain-tune-real-v1", synth_fraction=0.0,

@@ -319,6 +319,14 @@ def test_signal_mask_drops_the_zero_background_and_keeps_enclosed_zeros(tmp_path
     assert np.array_equal(load(out) > 0, mask)
 
 
+def test_signal_mask_without_a_zero_background():
+    assert signal_mask(np.ones((5, 6, 4))).all()              # no zeros at all
+    assert not signal_mask(np.zeros((5, 6, 4))).any()         # nothing but background
+    inside = np.ones((5, 6, 4))
+    inside[2, 2:4, 1:3] = 0                                   # zeros that touch no border
+    assert signal_mask(inside).all()
+
+
 def test_zero_background_of_a_skull_stripped_input_is_never_tissue(tmp_path):
     """Random fine probabilities say tissue everywhere; voxels exactly 0 in every input
     (outside the stripped brain of the T1w and outside the FLAIR's slab) get none."""

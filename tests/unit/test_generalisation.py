@@ -21,6 +21,8 @@ from scipy import ndimage
 from mixnet_bids.evaluation.metrics import tissue_dice
 from mixnet_bids.inference.planes import PLANES
 from mixnet_bids.labels import TASK_CLASSES
+from mixnet_bids.model import MODALITIES
+from mixnet_bids.refinement import refine
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared"))
@@ -446,7 +448,8 @@ def finished_fold(cv: Path, name: str) -> Path:
     return cv
 
 
-def test_cv_refine_probe_scores_each_finished_fold_with_and_without_the_refinement(tmp_path):
+def test_cv_refine_probe_scores_each_finished_fold_with_and_without_the_refinement(
+        tmp_path, monkeypatch):
     probe = load_script("cv_refine_probe")
     subject = synthetic_subject()
     cv = finished_fold(tmp_path / "cv", subject.name)
@@ -458,12 +461,26 @@ def test_cv_refine_probe_scores_each_finished_fold_with_and_without_the_refineme
     assert all(len(row[4].split(" / ")) == 3 for row in rows)
     # without a T1w the app refines by the FLAIR, else the IR; a subset it lacks is skipped
     partial = replace(subject, modalities=("IR", "FLAIR"))
-    assert probe.subsets(partial, ["T1w+IR", "FLAIR+IR", "IR", "FLAIR"]) == [
+    assert probe.subsets(partial, None) == [("IR", "FLAIR")]
+    assert probe.subsets(partial, ["T1w+IR", "FLAIR+IR", "IR", "IR+FLAIR", "FLAIR"]) == [
         ("IR", "FLAIR"), ("IR",), ("FLAIR",)]
+    refined_by = []
+
+    def recording_refine(probs, image, groups):
+        refined_by.append(image)
+        return refine(probs, image, groups)
+
+    monkeypatch.setattr(probe, "refine", recording_refine)
     rows = probe.probe(subject, probe.fold_weights(cv, subject.name), ["IR+FLAIR", "IR"])
-    assert sorted({tuple(row[1:3]) for row in rows}) == [
-        ("IR", "networks"), ("IR", "refined by IR"),
-        ("IR+FLAIR", "networks"), ("IR+FLAIR", "refined by FLAIR")]
+    assert [row[1:4] for row in rows] == [
+        [modalities, method, task] for modalities, reference in (("IR+FLAIR", "FLAIR"),
+                                                                 ("IR", "IR"))
+        for method in ("networks", f"refined by {reference}") for task in ("3label", "wholebrain")]
+    for image, reference in zip(refined_by, ("FLAIR", "IR")):
+        np.testing.assert_array_equal(image, subject.image[..., MODALITIES.index(reference)])
+    with pytest.raises(SystemExit):
+        probe.main(["--cv", str(cv), "--cache", str(tmp_path), "--subjects", "1",
+                    "--inputs", "T2w"])
 
 
 def test_cv_error_probe_sorts_errors_into_border_and_region_by_hand():
