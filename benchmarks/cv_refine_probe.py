@@ -9,7 +9,7 @@ N4-corrected, z-scored images), with all its modalities and with T1w alone (``--
 names other subsets, e.g. ``IR+FLAIR FLAIR``; a subset the subject lacks is skipped). The
 fused probabilities are scored as they are and refined as the app refines them: by its
 reference image, the T1w when the inputs have one, else the FLAIR, else the IR
-(``workflows.preprocessing.choose_reference``); in the MRBrainS 3 labels and the
+(``mixnet_bids.workflows.preprocessing.choose_reference``); in the MRBrainS 3 labels and the
 whole-brain tissues. Dice only. (A refinement by every modality given, one Gaussian per
 tissue over the co-registered images, was probed at ``bd3c53f`` and dropped:
 ``docs/results.md``.)
@@ -71,8 +71,9 @@ def subsets(subject, inputs: list[str] | None) -> list[tuple[str, ...]]:
     wanted = inputs or ["+".join(subject.modalities), "T1w"]
     out = []
     for names in wanted:
-        keep = tuple(m for m in MODALITIES if m in names.split("+"))
-        if set(names.split("+")) <= set(subject.modalities) and keep not in out:
+        parts = set(names.split("+"))
+        keep = tuple(m for m in MODALITIES if m in parts)
+        if parts <= set(subject.modalities) and keep not in out:
             out.append(keep)
     return out
 
