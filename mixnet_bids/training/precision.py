@@ -33,6 +33,10 @@ CANDIDATES["auto"] = CANDIDATES["float32"] + CANDIDATES["bfloat16"]
 #: largest relative L2 difference of all gradients from float32 that counts as agreement;
 #: bfloat16 keeps 8 bits of mantissa, and its gradients differ from float32 by 1-2 % here.
 GRADIENT_TOLERANCE = 0.1
+#: a run's previous choice is kept while it is at most this many times slower than the
+#: fastest candidate that passes; beyond that the host has changed (a host without AVX-512
+#: ran bfloat16 five times slower than float32) and the fastest is taken.
+PREFER_SLOWDOWN = 1.5
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,15 @@ def gradients(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
 def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
                      targets: torch.Tensor, precision: str, steps: int = 2,
                      prefer: str | None = None) -> tuple[Precision, dict]:
-    """The fastest candidate of ``precision`` ("float32", "bfloat16" or "auto") whose
-    gradients on ``images``/``targets`` are finite and agree with float32, or ``prefer``
-    (a candidate's ``describe()``) when it passes; and a report (seconds per forward +
+    """The candidate of ``precision`` ("float32", "bfloat16" or "auto") that ``pick`` takes
+    among those whose gradients on ``images``/``targets`` are finite and agree with float32
+    (``prefer`` is a candidate's ``describe()``); and a report (seconds per forward +
     backward and gradient difference of each candidate; null where not finite)."""
     if precision not in CANDIDATES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(CANDIDATES)}")
     reference = copy.deepcopy(model).train()
     ref = gradients(reference, loss_fn, images, targets, Precision(False, "default"))
-    report, best = {}, None
+    report = {}
     for bf16, layout in CANDIDATES[precision]:
         candidate = Precision(bf16, layout)
         net = copy.deepcopy(model).to(memory_format=candidate.memory_format).train()
@@ -88,13 +92,22 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
             "gradient_difference": round(difference, 5) if math.isfinite(difference) else None}
         LOGGER.info("precision check: %s %.3f s per step, gradient difference %.4f%s",
                     candidate.describe(), seconds, difference, "" if ok else " (rejected)")
-        if ok and (best is None or seconds < report[best.describe()]["seconds"]):
-            best = candidate
-    if prefer in report and report[prefer]["ok"]:
-        best = next(Precision(bf16, layout) for bf16, layout in CANDIDATES[precision]
-                    if Precision(bf16, layout).describe() == prefer)
-    if best is None:
+    chosen = pick(report, prefer)
+    if chosen is None:
         raise FloatingPointError(
             f"no {precision} candidate gave finite gradients that agree with float32 on this "
             f"host ({report}); use a recipe with precision float32")
-    return best, report
+    return next(Precision(bf16, layout) for bf16, layout in CANDIDATES[precision]
+                if Precision(bf16, layout).describe() == chosen), report
+
+
+def pick(report: dict, prefer: str | None = None) -> str | None:
+    """The fastest candidate of a check's ``report`` that passed, or ``prefer`` when it
+    passed and is at most ``PREFER_SLOWDOWN`` times slower than that; None if none passed."""
+    passed = {name: row["seconds"] for name, row in report.items() if row["ok"]}
+    if not passed:
+        return None
+    fastest = min(passed, key=passed.get)
+    if prefer in passed and passed[prefer] <= PREFER_SLOWDOWN * passed[fastest]:
+        return prefer
+    return fastest

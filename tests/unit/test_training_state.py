@@ -2,6 +2,7 @@
 folder, the per-host precision check, recipes, the fine-class loss and state in git."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -31,9 +32,10 @@ from mixnet_bids.labels import (
 )
 from mixnet_bids.model import build_mixnet
 from mixnet_bids.preprocessing import PREPROCESSING_VERSION
+from mixnet_bids.training import precision as precision_module
 from mixnet_bids.training.gitstate import commit_state, last_commit_time
 from mixnet_bids.training.losses import CoarseLabelLoss, brain_edge
-from mixnet_bids.training.precision import choose_precision
+from mixnet_bids.training.precision import choose_precision, pick
 from mixnet_bids.training.recipes import DEFAULT_RECIPE, RECIPES
 from mixnet_bids.training.train import (
     RecipeMismatch,
@@ -386,10 +388,12 @@ def test_a_finished_plane_is_left_as_it_is_on_a_rerun(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
 
 
-def test_a_preferred_precision_is_kept_when_it_passes():
+def test_a_preferred_precision_is_kept_when_it_passes(monkeypatch):
     images, targets = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
     loss = nn.CrossEntropyLoss()
     net = nn.Conv2d(3, 4, 3, padding=1)
+    # the tiny network's timings are noise: only the check decides here, not the speed
+    monkeypatch.setattr(precision_module, "PREFER_SLOWDOWN", math.inf)
     for prefer in ("float32 default", "float32 channels_last"):
         chosen, _ = choose_precision(net, loss, images, targets, "float32", prefer=prefer)
         assert chosen.describe() == prefer
@@ -397,6 +401,24 @@ def test_a_preferred_precision_is_kept_when_it_passes():
     chosen, report = choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "auto",
                                       prefer="bfloat16 default")
     assert not chosen.bf16 and report["bfloat16 default"]["gradient_difference"] is None
+
+
+def test_a_preferred_precision_much_slower_on_this_host_is_dropped():
+    """A run that started in bfloat16 on a host with AVX-512 BF16 resumes on a host
+    without it, where the check (these are its times) found bfloat16 five times slower."""
+    report = {"float32 default": {"seconds": 2.255, "ok": True},
+              "float32 channels_last": {"seconds": 1.4409, "ok": True},
+              "bfloat16 default": {"seconds": 22.6409, "ok": True},
+              "bfloat16 channels_last": {"seconds": 7.272, "ok": True}}
+    assert pick(report, prefer="bfloat16 channels_last") == "float32 channels_last"
+    assert pick(report, prefer="float32 default") == "float32 channels_last"  # 1.56 times
+    # within 1.5 times the fastest, the run's previous choice stays
+    report["float32 default"]["seconds"] = 2.1
+    assert pick(report, prefer="float32 default") == "float32 default"
+    assert pick(report) == "float32 channels_last"
+    report["float32 channels_last"]["ok"] = False
+    assert pick(report, prefer="float32 channels_last") == "float32 default"
+    assert pick({"bfloat16 default": {"seconds": 1.0, "ok": False}}) is None
 
 
 def test_a_failed_commit_leaves_nothing_staged(tmp_path):
