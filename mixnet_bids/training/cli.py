@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for converted data, preprocessing work and cached volumes")
     parser.add_argument("--init-dir", type=Path, default=None, metavar="DIR",
                         help="for a recipe that starts from another's networks (init_from): "
-                             "that recipe's run folders (default checkpoints/<init_from>)")
+                             "that recipe's run folders (default checkpoints/<init_from>), or "
+                             "one fold of its cross-validation (e.g. checkpoints/<init_from>/"
+                             "cv/fine_v3/sub-1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder: one sub-folder (checkpoint, config, log, weights) per "
                              "plane; default checkpoints/<recipe>")
@@ -140,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_runtime()
     keep_freed_memory()  # this process trains: reuse its memory from step to step
-    from mixnet_bids.inference.weights import weight_path
     from mixnet_bids.training.cache import build_cache, load_cached, subject_names
     from mixnet_bids.training.locks import SUFFIX, Busy, hold, hold_run
     from mixnet_bids.training.mrbrains import mrbrains_to_bids
@@ -150,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     starts = {}
     if recipe.init_from:
         root = args.init_dir or Path("checkpoints") / recipe.init_from
-        starts = {plane: weight_path(recipe.task, plane, recipe.version,
-                                     root / f"{recipe.task}_{recipe.version}_{plane}")
+        starts = {plane: start_weights(root, recipe.task, recipe.version, plane)
                   for plane in args.planes}
         missing = [str(path) for path in starts.values() if not path.is_file()]
         if missing:
@@ -204,6 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         if path.name == "checkpoint.pt":  # --stop-after ended this invocation
             break
     return 0
+
+
+def start_weights(root: Path, task: str, version: str, plane: str) -> Path:
+    """The network a plane starts from in ``root``: a training run's folder (one
+    ``<task>_<version>_<plane>`` sub-folder per plane) or a cross-validation fold's (one
+    ``<plane>`` sub-folder per plane)."""
+    from mixnet_bids.inference.weights import weight_path
+
+    run = root / f"{task}_{version}_{plane}"
+    fold = root / plane
+    return weight_path(task, plane, version, fold if fold.is_dir() and not run.is_dir() else run)
 
 
 if __name__ == "__main__":

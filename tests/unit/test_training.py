@@ -14,6 +14,7 @@ from mixnet_bids.inference.weights import load_model, read_metadata, weight_path
 from mixnet_bids.labels import IGNORE_INDEX, TARGETS
 from mixnet_bids.preprocessing import PREPROCESSING_VERSION
 from mixnet_bids.training.cli import main as train_main
+from mixnet_bids.training.cli import start_weights
 from mixnet_bids.training.crossval import (
     cross_validate,
     fold_plans,
@@ -390,6 +391,19 @@ def test_a_recipe_whose_starting_networks_are_missing_is_refused_before_any_work
     assert "wholebrain-tune-v1 starts from the networks of wholebrain-synth-v2, not trained " \
            f"yet: {tmp_path / 'none' / 'fine_v3_axial' / 'mixnet_v3_fine_axial.pt'}" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_init_dir_is_a_run_folder_or_a_cross_validation_fold(tmp_path):
+    """A probe continues one fold's network (``--init-dir .../cv/fine_v3/sub-1``) as well
+    as a finished run's (``--init-dir checkpoints/<recipe>``)."""
+    fold = tmp_path / "cv" / "fine_v3" / "sub-1"
+    trained = _train(fold / "axial", 2, task="fine")
+    assert start_weights(fold, "fine", "v3", "axial") == trained
+    run = _train(tmp_path / "run" / "fine_v3_axial", 2, task="fine")
+    assert start_weights(tmp_path / "run", "fine", "v3", "axial") == run
+    # neither: the run folder's path, which the refusal names
+    assert start_weights(tmp_path / "none", "fine", "v3", "axial") == weight_path(
+        "fine", "axial", "v3", tmp_path / "none" / "fine_v3_axial")
 
 
 def test_folds_start_from_the_same_fold_of_the_init_recipe(tmp_path):
