@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-dir", type=Path, default=None, metavar="DIR",
                         help="for a recipe that starts from another's networks (init_from): "
                              "that recipe's run folders (default checkpoints/<init_from>), or "
-                             "one fold of its cross-validation (e.g. checkpoints/<init_from>/"
-                             "cv/fine_v3/sub-1)")
+                             "one fold of its cross-validation, cv/<task>_<version>/<subject> "
+                             "(e.g. checkpoints/<init_from>/cv/fine_v3/sub-1, with --exclude "
+                             "sub-1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder: one sub-folder (checkpoint, config, log, weights) per "
                              "plane; default checkpoints/<recipe>")
@@ -158,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"mixnet-bids-train: {recipe.name} starts from the networks of "
                            f"{recipe.init_from}, not trained yet: {', '.join(missing)} "
                            f"(train them: mixnet-bids-train --recipe {recipe.init_from})\n")
+        from mixnet_bids.training.cache import subject_names
+
+        in_fold = any(path.parent == root / plane for plane, path in starts.items())
+        if in_fold and root.name not in subject_names(args.exclude):
+            parser.exit(2, f"mixnet-bids-train: {root} is the cross-validation fold that "
+                           f"holds out {root.name}: give --exclude {root.name}, or its "
+                           f"networks would train on the subject they are scored on\n")
     if not args.mrbrains and args.labels is None:
         parser.error("--bids needs --labels (a derivatives folder of *_dseg)")
     volumes, cases = load_brainweb(args.brainweb, recipe, parser)
@@ -209,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
 def start_weights(root: Path, task: str, version: str, plane: str) -> Path:
     """The network a plane starts from in ``root``: a training run's folder (one
     ``<task>_<version>_<plane>`` sub-folder per plane) or a cross-validation fold's (one
-    ``<plane>`` sub-folder per plane)."""
+    ``<plane>`` sub-folder per plane, ``cv/<task>_<version>/<subject>``). The run's network
+    is taken when both exist; when neither does, its path (which the refusal names)."""
     from mixnet_bids.inference.weights import weight_path
 
-    run = root / f"{task}_{version}_{plane}"
-    fold = root / plane
-    return weight_path(task, plane, version, fold if fold.is_dir() and not run.is_dir() else run)
+    run = weight_path(task, plane, version, root / f"{task}_{version}_{plane}")
+    fold = weight_path(task, plane, version, root / plane)
+    return fold if fold.is_file() and not run.is_file() else run
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ AMX, bfloat16 in channels-last was the fastest; on an AMD EPYC with AVX-512 BF16
 channels-last under bfloat16. So instead of a fixed rule, each candidate runs a few training
 steps of the recipe's network, freshly initialised (``train.check_network``), on a random
 batch: its gradients must be finite and agree with float32 in the default layout, and the
-fastest that does is used. The choice and the times go to the log and the sidecar.
+fastest that does is used (a restart keeps the run's previous choice while it is nearly as
+fast: ``pick``). The choice and the times go to the log and the sidecar.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ CANDIDATES["auto"] = CANDIDATES["float32"] + CANDIDATES["bfloat16"]
 #: largest relative L2 difference of all gradients from float32 that counts as agreement;
 #: bfloat16 keeps 8 bits of mantissa, and its gradients differ from float32 by 1-2 % here.
 GRADIENT_TOLERANCE = 0.1
-#: a run's previous choice is kept while it is at most this many times slower than the
-#: fastest candidate that passes; beyond that the host has changed (a host without AVX-512
-#: ran bfloat16 five times slower than float32) and the fastest is taken.
+#: a run's previous choice is kept while its step takes at most this many times the time of
+#: the fastest candidate that passes; beyond that the host has likely changed (a host without
+#: AVX-512 ran bfloat16 five times slower than float32) and the fastest is taken.
 PREFER_SLOWDOWN = 1.5
 
 
@@ -97,17 +98,23 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
         raise FloatingPointError(
             f"no {precision} candidate gave finite gradients that agree with float32 on this "
             f"host ({report}); use a recipe with precision float32")
-    return next(Precision(bf16, layout) for bf16, layout in CANDIDATES[precision]
-                if Precision(bf16, layout).describe() == chosen), report
+    if prefer in report and report[prefer]["ok"] and chosen != prefer:
+        LOGGER.warning("the run's previous %s takes %.1f times the time of %s on this host: "
+                       "switching (the run no longer resumes bit for bit)", prefer,
+                       report[prefer]["seconds"] / max(report[chosen]["seconds"], 1e-9), chosen)
+    options = {Precision(bf16, layout).describe(): Precision(bf16, layout)
+               for bf16, layout in CANDIDATES[precision]}
+    return options[chosen], report
 
 
 def pick(report: dict, prefer: str | None = None) -> str | None:
     """The fastest candidate of a check's ``report`` that passed, or ``prefer`` when it
-    passed and is at most ``PREFER_SLOWDOWN`` times slower than that; None if none passed."""
+    passed and its step takes at most ``PREFER_SLOWDOWN`` times the fastest's time; None if
+    none passed."""
     passed = {name: row["seconds"] for name, row in report.items() if row["ok"]}
     if not passed:
         return None
     fastest = min(passed, key=passed.get)
-    if prefer in passed and passed[prefer] <= PREFER_SLOWDOWN * passed[fastest]:
+    if prefer in passed and passed[prefer] / PREFER_SLOWDOWN <= passed[fastest]:
         return prefer
     return fastest

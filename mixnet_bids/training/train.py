@@ -309,7 +309,9 @@ def host_precision(criterion: nn.Module, cfg: TrainConfig, crop: tuple[int, int]
                    previous: str | None = None) -> tuple[Precision, dict]:
     """The precision and layout this run trains in on this host (see precision.py); a fixed
     ``<precision>-<layout>`` is taken as it is. ``previous`` (the run's last choice) is kept
-    when it passes this host's check, so restarts on one host do not switch.
+    when it passes this host's check and its step takes at most ``PREFER_SLOWDOWN`` times the
+    fastest passing candidate's time (``precision.pick``), so restarts on one host do not
+    switch unless the check's timings move by more than that.
 
     The check runs a freshly initialised network of the recipe's architecture, whatever the
     run starts from or resumes: it tests this host's kernels, and gives one answer for a

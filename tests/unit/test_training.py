@@ -1,6 +1,7 @@
 """Training loop: sampler output, checkpoint/resume reproduces an uninterrupted run."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -404,6 +405,22 @@ def test_init_dir_is_a_run_folder_or_a_cross_validation_fold(tmp_path):
     # neither: the run folder's path, which the refusal names
     assert start_weights(tmp_path / "none", "fine", "v3", "axial") == weight_path(
         "fine", "axial", "v3", tmp_path / "none" / "fine_v3_axial")
+    # both: the run's network
+    shutil.copytree(fold / "axial", tmp_path / "run" / "axial")
+    assert start_weights(tmp_path / "run", "fine", "v3", "axial") == run
+
+
+def test_a_fold_start_that_would_train_on_its_held_out_subject_is_refused(tmp_path, capsys):
+    fold = tmp_path / "cv" / "fine_v3" / "sub-1"
+    _train(fold / "axial", 2, task="fine")
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--recipe", "wholebrain-tune-v1", "--init-dir", str(fold),
+                    "--mrbrains", str(tmp_path), "--cache", str(tmp_path / "c"),
+                    "--planes", "axial", "--exclude", "4"])
+    assert exc.value.code == 2
+    assert f"{fold} is the cross-validation fold that holds out sub-1: give --exclude " \
+           "sub-1" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_folds_start_from_the_same_fold_of_the_init_recipe(tmp_path):

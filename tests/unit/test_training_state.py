@@ -405,7 +405,8 @@ def test_a_preferred_precision_is_kept_when_it_passes(monkeypatch):
 
 def test_a_preferred_precision_much_slower_on_this_host_is_dropped():
     """A run that started in bfloat16 on a host with AVX-512 BF16 resumes on a host
-    without it, where the check (these are its times) found bfloat16 five times slower."""
+    without it, where the check (these are its times, rounded) found bfloat16 five times
+    slower."""
     report = {"float32 default": {"seconds": 2.255, "ok": True},
               "float32 channels_last": {"seconds": 1.4409, "ok": True},
               "bfloat16 default": {"seconds": 22.6409, "ok": True},
@@ -415,7 +416,10 @@ def test_a_preferred_precision_much_slower_on_this_host_is_dropped():
     # within 1.5 times the fastest, the run's previous choice stays
     report["float32 default"]["seconds"] = 2.1
     assert pick(report, prefer="float32 default") == "float32 default"
+    report["float32 default"]["seconds"] = 1.5 * 1.4409  # the boundary keeps it
+    assert pick(report, prefer="float32 default") == "float32 default"
     assert pick(report) == "float32 channels_last"
+    assert pick(report, prefer="float16 default") == "float32 channels_last"
     report["float32 channels_last"]["ok"] = False
     assert pick(report, prefer="float32 channels_last") == "float32 default"
     assert pick({"bfloat16 default": {"seconds": 1.0, "ok": False}}) is None
