@@ -159,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"mixnet-bids-train: {recipe.name} starts from the networks of "
                            f"{recipe.init_from}, not trained yet: {', '.join(missing)} "
                            f"(train them: mixnet-bids-train --recipe {recipe.init_from})\n")
-        from mixnet_bids.training.cache import subject_names
-
         in_fold = any(path.parent == root / plane for plane, path in starts.items())
         if in_fold and root.name not in subject_names(args.exclude):
             parser.exit(2, f"mixnet-bids-train: {root} is the cross-validation fold that "
