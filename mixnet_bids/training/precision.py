@@ -7,7 +7,10 @@ channels-last under bfloat16. So instead of a fixed rule, each candidate runs a 
 steps of the recipe's network, freshly initialised (``train.check_network``), on a random
 batch: its gradients must be finite and agree with float32 in the default layout, and the
 fastest that does is used (a restart keeps the run's previous choice while it is nearly as
-fast: ``pick``). The choice and the times go to the log and the sidecar.
+fast: ``pick``). The choice and the times go to the log and the sidecar. Under "auto", a CPU
+without native bfloat16 (no AVX-512 BF16, no AMX) checks float32 only, as inference does:
+there the emulated bfloat16 took 5-16 times float32's step, and timing it cost about 100 s
+per start.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from mixnet_bids.inference.precision import native_bfloat16
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,12 +78,11 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
     among those whose gradients on ``images``/``targets`` are finite and agree with float32
     (``prefer`` is a candidate's ``describe()``); and a report (seconds per forward +
     backward and gradient difference of each candidate; null where not finite)."""
-    if precision not in CANDIDATES:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(CANDIDATES)}")
+    checked = candidates(precision)
     reference = copy.deepcopy(model).train()
     ref = gradients(reference, loss_fn, images, targets, Precision(False, "default"))
     report = {}
-    for bf16, layout in CANDIDATES[precision]:
+    for bf16, layout in checked:
         candidate = Precision(bf16, layout)
         net = copy.deepcopy(model).to(memory_format=candidate.memory_format).train()
         grads = gradients(net, loss_fn, images, targets, candidate)  # warm-up
@@ -102,9 +106,24 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
         LOGGER.warning("the run's previous %s takes %.1f times the time of %s on this host: "
                        "switching (the run no longer resumes bit for bit)", prefer,
                        report[prefer]["seconds"] / max(report[chosen]["seconds"], 1e-9), chosen)
+    elif prefer and prefer not in report:
+        LOGGER.warning("the run's previous %s is not a candidate on this host: switching to %s "
+                       "(the run no longer resumes bit for bit)", prefer, chosen)
     options = {Precision(bf16, layout).describe(): Precision(bf16, layout)
-               for bf16, layout in CANDIDATES[precision]}
+               for bf16, layout in checked}
     return options[chosen], report
+
+
+def candidates(precision: str) -> tuple[tuple[bool, str], ...]:
+    """The (bfloat16, layout) candidates that the check times for a recipe's ``precision``:
+    under "auto" the bfloat16 ones only on a CPU that computes bfloat16 natively."""
+    if precision not in CANDIDATES:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(CANDIDATES)}")
+    if precision == "auto" and not native_bfloat16(torch.device("cpu")):
+        LOGGER.info("precision check: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): "
+                    "float32 candidates only")
+        return CANDIDATES["float32"]
+    return CANDIDATES[precision]
 
 
 def pick(report: dict, prefer: str | None = None) -> str | None:

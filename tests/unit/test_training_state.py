@@ -2,6 +2,7 @@
 folder, the per-host precision check, recipes, the fine-class loss and state in git."""
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -219,9 +220,11 @@ class _BrokenUnderBfloat16(nn.Module):
         return y * float("nan") if torch.is_autocast_enabled("cpu") else y
 
 
-def test_the_precision_check_rejects_candidates_whose_gradients_are_wrong():
+def test_the_precision_check_rejects_candidates_whose_gradients_are_wrong(monkeypatch):
     images, targets = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
     loss = nn.CrossEntropyLoss()
+    # "auto" checks bfloat16 only where it is native: make it so on any host
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda device: True)
     chosen, report = choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "auto")
     assert not chosen.bf16 and set(report) == {"float32 default", "float32 channels_last",
                                                "bfloat16 default", "bfloat16 channels_last"}
@@ -394,6 +397,7 @@ def test_a_preferred_precision_is_kept_when_it_passes(monkeypatch):
     net = nn.Conv2d(3, 4, 3, padding=1)
     # the tiny network's timings are noise: only the check decides here, not the speed
     monkeypatch.setattr(precision_module, "PREFER_SLOWDOWN", math.inf)
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda device: True)
     for prefer in ("float32 default", "float32 channels_last"):
         chosen, _ = choose_precision(net, loss, images, targets, "float32", prefer=prefer)
         assert chosen.describe() == prefer
@@ -401,6 +405,26 @@ def test_a_preferred_precision_is_kept_when_it_passes(monkeypatch):
     chosen, report = choose_precision(_BrokenUnderBfloat16(), loss, images, targets, "auto",
                                       prefer="bfloat16 default")
     assert not chosen.bf16 and report["bfloat16 default"]["gradient_difference"] is None
+
+
+def test_auto_checks_bfloat16_only_on_a_cpu_that_computes_it_natively(monkeypatch, caplog):
+    """Emulated bfloat16 (an AVX2 host) took 5-16 times float32's step: "auto" does not time
+    it there, and a run that trained in bfloat16 elsewhere switches to float32 with a
+    warning. An explicit "bfloat16" is still checked as asked."""
+    images, targets = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    loss, net = nn.CrossEntropyLoss(), nn.Conv2d(3, 4, 3, padding=1)
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda device: False)
+    with caplog.at_level(logging.INFO, logger=precision_module.__name__):
+        chosen, report = choose_precision(net, loss, images, targets, "auto",
+                                          prefer="bfloat16 channels_last")
+    assert set(report) == {"float32 default", "float32 channels_last"} and not chosen.bf16
+    assert "no native bfloat16" in caplog.text
+    assert "previous bfloat16 channels_last is not a candidate on this host" in caplog.text
+    _, report = choose_precision(net, loss, images, targets, "bfloat16")
+    assert set(report) == {"bfloat16 default", "bfloat16 channels_last"}
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda device: True)
+    _, report = choose_precision(net, loss, images, targets, "auto")
+    assert len(report) == 4
 
 
 def test_a_preferred_precision_much_slower_on_this_host_is_dropped():
