@@ -78,12 +78,12 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
     among those whose gradients on ``images``/``targets`` are finite and agree with float32
     (``prefer`` is a candidate's ``describe()``); and a report (seconds per forward +
     backward and gradient difference of each candidate; null where not finite)."""
-    checked = candidates(precision)
+    options = {c.describe(): c for c in (Precision(bf16, layout)
+                                         for bf16, layout in candidates(precision))}
     reference = copy.deepcopy(model).train()
     ref = gradients(reference, loss_fn, images, targets, Precision(False, "default"))
     report = {}
-    for bf16, layout in checked:
-        candidate = Precision(bf16, layout)
+    for candidate in options.values():
         net = copy.deepcopy(model).to(memory_format=candidate.memory_format).train()
         grads = gradients(net, loss_fn, images, targets, candidate)  # warm-up
         t0 = time.perf_counter()
@@ -109,8 +109,6 @@ def choose_precision(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
     elif prefer and prefer not in report:
         LOGGER.warning("the run's previous %s is not a candidate on this host: switching to %s "
                        "(the run no longer resumes bit for bit)", prefer, chosen)
-    options = {Precision(bf16, layout).describe(): Precision(bf16, layout)
-               for bf16, layout in checked}
     return options[chosen], report
 
 
